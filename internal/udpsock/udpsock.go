@@ -1,0 +1,237 @@
+// Package udpsock is the Linux UDP socket layer shared by the prober and the
+// reflector: sockets with per-packet control messages (destination address,
+// TTL / Hop Limit, DSCP) on receive and source address and DSCP on send,
+// without a setsockopt per packet. It only uses golang.org/x/sys/unix and the
+// socket's SyscallConn, never conn.File().
+package udpsock
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// OOBSize is the size in octets of a receive control-message buffer large
+// enough for every control message that a Conn enables.
+const OOBSize = 256
+
+// Options selects socket options that are set before bind.
+type Options struct {
+	// RecvMeta enables the per-packet destination address, TTL / Hop Limit
+	// and traffic class control messages (IP_PKTINFO, IP_RECVTTL, IP_RECVTOS
+	// and their IPv6 counterparts), read back into Meta.
+	RecvMeta bool
+	// TOS is the IPv4 TOS / IPv6 Traffic Class octet of every datagram sent
+	// without a per-packet TOS; 0 leaves the kernel default.
+	TOS int
+	// ReusePort sets SO_REUSEPORT so that several sockets share one address.
+	ReusePort bool
+}
+
+// Meta is what the kernel reported about one received datagram.
+type Meta struct {
+	// Dst is the local address the datagram was sent to; invalid when unknown.
+	Dst netip.Addr
+	// IfIndex is the receiving interface index; 0 when unknown.
+	IfIndex int
+	// TTL is the received IPv4 TTL or IPv6 Hop Limit; -1 when unknown.
+	TTL int
+	// TOS is the received IPv4 TOS or IPv6 Traffic Class octet (DSCP << 2 |
+	// ECN); -1 when unknown.
+	TOS int
+}
+
+// Conn is a UDP socket of one address family with control-message support.
+type Conn struct {
+	*net.UDPConn
+	v6 bool
+}
+
+// Listen opens a UDP socket on laddr. network is "udp4" or "udp6"; an
+// IPv6 socket is always IPv6-only, so that a wildcard listen opens one socket
+// per family and every datagram has family-specific control messages.
+// Errors are those of bind(2) and setsockopt(2), wrapped with the address.
+func Listen(network string, laddr netip.AddrPort, o Options) (*Conn, error) {
+	v6 := network == "udp6"
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = setOptions(int(fd), v6, o)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	pc, err := lc.ListenPacket(context.Background(), network, laddr.String())
+	if err != nil {
+		return nil, err
+	}
+	return &Conn{UDPConn: pc.(*net.UDPConn), v6: v6}, nil
+}
+
+func setOptions(fd int, v6 bool, o Options) error {
+	type opt struct {
+		level, name, value int
+		what               string
+	}
+	var opts []opt
+	if o.ReusePort {
+		opts = append(opts, opt{unix.SOL_SOCKET, unix.SO_REUSEPORT, 1, "SO_REUSEPORT"})
+	}
+	if v6 {
+		opts = append(opts, opt{unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1, "IPV6_V6ONLY"})
+		if o.RecvMeta {
+			opts = append(opts,
+				opt{unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1, "IPV6_RECVPKTINFO"},
+				opt{unix.IPPROTO_IPV6, unix.IPV6_RECVHOPLIMIT, 1, "IPV6_RECVHOPLIMIT"},
+				opt{unix.IPPROTO_IPV6, unix.IPV6_RECVTCLASS, 1, "IPV6_RECVTCLASS"})
+		}
+		if o.TOS != 0 {
+			opts = append(opts, opt{unix.IPPROTO_IPV6, unix.IPV6_TCLASS, o.TOS, "IPV6_TCLASS"})
+		}
+	} else {
+		if o.RecvMeta {
+			opts = append(opts,
+				opt{unix.IPPROTO_IP, unix.IP_PKTINFO, 1, "IP_PKTINFO"},
+				opt{unix.IPPROTO_IP, unix.IP_RECVTTL, 1, "IP_RECVTTL"},
+				opt{unix.IPPROTO_IP, unix.IP_RECVTOS, 1, "IP_RECVTOS"})
+		}
+		if o.TOS != 0 {
+			opts = append(opts, opt{unix.IPPROTO_IP, unix.IP_TOS, o.TOS, "IP_TOS"})
+		}
+	}
+	for _, s := range opts {
+		if err := unix.SetsockoptInt(fd, s.level, s.name, s.value); err != nil {
+			return fmt.Errorf("setsockopt %s: %w", s.what, err)
+		}
+	}
+	return nil
+}
+
+// IPv6 reports whether the socket is an IPv6 socket.
+func (c *Conn) IPv6() bool { return c.v6 }
+
+// ReadMeta reads one datagram into b, using oob (at least OOBSize octets) for
+// control messages. It returns the payload length in octets, the sender
+// with any IPv4-mapped address unmapped, and the parsed control messages.
+// It does not allocate.
+func (c *Conn) ReadMeta(b, oob []byte) (n int, from netip.AddrPort, m Meta, err error) {
+	n, oobn, _, from, err := c.ReadMsgUDPAddrPort(b, oob)
+	if err != nil {
+		return 0, from, Meta{TTL: -1, TOS: -1}, err
+	}
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	return n, from, ParseMeta(oob[:oobn]), nil
+}
+
+// ParseMeta decodes the control messages of one received datagram. Unknown
+// or malformed messages are ignored. It does not allocate.
+func ParseMeta(oob []byte) Meta {
+	m := Meta{TTL: -1, TOS: -1}
+	for len(oob) > 0 {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			break
+		}
+		oob = rest
+		switch {
+		case h.Level == unix.IPPROTO_IP && h.Type == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
+			// struct in_pktinfo: ifindex (int), spec_dst, addr (the header's destination).
+			m.IfIndex = int(int32(binary.NativeEndian.Uint32(data[0:4])))
+			m.Dst = netip.AddrFrom4([4]byte(data[8:12]))
+		case h.Level == unix.IPPROTO_IP && h.Type == unix.IP_TTL && len(data) >= 4:
+			m.TTL = int(int32(binary.NativeEndian.Uint32(data)))
+		case h.Level == unix.IPPROTO_IP && h.Type == unix.IP_TOS && len(data) >= 1:
+			m.TOS = int(data[0])
+		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
+			m.Dst = netip.AddrFrom16([16]byte(data[0:16]))
+			m.IfIndex = int(int32(binary.NativeEndian.Uint32(data[16:20])))
+		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_HOPLIMIT && len(data) >= 4:
+			m.TTL = int(int32(binary.NativeEndian.Uint32(data)))
+		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_TCLASS && len(data) >= 4:
+			m.TOS = int(int32(binary.NativeEndian.Uint32(data)))
+		}
+	}
+	return m
+}
+
+// SendOOBSize is the size in octets of a send control-message buffer for
+// AppendSendMeta.
+const SendOOBSize = 128
+
+// AppendSendMeta appends to oob the control messages that make one datagram
+// leave from src (when valid) on interface ifIndex (IPv6; 0 = any) with the
+// TOS / Traffic Class octet tos (when >= 0). It does not allocate when oob
+// has SendOOBSize octets of capacity.
+func (c *Conn) AppendSendMeta(oob []byte, src netip.Addr, ifIndex, tos int) []byte {
+	if c.v6 {
+		if src.IsValid() && src.Is6() && !src.Is4In6() {
+			d := cmsg(&oob, unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, unix.SizeofInet6Pktinfo)
+			a := src.As16()
+			copy(d[0:16], a[:])
+			binary.NativeEndian.PutUint32(d[16:20], uint32(ifIndex))
+		}
+		if tos >= 0 {
+			binary.NativeEndian.PutUint32(cmsg(&oob, unix.IPPROTO_IPV6, unix.IPV6_TCLASS, 4), uint32(tos))
+		}
+		return oob
+	}
+	if src.IsValid() && src.Unmap().Is4() {
+		d := cmsg(&oob, unix.IPPROTO_IP, unix.IP_PKTINFO, unix.SizeofInet4Pktinfo)
+		a := src.Unmap().As4()
+		copy(d[4:8], a[:]) // ipi_spec_dst: the source address to use
+	}
+	if tos >= 0 {
+		binary.NativeEndian.PutUint32(cmsg(&oob, unix.IPPROTO_IP, unix.IP_TOS, 4), uint32(tos))
+	}
+	return oob
+}
+
+// cmsg appends one zeroed control message with room for n data octets to
+// *oob and returns its data part.
+func cmsg(oob *[]byte, level, typ int32, n int) []byte {
+	b := *oob
+	start := len(b)
+	space := unix.CmsgSpace(n)
+	if cap(b)-start < space {
+		nb := make([]byte, start, start+space+SendOOBSize)
+		copy(nb, b)
+		b = nb
+	}
+	b = b[:start+space]
+	clear(b[start:])
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[start]))
+	h.Level = level
+	h.Type = typ
+	h.SetLen(unix.CmsgLen(n))
+	*oob = b
+	data := start + unix.CmsgLen(0)
+	return b[data : data+n]
+}
+
+// WriteMeta sends b to dst with the control messages oob (from
+// AppendSendMeta; may be empty). IPv4 destinations on an IPv6 socket are
+// not supported: Conns are single-family.
+func (c *Conn) WriteMeta(b, oob []byte, dst netip.AddrPort) error {
+	if c.v6 && dst.Addr().Is4() {
+		return errors.New("udpsock: IPv4 destination on an IPv6 socket")
+	}
+	_, _, err := c.WriteMsgUDPAddrPort(b, oob, dst)
+	return err
+}
+
+// Network returns "udp6" for an IPv6 address and "udp4" otherwise.
+func Network(a netip.Addr) string {
+	if a.Is6() && !a.Is4In6() {
+		return "udp6"
+	}
+	return "udp4"
+}

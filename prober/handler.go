@@ -1,0 +1,194 @@
+package prober
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/llama-exporter/llama_exporter/config"
+)
+
+// defaultScrapeTimeout applies when Prometheus sends no
+// X-Prometheus-Scrape-Timeout-Seconds header, as in blackbox_exporter.
+const defaultScrapeTimeout = 120 * time.Second
+
+// Handler serves /probe?target=HOST[:PORT]&module=NAME[&debug=true]
+// (DESIGN §4, §5).
+type Handler struct {
+	Manager *Manager
+	// Config returns the running configuration.
+	Config func() *config.Config
+	// TimeoutOffset is subtracted from the scrape timeout header.
+	TimeoutOffset time.Duration
+	Logger        *slog.Logger
+}
+
+// ServeHTTP answers 400 for a missing or bad target, an unknown module or a
+// bad parameter, 403 for a target outside allowed_targets, 503 when
+// --probe.max-targets is reached, and otherwise 200 with the session's
+// metrics, probe_success 0 when the target does not answer.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	q := r.URL.Query()
+	moduleName := q.Get("module")
+	if moduleName == "" {
+		moduleName = "default"
+	}
+	debug := false
+	if v := q.Get("debug"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			http.Error(w, fmt.Sprintf("debug parameter %q is not a boolean", v), http.StatusBadRequest)
+			return
+		}
+		debug = b
+	}
+	cfg := h.Config()
+	mod, ok := cfg.Modules[moduleName]
+	if !ok {
+		h.Manager.UnknownModule()
+		http.Error(w, fmt.Sprintf("unknown module %q", moduleName), http.StatusBadRequest)
+		return
+	}
+	timeout, err := scrapeTimeout(r, h.TimeoutOffset)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+
+	target := q.Get("target")
+	sess, created, err := h.Manager.Get(ctx, moduleName, mod, target)
+	var bad *BadTargetError
+	switch {
+	case errors.As(err, &bad):
+		http.Error(w, bad.Error(), http.StatusBadRequest)
+		return
+	case errors.Is(err, ErrNotAllowed):
+		http.Error(w, fmt.Sprintf("target %q: %v", target, err), http.StatusForbidden)
+		return
+	case errors.Is(err, ErrLimit):
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	case err != nil:
+		// Resolution or socket failure: the target is down, not the request.
+		h.Logger.Warn("probe session not started", "module", moduleName, "target", target, "err", err)
+		if debug {
+			fmt.Fprintf(w, "session not started: %v\n", err)
+			return
+		}
+		serve(w, r, false, start, nil)
+		return
+	}
+	if created {
+		sess.waitFirst(ctx)
+	}
+	snap := sess.Snapshot()
+	if debug {
+		writeDebug(w, sess, snap, mod)
+		return
+	}
+	serve(w, r, snap.Success, start, sessionCollector{s: sess, snap: snap})
+}
+
+// serve writes probe_success, probe_duration_seconds and the session's
+// metrics in the format the scraper asked for.
+func serve(w http.ResponseWriter, r *http.Request, success bool, start time.Time, c prometheus.Collector) {
+	reg := prometheus.NewRegistry()
+	up := prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_success", Help: "1 if any probe in the window (or since) was answered, 0 otherwise."})
+	dur := prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_duration_seconds", Help: "Time taken to serve this scrape, in seconds."})
+	reg.MustRegister(up, dur)
+	if c != nil {
+		reg.MustRegister(c)
+	}
+	if success {
+		up.Set(1)
+	}
+	dur.Set(time.Since(start).Seconds())
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+}
+
+// scrapeTimeout is the scrape deadline: the Prometheus header minus offset,
+// or defaultScrapeTimeout without the header.
+func scrapeTimeout(r *http.Request, offset time.Duration) (time.Duration, error) {
+	v := r.Header.Get("X-Prometheus-Scrape-Timeout-Seconds")
+	if v == "" {
+		return defaultScrapeTimeout, nil
+	}
+	secs, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(secs) || secs <= 0 {
+		return 0, fmt.Errorf("bad X-Prometheus-Scrape-Timeout-Seconds %q", v)
+	}
+	t := time.Duration(secs*float64(time.Second)) - offset
+	if t <= 0 {
+		t = time.Duration(secs * float64(time.Second)) // offset larger than the timeout: ignore it
+	}
+	return t, nil
+}
+
+// waitFirst waits until the session's first probe is decided (answered or
+// timed out) or ctx ends, whichever is first.
+func (s *Session) waitFirst(ctx context.Context) {
+	select {
+	case <-s.sentFirst: // the scheduler sends it at once
+	case <-ctx.Done():
+		return
+	}
+	t := time.NewTimer(time.Duration(s.firstProbeDeadline() - mono()))
+	defer t.Stop()
+	select {
+	case <-s.decided:
+	case <-ctx.Done():
+	case <-t.C: // timed out: Snapshot's sweep decides it as lost
+	}
+}
+
+// writeDebug writes the human-readable debug page of a session.
+func writeDebug(w http.ResponseWriter, s *Session, sn Snapshot, mod *config.Module) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	var b strings.Builder
+	fmt.Fprintf(&b, "Session module=%s target=%s dst=%s src=%s ssid=%d\n\n", s.Module, s.Target, sn.Dst, sn.Src, s.ssid)
+	fmt.Fprintf(&b, "Counters: sent=%d received=%d lost=%d late=%d duplicated=%d reordered=%d\n",
+		sn.Sent, sn.Received, sn.Lost, sn.Late, sn.Duplicated, sn.Reordered)
+	fmt.Fprintf(&b, "Window: span=%.3fs sent=%d lost=%d loss_ratio=%g\n", sn.Window, sn.WindowSent, sn.WindowLost, sn.LossRatio)
+	fmt.Fprintf(&b, "Window RTT: count=%d min=%s p50=%s p90=%s p99=%s p99.9=%s max=%s stddev=%s jitter=%s\n\n",
+		sn.RTTCount, secs(sn.RTTMin), secs(sn.Quantiles[0.5]), secs(sn.Quantiles[0.9]), secs(sn.Quantiles[0.99]),
+		secs(sn.Quantiles[0.999]), secs(sn.RTTMax), secs(sn.RTTStdDev), secs(sn.Jitter))
+	b.WriteString("Recent probes (newest first):\n  seq        flow  age         state     rtt\n")
+	now := mono()
+	for _, sl := range s.recent(20) {
+		state := [...]string{"empty", "pending", "received", "lost"}[sl.state]
+		if sl.late {
+			state += "+late"
+		}
+		rtt := "-"
+		if sl.state == stateReceived {
+			rtt = time.Duration(sl.rtt).String()
+		}
+		fmt.Fprintf(&b, "  %-10d %-5d %-11s %-9s %s\n", sl.seq, sl.flow, time.Duration(now-sl.sent).Round(time.Microsecond), state, rtt)
+	}
+	b.WriteString("\nModule configuration:\n")
+	cfg := &config.Config{Modules: map[string]*config.Module{s.Module: mod}}
+	if y, err := cfg.YAML(); err == nil {
+		b.Write(y)
+	}
+	io.WriteString(w, b.String())
+}
+
+func secs(v float64) string {
+	if math.IsNaN(v) {
+		return "-"
+	}
+	return time.Duration(v * 1e9).String()
+}

@@ -1,0 +1,399 @@
+package prober
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/stamp"
+)
+
+// Rejection reasons, the values of llama_exporter_sessions_rejected_total's
+// reason label.
+const (
+	ReasonLimit      = "limit"
+	ReasonNotAllowed = "not_allowed"
+	ReasonBadTarget  = "bad_target"
+)
+
+// Errors returned by Manager.Get; the /probe handler maps them to HTTP
+// status codes.
+var (
+	// ErrLimit: --probe.max-targets sessions exist already (503).
+	ErrLimit = errors.New("too many probe sessions (--probe.max-targets)")
+	// ErrNotAllowed: the resolved address is outside allowed_targets (403).
+	ErrNotAllowed = errors.New("target not in the module's allowed_targets")
+)
+
+// BadTargetError is a malformed target (400).
+type BadTargetError struct{ Err error }
+
+func (e *BadTargetError) Error() string { return e.Err.Error() }
+func (e *BadTargetError) Unwrap() error { return e.Err }
+
+// resolveEvery is how often a hostname target is resolved again (DESIGN §5).
+const resolveEvery = time.Minute
+
+type sessionKey struct{ module, target string }
+
+// Manager owns every probe session, the per-module socket pools and the
+// scheduler. It is safe for concurrent use.
+type Manager struct {
+	logger     *slog.Logger
+	maxTargets int
+
+	mu       sync.Mutex
+	sessions map[sessionKey]*Session
+	pools    map[string]*pool
+	sched    *scheduler
+	m        *managerMetrics
+	sendBuf  []byte // used only by the scheduler goroutine
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+}
+
+// NewManager starts the scheduler and the maintenance loop. maxTargets caps
+// the concurrent sessions across modules (0 = unlimited). Metrics
+// (llama_exporter_*) are registered with reg.
+func NewManager(maxTargets int, reg prometheus.Registerer, logger *slog.Logger) *Manager {
+	m := &Manager{
+		logger:     logger,
+		maxTargets: maxTargets,
+		sessions:   make(map[sessionKey]*Session),
+		pools:      make(map[string]*pool),
+		m:          newManagerMetrics(reg),
+		sendBuf:    make([]byte, maxDatagram),
+		stop:       make(chan struct{}),
+	}
+	m.sched = newScheduler(m.send)
+	m.wg.Add(2)
+	go func() { defer m.wg.Done(); m.sched.run() }()
+	go func() { defer m.wg.Done(); m.maintain() }()
+	return m
+}
+
+// Close stops every session, closes every socket and waits for all
+// goroutines.
+func (m *Manager) Close() {
+	m.stopOnce.Do(func() {
+		close(m.stop)
+		m.sched.close()
+		m.mu.Lock()
+		for k, s := range m.sessions {
+			m.removeLocked(k, s, false)
+		}
+		for name, p := range m.pools {
+			p.close()
+			delete(m.pools, name)
+		}
+		m.mu.Unlock()
+		m.wg.Wait()
+	})
+}
+
+// ApplyConfig makes cfg the running configuration: sessions of modules that
+// were removed or changed are stopped (and their sockets closed); sessions
+// of unchanged modules keep running with their counters.
+func (m *Manager) ApplyConfig(cfg *config.Config) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, s := range m.sessions {
+		if nm, ok := cfg.Modules[k.module]; !ok || !nm.Equal(s.cfg) {
+			m.removeLocked(k, s, false)
+		}
+	}
+	for name, p := range m.pools {
+		if nm, ok := cfg.Modules[name]; !ok || !nm.Equal(p.cfg) {
+			p.close() // its sessions are gone
+			delete(m.pools, name)
+		}
+	}
+	for name := range cfg.Modules {
+		m.m.initModule(name)
+	}
+}
+
+// Get returns the session of (module, target), creating and starting it if
+// it does not exist, and marks it as scraped. created reports a new
+// session, whose first probe the caller may wait for. Errors:
+// *BadTargetError, ErrNotAllowed, ErrLimit, or a resolution error.
+func (m *Manager) Get(ctx context.Context, module string, cfg *config.Module, target string) (s *Session, created bool, err error) {
+	key := sessionKey{module, target}
+	now := mono()
+	m.mu.Lock()
+	if s := m.sessions[key]; s != nil && s.cfg.Equal(cfg) {
+		s.lastScrape.Store(now)
+		m.mu.Unlock()
+		return s, false, nil
+	}
+	full := m.maxTargets > 0 && len(m.sessions) >= m.maxTargets
+	m.mu.Unlock()
+
+	host, port, err := ParseTarget(target, cfg.Port)
+	if err != nil {
+		m.m.rejected.WithLabelValues(ReasonBadTarget).Inc()
+		return nil, false, &BadTargetError{err}
+	}
+	if full {
+		m.m.rejected.WithLabelValues(ReasonLimit).Inc()
+		return nil, false, ErrLimit
+	}
+	addr, err := resolve(ctx, host, cfg)
+	if err != nil {
+		return nil, false, err
+	}
+	if !cfg.Allowed(addr) {
+		m.m.rejected.WithLabelValues(ReasonNotAllowed).Inc()
+		return nil, false, ErrNotAllowed
+	}
+	dst := netip.AddrPortFrom(addr, port)
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s := m.sessions[key]; s != nil {
+		if s.cfg.Equal(cfg) {
+			s.lastScrape.Store(now)
+			return s, false, nil // another scrape created it meanwhile
+		}
+		m.removeLocked(key, s, false) // created under an older config
+	}
+	if m.maxTargets > 0 && len(m.sessions) >= m.maxTargets {
+		m.m.rejected.WithLabelValues(ReasonLimit).Inc()
+		return nil, false, ErrLimit
+	}
+	p := m.pools[module]
+	if p == nil || !p.cfg.Equal(cfg) {
+		if p != nil {
+			p.close()
+		}
+		p = newPool(module, cfg, m.logger, &poolStats{
+			badReply:  m.m.badReplies.WithLabelValues(module).Inc,
+			unmatched: m.m.unmatched.WithLabelValues(module).Inc,
+		})
+		m.pools[module] = p
+	}
+	if _, err := p.sockets(family(addr)); err != nil {
+		return nil, false, err
+	}
+	s = newSession(module, cfg, target, host, port, dst, now)
+	s.pool = p
+	p.register(s, dst)
+	m.sessions[key] = s
+	m.m.sessions.WithLabelValues(module).Inc()
+	m.m.started.WithLabelValues(module).Inc()
+	m.sched.add(s)
+	m.logger.Debug("probe session started", "module", module, "target", target, "dst", dst)
+	return s, true, nil
+}
+
+// removeLocked stops session s; expired says whether it timed out idle.
+func (m *Manager) removeLocked(k sessionKey, s *Session, expired bool) {
+	s.closed.Store(true)
+	delete(m.sessions, k)
+	s.pool.unregister(s, s.Dst())
+	m.m.sessions.WithLabelValues(k.module).Dec()
+	if expired {
+		m.m.expired.WithLabelValues(k.module).Inc()
+	}
+}
+
+// Sessions returns the active sessions sorted by module and target.
+func (m *Manager) Sessions() []*Session {
+	m.mu.Lock()
+	out := make([]*Session, 0, len(m.sessions))
+	for _, s := range m.sessions {
+		out = append(out, s)
+	}
+	m.mu.Unlock()
+	slices.SortFunc(out, func(a, b *Session) int {
+		if c := strings.Compare(a.Module, b.Module); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Target, b.Target)
+	})
+	return out
+}
+
+// send is the scheduler's callback: one probe of s at monotonic time now.
+// It runs on the scheduler goroutine only, so sendBuf needs no lock; the
+// octets past the STAMP header stay zero (RFC 8762 MBZ / padding).
+func (m *Manager) send(s *Session, _ int64) {
+	buf := m.sendBuf[:s.cfg.PacketSize]
+	// T1 on the monotonic clock for RTT arithmetic, on the wall clock in
+	// the packet where the RFC asks for it.
+	seq, flow, dst := s.recordSend(mono())
+	p := stamp.SenderPacket{
+		Sequence:      seq,
+		Timestamp:     stamp.NewTimestamp(time.Now()),
+		ErrorEstimate: senderErrorEstimate,
+		SSID:          s.ssid,
+	}
+	if _, err := p.MarshalTo(buf); err != nil {
+		return // PacketSize >= 44 is enforced by config
+	}
+	conns, err := s.pool.sockets(family(dst.Addr()))
+	if err == nil {
+		_, err = conns[flow].WriteToUDPAddrPort(buf, dst)
+	}
+	if err != nil {
+		// The probe stays sent and will be lost: an unreachable network
+		// is loss to the user, and the session goes on.
+		m.m.sendErrors.WithLabelValues(s.Module).Inc()
+		m.logger.Debug("probe send failed", "module", s.Module, "target", s.Target, "err", err)
+	}
+}
+
+// senderErrorEstimate claims no synchronisation (S=0) and a 1 ms error, the
+// order of a user-space timestamp's error (RFC 8762 §4.1.1).
+var senderErrorEstimate = stamp.NewErrorEstimate(false, time.Millisecond)
+
+// maintain expires idle sessions and re-resolves hostname targets.
+func (m *Manager) maintain() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+		}
+		now := mono()
+		m.mu.Lock()
+		for k, s := range m.sessions {
+			if now-s.lastScrape.Load() > int64(s.cfg.IdleTimeout) {
+				m.logger.Debug("probe session expired", "module", k.module, "target", k.target)
+				m.removeLocked(k, s, true)
+				continue
+			}
+			if _, err := netip.ParseAddr(s.host); err == nil {
+				continue
+			}
+			s.mu.Lock()
+			due := !s.resolving && now-s.resolvedAt >= int64(resolveEvery)
+			if due {
+				s.resolving = true
+			}
+			s.mu.Unlock()
+			if due {
+				m.wg.Add(1)
+				go func() { defer m.wg.Done(); m.reresolve(s) }()
+			}
+		}
+		m.mu.Unlock()
+	}
+}
+
+// reresolve follows a hostname whose address changed. A failed lookup or a
+// new address outside allowed_targets keeps the old address.
+func (m *Manager) reresolve(s *Session) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	addr, err := resolve(ctx, s.host, s.cfg)
+	s.mu.Lock()
+	s.resolving = false
+	s.resolvedAt = mono()
+	old := s.dst
+	s.mu.Unlock()
+	switch {
+	case err != nil:
+		m.logger.Warn("re-resolving target failed, keeping the old address", "target", s.Target, "err", err)
+		return
+	case addr == old.Addr():
+		return
+	case !s.cfg.Allowed(addr):
+		m.logger.Warn("target resolved outside allowed_targets, keeping the old address", "target", s.Target, "addr", addr)
+		return
+	}
+	if _, err := s.pool.sockets(family(addr)); err != nil {
+		m.logger.Warn("no socket for the target's new address", "target", s.Target, "err", err)
+		return
+	}
+	dst := netip.AddrPortFrom(addr, s.port)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s.closed.Load() {
+		return
+	}
+	s.pool.unregister(s, old)
+	src := sourceFor(s.cfg, addr)
+	s.mu.Lock()
+	s.dst, s.src = dst, src
+	s.mu.Unlock()
+	s.pool.register(s, dst)
+	m.logger.Info("target address changed", "target", s.Target, "old", old.Addr(), "new", addr)
+}
+
+// managerMetrics are the exporter's own series on /metrics.
+type managerMetrics struct {
+	sessions      *prometheus.GaugeVec
+	started       *prometheus.CounterVec
+	expired       *prometheus.CounterVec
+	rejected      *prometheus.CounterVec
+	moduleUnknown prometheus.Counter
+	sendErrors    *prometheus.CounterVec
+	badReplies    *prometheus.CounterVec
+	unmatched     *prometheus.CounterVec
+}
+
+func newManagerMetrics(reg prometheus.Registerer) *managerMetrics {
+	mm := &managerMetrics{
+		sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "llama_exporter_sessions", Help: "Active probe sessions.",
+		}, []string{"module"}),
+		started: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "llama_exporter_sessions_started_total", Help: "Probe sessions started by a /probe scrape.",
+		}, []string{"module"}),
+		expired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "llama_exporter_sessions_expired_total", Help: "Probe sessions closed after idle_timeout without a scrape.",
+		}, []string{"module"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "llama_exporter_sessions_rejected_total", Help: "/probe requests that could not start a session, by reason.",
+		}, []string{"reason"}),
+		moduleUnknown: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "llama_exporter_module_unknown_total", Help: "/probe requests naming a module that is not configured.",
+		}),
+		sendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "llama_exporter_send_errors_total", Help: "Probes whose send failed (the probe counts as lost).",
+		}, []string{"module"}),
+		badReplies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "llama_exporter_replies_bad_data_total", Help: "Datagrams on probe sockets that are not STAMP replies.",
+		}, []string{"module"}),
+		unmatched: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "llama_exporter_replies_unmatched_total", Help: "STAMP replies that matched no active session.",
+		}, []string{"module"}),
+	}
+	for _, r := range []string{ReasonLimit, ReasonNotAllowed, ReasonBadTarget} {
+		mm.rejected.WithLabelValues(r)
+	}
+	if reg != nil {
+		reg.MustRegister(mm.sessions, mm.started, mm.expired, mm.rejected, mm.moduleUnknown,
+			mm.sendErrors, mm.badReplies, mm.unmatched)
+	}
+	return mm
+}
+
+// initModule creates a module's series at 0 so that they exist from the start.
+func (mm *managerMetrics) initModule(name string) {
+	mm.sessions.WithLabelValues(name)
+	mm.started.WithLabelValues(name)
+	mm.expired.WithLabelValues(name)
+	mm.sendErrors.WithLabelValues(name)
+	mm.badReplies.WithLabelValues(name)
+	mm.unmatched.WithLabelValues(name)
+}
+
+// UnknownModule counts a /probe request for a module that does not exist.
+func (m *Manager) UnknownModule() { m.m.moduleUnknown.Inc() }
+
+// String describes a session for logs.
+func (s *Session) String() string { return fmt.Sprintf("%s/%s", s.Module, s.Target) }

@@ -1,0 +1,218 @@
+package prober
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/udpsock"
+	"github.com/llama-exporter/llama_exporter/stamp"
+)
+
+// maxDatagram is the largest UDP payload in octets.
+const maxDatagram = 65507
+
+// demuxKey identifies the session a reply belongs to: the reflector's
+// address and the SSID (RFC 8972 §3) the session put in its probes.
+type demuxKey struct {
+	from netip.AddrPort
+	ssid uint16
+}
+
+// pool holds one module's sockets: flows sockets per address family, shared
+// by every session of the module, so a thousand targets do not mean a
+// thousand sockets. Each socket has one receive loop that demultiplexes
+// replies to sessions in O(1).
+type pool struct {
+	module string
+	cfg    *config.Module
+	logger *slog.Logger
+	stats  *poolStats
+
+	mu       sync.RWMutex
+	conns    [2][]*udpsock.Conn // [0] IPv4, [1] IPv6; opened on first use
+	sessions map[demuxKey]*Session
+	byAddr   map[netip.AddrPort][]*Session // for reflectors that zero the SSID
+	nextSSID uint16
+	closed   bool
+	wg       sync.WaitGroup
+}
+
+// poolStats are counters the manager exports.
+type poolStats struct {
+	badReply  func() // a datagram that is not a STAMP reply
+	unmatched func() // a reply no session claims
+}
+
+func newPool(module string, cfg *config.Module, logger *slog.Logger, stats *poolStats) *pool {
+	return &pool{
+		module: module, cfg: cfg, logger: logger, stats: stats,
+		sessions: make(map[demuxKey]*Session),
+		byAddr:   make(map[netip.AddrPort][]*Session),
+		nextSSID: uint16(mono()),
+	}
+}
+
+func family(a netip.Addr) int {
+	if a.Is4() || a.Is4In6() {
+		return 0
+	}
+	return 1
+}
+
+// sockets returns the flow sockets of dst's family, opening them on first
+// use.
+func (p *pool) sockets(fam int) ([]*udpsock.Conn, error) {
+	p.mu.RLock()
+	cs := p.conns[fam]
+	p.mu.RUnlock()
+	if cs != nil {
+		return cs, nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, net.ErrClosed
+	}
+	if p.conns[fam] != nil {
+		return p.conns[fam], nil
+	}
+	src := p.cfg.SourceIP
+	network := "udp4"
+	if fam == 1 {
+		network = "udp6"
+		if !src.IsValid() {
+			src = netip.IPv6Unspecified()
+		}
+	} else if !src.IsValid() {
+		src = netip.IPv4Unspecified()
+	}
+	if src.IsValid() && family(src) != fam {
+		return nil, fmt.Errorf("source_ip_address %s is not of the target's address family", src)
+	}
+	opts := udpsock.Options{RecvMeta: true, TOS: p.cfg.DSCP << 2}
+	cs = make([]*udpsock.Conn, 0, p.cfg.Flows)
+	for i := range p.cfg.Flows {
+		port := uint16(0)
+		if p.cfg.SourcePorts[0] != 0 {
+			port = p.cfg.SourcePorts[0] + uint16(i)
+		}
+		c, err := udpsock.Listen(network, netip.AddrPortFrom(src.Unmap(), port), opts)
+		if err != nil {
+			for _, c := range cs {
+				c.Close()
+			}
+			return nil, fmt.Errorf("module %s: flow socket %d: %w", p.module, i, err)
+		}
+		cs = append(cs, c)
+	}
+	for _, c := range cs {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.receive(c)
+		}()
+	}
+	p.conns[fam] = cs
+	return cs, nil
+}
+
+// register makes s reachable for replies from dst and assigns its SSID.
+func (p *pool) register(s *Session, dst netip.AddrPort) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		p.nextSSID++
+		if p.nextSSID == 0 {
+			continue // 0 means "no SSID" to TWAMP-Light reflectors
+		}
+		if _, taken := p.sessions[demuxKey{dst, p.nextSSID}]; !taken {
+			break
+		}
+	}
+	s.ssid = p.nextSSID
+	p.sessions[demuxKey{dst, s.ssid}] = s
+	p.byAddr[dst] = append(p.byAddr[dst], s)
+}
+
+// unregister removes s as reachable from dst.
+func (p *pool) unregister(s *Session, dst netip.AddrPort) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sessions[demuxKey{dst, s.ssid}] == s {
+		delete(p.sessions, demuxKey{dst, s.ssid})
+	}
+	list := p.byAddr[dst]
+	for i, o := range list {
+		if o == s {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(p.byAddr, dst)
+	} else {
+		p.byAddr[dst] = list
+	}
+}
+
+// lookup finds the session a reply from from with SSID ssid belongs to.
+func (p *pool) lookup(from netip.AddrPort, ssid uint16) *Session {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if s := p.sessions[demuxKey{from, ssid}]; s != nil {
+		return s
+	}
+	if ssid == 0 {
+		// A TWAMP-Light reflector zeroed the SSID: the address must do,
+		// which is unambiguous unless two targets resolve alike.
+		if list := p.byAddr[from]; len(list) > 0 {
+			return list[0]
+		}
+	}
+	return nil
+}
+
+// receive is one socket's reply loop; its buffers are allocated once.
+func (p *pool) receive(c *udpsock.Conn) {
+	buf := make([]byte, maxDatagram)
+	oob := make([]byte, udpsock.OOBSize)
+	var rp stamp.ReflectorPacket
+	for {
+		n, from, _, err := c.ReadMeta(buf, oob)
+		t4 := mono()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue // ICMP errors surface here on Linux; the probe is lost
+		}
+		if err := rp.UnmarshalBinary(buf[:n]); err != nil {
+			p.stats.badReply()
+			continue
+		}
+		s := p.lookup(from, rp.SSID)
+		if s == nil {
+			p.stats.unmatched()
+			continue
+		}
+		s.onReply(rp.SenderSequence, t4, int64(rp.Dwell()))
+	}
+}
+
+// close closes every socket and waits for the receive loops.
+func (p *pool) close() {
+	p.mu.Lock()
+	p.closed = true
+	for _, cs := range p.conns {
+		for _, c := range cs {
+			c.Close()
+		}
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}

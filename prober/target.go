@@ -1,0 +1,73 @@
+package prober
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/llama-exporter/llama_exporter/config"
+)
+
+// ParseTarget splits a /probe target of the form host, host:port,
+// [ipv6]:port or a bare IPv6 address into host and port, using defaultPort
+// when the target has none. It returns an error, suitable for a 400 answer,
+// for an empty host, a malformed string or a port outside 1..65535.
+func ParseTarget(target string, defaultPort int) (host string, port uint16, err error) {
+	if target == "" {
+		return "", 0, errors.New("target parameter is missing")
+	}
+	if a, err := netip.ParseAddr(target); err == nil {
+		return a.String(), uint16(defaultPort), nil // bare IP, IPv6 included
+	}
+	h, p, err := net.SplitHostPort(target)
+	if err != nil {
+		if strings.ContainsAny(target, ":[]") {
+			return "", 0, fmt.Errorf("target %q is not host[:port]", target)
+		}
+		h, p = target, strconv.Itoa(defaultPort)
+	}
+	if h == "" {
+		return "", 0, fmt.Errorf("target %q has no host", target)
+	}
+	if strings.ContainsAny(h, "/ \t?#@") {
+		return "", 0, fmt.Errorf("target %q is not host[:port]", target)
+	}
+	n, err := strconv.ParseUint(p, 10, 32)
+	if err != nil || n == 0 || n > 65535 {
+		return "", 0, fmt.Errorf("target %q: port must be 1..65535", target)
+	}
+	return h, uint16(n), nil
+}
+
+// resolve returns host's address in the module's preferred family
+// (ip_protocol), falling back to the other family unless
+// ip_protocol_fallback is false, as blackbox_exporter does. An IP literal
+// is used as it is.
+func resolve(ctx context.Context, host string, m *config.Module) (netip.Addr, error) {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.Unmap(), nil
+	}
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("resolving %q: %w", host, err)
+	}
+	want6 := m.IPProtocol != "ip4"
+	var fallback netip.Addr
+	for _, a := range addrs {
+		a = a.Unmap()
+		if a.Is6() == want6 {
+			return a, nil
+		}
+		if !fallback.IsValid() {
+			fallback = a
+		}
+	}
+	if fallback.IsValid() && m.IPProtocolFallback {
+		return fallback, nil
+	}
+	return netip.Addr{}, fmt.Errorf("resolving %q: no %s address", host, m.IPProtocol)
+}

@@ -1,0 +1,41 @@
+package reflector
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the reflector's own series on /metrics (DESIGN §7).
+type metrics struct {
+	up        prometheus.Gauge
+	received  prometheus.Counter
+	reflected prometheus.Counter
+	badData   prometheus.Counter
+	throttled prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		up: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "llama_reflector_up",
+			Help: "1 while the STAMP reflector is serving, 0 otherwise.",
+		}),
+		received: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "llama_reflector_packets_received_total",
+			Help: "UDP datagrams received by the reflector.",
+		}),
+		reflected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "llama_reflector_packets_reflected_total",
+			Help: "Session-Reflector packets sent in answer to probes.",
+		}),
+		badData: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "llama_reflector_packets_bad_data_total",
+			Help: "Datagrams dropped because they were too short or malformed.",
+		}),
+		throttled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "llama_reflector_packets_throttled_total",
+			Help: "Datagrams dropped by the global or per-source rate limit.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.up, m.received, m.reflected, m.badData, m.throttled)
+	}
+	return m
+}

@@ -1,0 +1,233 @@
+// Package reflector implements a stateless STAMP Session-Reflector (RFC 8762
+// §4.3.1, with the RFC 8972 SSID): every valid Session-Sender packet is
+// answered with a Session-Reflector packet of the same size, from the address
+// the probe was sent to and with the DSCP it arrived with.
+package reflector
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/llama-exporter/llama_exporter/internal/udpsock"
+	"github.com/llama-exporter/llama_exporter/stamp"
+)
+
+// Config is the reflector's command-line configuration.
+type Config struct {
+	// ListenAddresses are host:port pairs; an empty host listens on every
+	// IPv4 and IPv6 address (one socket per family).
+	ListenAddresses []string
+	// MaxPPS is the global limit in packets per second over all sockets;
+	// 0 means unlimited. Excess packets are dropped and counted.
+	MaxPPS float64
+	// MaxPPSPerSource is the limit in packets per second per source
+	// address; 0 means unlimited.
+	MaxPPSPerSource float64
+}
+
+// maxDatagram is the largest UDP payload in octets over IPv4.
+const maxDatagram = 65507
+
+// Reflector answers STAMP probes on a set of UDP sockets.
+type Reflector struct {
+	logger    *slog.Logger
+	conns     []*udpsock.Conn
+	global    *rate.Limiter // nil when unlimited
+	perSource *sourceLimiter
+	m         *metrics
+	errEst    stamp.ErrorEstimate
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// New binds every listen address and registers the reflector's metrics
+// (llama_reflector_*) with reg. It returns the bind error of the first
+// address that fails, wrapping the syscall error (for example EACCES for a
+// privileged port without CAP_NET_BIND_SERVICE), after closing the sockets
+// already opened. Call Serve to start answering.
+func New(cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*Reflector, error) {
+	r := &Reflector{
+		logger: logger,
+		m:      newMetrics(reg),
+		// No clock synchronisation is claimed (S=0); 1 ms is the order of a
+		// user-space timestamp's error.
+		errEst: stamp.NewErrorEstimate(false, time.Millisecond),
+	}
+	if cfg.MaxPPS > 0 {
+		r.global = rate.NewLimiter(rate.Limit(cfg.MaxPPS), burst(cfg.MaxPPS))
+	}
+	if cfg.MaxPPSPerSource > 0 {
+		r.perSource = newSourceLimiter(cfg.MaxPPSPerSource)
+	}
+	for _, a := range cfg.ListenAddresses {
+		conns, err := listen(a)
+		if err != nil {
+			r.Close()
+			return nil, err
+		}
+		r.conns = append(r.conns, conns...)
+	}
+	return r, nil
+}
+
+func burst(pps float64) int { return max(1, int(pps)) }
+
+// listen opens the sockets of one listen address: one per family for a
+// wildcard host, otherwise one.
+func listen(addr string) ([]*udpsock.Conn, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("reflector listen address %q: %w", addr, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("reflector listen address %q: bad port", addr)
+	}
+	opts := udpsock.Options{RecvMeta: true}
+	if host == "" {
+		c4, err := udpsock.Listen("udp4", netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(port)), opts)
+		if err != nil {
+			return nil, fmt.Errorf("reflector listen %s: %w", addr, err)
+		}
+		c6, err := udpsock.Listen("udp6", netip.AddrPortFrom(netip.IPv6Unspecified(), uint16(port)), opts)
+		if err != nil {
+			// A host without IPv6 still reflects IPv4.
+			if errors.Is(err, syscall.EAFNOSUPPORT) || errors.Is(err, syscall.EADDRNOTAVAIL) {
+				return []*udpsock.Conn{c4}, nil
+			}
+			c4.Close()
+			return nil, fmt.Errorf("reflector listen %s (IPv6): %w", addr, err)
+		}
+		return []*udpsock.Conn{c4, c6}, nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return nil, fmt.Errorf("reflector listen address %q: host must be an IP address or empty", addr)
+	}
+	ip = ip.Unmap()
+	c, err := udpsock.Listen(udpsock.Network(ip), netip.AddrPortFrom(ip, uint16(port)), opts)
+	if err != nil {
+		return nil, fmt.Errorf("reflector listen %s: %w", addr, err)
+	}
+	return []*udpsock.Conn{c}, nil
+}
+
+// Addrs returns the local addresses of the reflector's sockets, useful when
+// a listen address asked for port 0.
+func (r *Reflector) Addrs() []netip.AddrPort {
+	out := make([]netip.AddrPort, 0, len(r.conns))
+	for _, c := range r.conns {
+		out = append(out, c.LocalAddr().(*net.UDPAddr).AddrPort())
+	}
+	return out
+}
+
+// Serve starts one receive loop per socket and returns at once; Close stops
+// them.
+func (r *Reflector) Serve() {
+	r.m.up.Set(1)
+	for _, c := range r.conns {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.serve(c)
+		}()
+	}
+}
+
+// Close closes every socket and waits for the receive loops to end.
+func (r *Reflector) Close() error {
+	r.closeOnce.Do(func() {
+		r.m.up.Set(0)
+		for _, c := range r.conns {
+			c.Close()
+		}
+		r.wg.Wait()
+	})
+	return nil
+}
+
+// serve is one socket's receive loop. Its buffers are allocated once, so
+// the per-packet path does not allocate.
+func (r *Reflector) serve(c *udpsock.Conn) {
+	in := make([]byte, maxDatagram)
+	out := make([]byte, maxDatagram)
+	oob := make([]byte, udpsock.OOBSize)
+	sendOOB := make([]byte, 0, udpsock.SendOOBSize)
+	for {
+		n, from, meta, err := c.ReadMeta(in, oob)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			r.logger.Debug("reflector read", "err", err)
+			continue
+		}
+		t2 := time.Now()
+		r.m.received.Inc()
+		reply, ok := r.reflect(in[:n], out, from, meta, t2)
+		if !ok {
+			continue
+		}
+		o := c.AppendSendMeta(sendOOB[:0], meta.Dst, meta.IfIndex, meta.TOS)
+		if err := c.WriteMeta(reply, o, from); err != nil {
+			r.logger.Debug("reflector write", "to", from, "err", err)
+			continue
+		}
+		r.m.reflected.Inc()
+	}
+}
+
+// reflect checks limits, decodes the Session-Sender packet in req and
+// builds the Session-Reflector packet in out[:len(req)]. It reports false
+// when the packet is dropped (and counted).
+func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.Meta, t2 time.Time) ([]byte, bool) {
+	if r.global != nil && !r.global.AllowN(t2, 1) {
+		r.m.throttled.Inc()
+		return nil, false
+	}
+	if r.perSource != nil && !r.perSource.allow(from.Addr(), t2) {
+		r.m.throttled.Inc()
+		return nil, false
+	}
+	var p stamp.SenderPacket
+	if err := p.UnmarshalBinary(req); err != nil {
+		r.m.badData.Inc()
+		return nil, false
+	}
+	ttl := uint8(255)
+	if meta.TTL >= 0 && meta.TTL <= 255 {
+		ttl = uint8(meta.TTL)
+	}
+	rp := stamp.ReflectorPacket{
+		Sequence:            p.Sequence, // stateless mode: copied (RFC 8762 §4.3.1)
+		ErrorEstimate:       r.errEst,
+		SSID:                p.SSID,
+		ReceiveTimestamp:    stamp.NewTimestamp(t2),
+		SenderSequence:      p.Sequence,
+		SenderTimestamp:     p.Timestamp,
+		SenderErrorEstimate: p.ErrorEstimate,
+		SenderTTL:           ttl,
+	}
+	// Never more octets than received: the reply is exactly the request's
+	// size, and whatever followed the base packet (padding, TLVs) is echoed.
+	reply := out[:len(req)]
+	copy(reply[stamp.ReflectorPacketLen:], req[stamp.SenderPacketLen:])
+	// T3 as late as possible: only the control-message build is left.
+	rp.Timestamp = stamp.NewTimestamp(time.Now())
+	if _, err := rp.MarshalTo(reply); err != nil {
+		r.m.badData.Inc()
+		return nil, false
+	}
+	return reply, true
+}
