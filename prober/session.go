@@ -81,7 +81,7 @@ type Session struct {
 	c          Counters
 	maxSeq     uint32 // highest sequence number answered in time
 	anyReply   bool
-	firstSent  int64 // monotonic ns of the first probe; -1 before
+	firstSent  int64         // monotonic ns of the first probe; -1 before
 	sentFirst  chan struct{} // closed when the first probe is sent
 	decided    chan struct{}
 	isDecided  bool

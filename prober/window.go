@@ -31,10 +31,10 @@ type Snapshot struct {
 	LossRatio float64
 	// RTT statistics over the window's answered probes, in seconds; NaN
 	// when there are none (RTTCount 0).
-	RTTCount                          int
-	RTTSum, RTTMin, RTTMax            float64
-	RTTStdDev, Jitter                 float64
-	Quantiles                         map[float64]float64
+	RTTCount               int
+	RTTSum, RTTMin, RTTMax float64
+	RTTStdDev, Jitter      float64
+	Quantiles              map[float64]float64
 }
 
 // summarize computes the window summary over a session's ring. next is the
