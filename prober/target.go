@@ -23,6 +23,9 @@ func ParseTarget(target string, defaultPort int) (host string, port uint16, err 
 	if a, err := netip.ParseAddr(target); err == nil {
 		return a.String(), uint16(defaultPort), nil // bare IP, IPv6 included
 	}
+	if strings.ContainsAny(target, "/ \t?#@") {
+		return "", 0, fmt.Errorf("target %q is not host[:port]", target)
+	}
 	h, p, err := net.SplitHostPort(target)
 	if err != nil {
 		if strings.ContainsAny(target, ":[]") {
@@ -32,9 +35,6 @@ func ParseTarget(target string, defaultPort int) (host string, port uint16, err 
 	}
 	if h == "" {
 		return "", 0, fmt.Errorf("target %q has no host", target)
-	}
-	if strings.ContainsAny(h, "/ \t?#@") {
-		return "", 0, fmt.Errorf("target %q is not host[:port]", target)
 	}
 	n, err := strconv.ParseUint(p, 10, 32)
 	if err != nil || n == 0 || n > 65535 {
