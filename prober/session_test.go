@@ -59,8 +59,8 @@ func TestLateDuplicateReordered(t *testing.T) {
 	if sn.WindowSent != 3 || sn.WindowLost != 1 {
 		t.Fatalf("window %d/%d, want 1 lost of 3 decided", sn.WindowLost, sn.WindowSent)
 	}
-	if sn.Sent != sn.Received+sn.Lost+1 {
-		t.Fatalf("sent %d != received %d + lost %d + 1 in flight", sn.Sent, sn.Received, sn.Lost)
+	if sn.InFlight != 1 || sn.Sent != sn.Received+sn.Lost+uint64(sn.InFlight) {
+		t.Fatalf("sent %d != received %d + lost %d + in flight %d (want 1)", sn.Sent, sn.Received, sn.Lost, sn.InFlight)
 	}
 }
 
@@ -118,7 +118,7 @@ func TestRingWrapKeepsAccounting(t *testing.T) {
 			s.onReply(seq, now+ms, 0)
 		}
 	}
-	s.onReply(0, now+2*ms, 0) // reply to a probe whose slot was reused: late
+	s.onReply(0, now+2*ms, 0)       // reply to a probe whose slot was reused: late
 	sn := s.snapshot(now + 1050*ms) // window: the last 100 probes
 	if sn.Sent != uint64(n) || sn.Received+sn.Lost != sn.Sent || sn.Late != 1 {
 		t.Fatalf("sent %d received %d lost %d late %d", sn.Sent, sn.Received, sn.Lost, sn.Late)

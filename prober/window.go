@@ -16,6 +16,9 @@ type Snapshot struct {
 	Counters
 	Dst netip.AddrPort // target address probed
 	Src netip.Addr     // local address probes leave from
+	// InFlight counts probes sent but not yet decided: Sent = Received +
+	// Lost + InFlight.
+	InFlight int
 
 	// Success is true if any probe sent in the last window + timeout was
 	// answered in time: a young session with its first reply is up even
@@ -67,7 +70,11 @@ func summarize(slots []slot, next uint32, now, timeout, window, firstSent int64)
 		if sl.state == stateReceived && sl.sent >= start {
 			snap.Success = true
 		}
-		if sl.state == statePending || sl.sent < start || sl.sent > end {
+		if sl.state == statePending {
+			snap.InFlight++
+			continue
+		}
+		if sl.sent < start || sl.sent > end {
 			continue
 		}
 		snap.WindowSent++

@@ -1,0 +1,218 @@
+package reflector
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/llama-exporter/llama_exporter/internal/udpsock"
+	"github.com/llama-exporter/llama_exporter/stamp"
+)
+
+var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func start(t *testing.T, cfg Config) (*Reflector, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	r, err := New(cfg, reg, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Serve()
+	t.Cleanup(func() { r.Close() })
+	return r, reg
+}
+
+// client is a probe socket that reads the reply's TOS and source address.
+func client(t *testing.T, network string, tos int) *udpsock.Conn {
+	t.Helper()
+	laddr := netip.MustParseAddrPort("127.0.0.1:0")
+	if network == "udp6" {
+		laddr = netip.MustParseAddrPort("[::1]:0")
+	}
+	c, err := udpsock.Listen(network, laddr, udpsock.Options{RecvMeta: true, TOS: tos})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// exchange sends req to dst and returns the reply, its source and its
+// control messages, or ok=false if none came within 500ms.
+func exchange(t *testing.T, c *udpsock.Conn, dst netip.AddrPort, req []byte) (reply []byte, from netip.AddrPort, m udpsock.Meta, ok bool) {
+	t.Helper()
+	if _, err := c.WriteToUDPAddrPort(req, dst); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	buf, oob := make([]byte, 2048), make([]byte, udpsock.OOBSize)
+	n, from, m, err := c.ReadMeta(buf, oob)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil, from, m, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf[:n], from, m, true
+}
+
+func senderPacket(t *testing.T, seq uint32, ssid uint16, size int) []byte {
+	t.Helper()
+	b := make([]byte, size)
+	for i := stamp.SenderPacketLen; i < size; i++ {
+		b[i] = byte(i) // padding / TLVs the reflector must echo
+	}
+	p := stamp.SenderPacket{Sequence: seq, Timestamp: stamp.NewTimestamp(time.Now()), ErrorEstimate: stamp.NewErrorEstimate(false, time.Millisecond), SSID: ssid}
+	if _, err := p.MarshalTo(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestReflectsSTAMP(t *testing.T) {
+	for _, network := range []string{"udp4", "udp6"} {
+		t.Run(network, func(t *testing.T) {
+			listen := "127.0.0.1:0"
+			if network == "udp6" {
+				listen = "[::1]:0"
+			}
+			r, reg := start(t, Config{ListenAddresses: []string{listen}})
+			dst := r.Addrs()[0]
+			c := client(t, network, 46<<2) // EF
+			req := senderPacket(t, 7, 0xbeef, 100)
+			before := time.Now()
+			reply, from, meta, ok := exchange(t, c, dst, req)
+			if !ok {
+				t.Fatal("no reply")
+			}
+			if len(reply) != len(req) {
+				t.Fatalf("reply %d octets for a %d-octet request", len(reply), len(req))
+			}
+			var rp stamp.ReflectorPacket
+			if err := rp.UnmarshalBinary(reply); err != nil {
+				t.Fatal(err)
+			}
+			var sp stamp.SenderPacket
+			sp.UnmarshalBinary(req)
+			if rp.Sequence != 7 || rp.SenderSequence != 7 || rp.SSID != 0xbeef || rp.SenderTimestamp != sp.Timestamp ||
+				rp.SenderErrorEstimate != sp.ErrorEstimate {
+				t.Fatalf("reply fields %+v do not echo the request %+v", rp, sp)
+			}
+			if rp.SenderTTL != 64 {
+				t.Errorf("Sender TTL %d, want 64 (loopback default TTL / hop limit)", rp.SenderTTL)
+			}
+			t2, t3 := rp.ReceiveTimestamp.Time(), rp.Timestamp.Time()
+			if t2.Before(before.Add(-time.Second)) || t3.Before(t2) || t3.Sub(t2) > 100*time.Millisecond {
+				t.Errorf("T2 %v, T3 %v: want T2 <= T3 shortly after %v", t2, t3, before)
+			}
+			for i := stamp.ReflectorPacketLen; i < len(reply); i++ {
+				if reply[i] != byte(i) {
+					t.Fatalf("octet %d after the base packet not echoed", i)
+				}
+			}
+			if meta.TOS>>2 != 46 {
+				t.Errorf("reply DSCP %d, want the probe's 46", meta.TOS>>2)
+			}
+			if from != dst {
+				t.Errorf("reply from %v, want %v", from, dst)
+			}
+			if got := testutil.ToFloat64(r.m.reflected); got != 1 {
+				t.Errorf("reflected_total %v", got)
+			}
+			if n, err := testutil.GatherAndCount(reg); err != nil || n != 5 {
+				t.Errorf("%d reflector series, %v; want 5", n, err)
+			}
+		})
+	}
+}
+
+func TestWildcardRepliesFromProbedAddress(t *testing.T) {
+	r, _ := start(t, Config{ListenAddresses: []string{":0"}})
+	port := r.Addrs()[0].Port()
+	if len(r.Addrs()) == 2 && r.Addrs()[1].Port() != port {
+		// Each family got its own ephemeral port; use the IPv4 one.
+		t.Logf("families on ports %v", r.Addrs())
+	}
+	c := client(t, "udp4", 0)
+	for _, a := range []string{"127.0.0.1", "127.0.0.2", "127.1.2.3"} {
+		dst := netip.AddrPortFrom(netip.MustParseAddr(a), port)
+		_, from, _, ok := exchange(t, c, dst, senderPacket(t, 1, 1, 44))
+		if !ok {
+			t.Fatalf("no reply from %v", dst)
+		}
+		if from != dst {
+			t.Errorf("probe to %v answered from %v", dst, from)
+		}
+	}
+}
+
+func TestBadDataCountedAndDropped(t *testing.T) {
+	r, _ := start(t, Config{ListenAddresses: []string{"127.0.0.1:0"}})
+	c := client(t, "udp4", 0)
+	for _, n := range []int{0, 1, 43} {
+		if _, _, _, ok := exchange(t, c, r.Addrs()[0], make([]byte, n)); ok {
+			t.Fatalf("%d-octet datagram answered", n)
+		}
+	}
+	if got := testutil.ToFloat64(r.m.badData); got != 3 {
+		t.Fatalf("bad_data_total %v, want 3", got)
+	}
+	if got := testutil.ToFloat64(r.m.received); got != 3 {
+		t.Fatalf("received_total %v, want 3", got)
+	}
+}
+
+func TestRateLimitsDropAndCount(t *testing.T) {
+	for name, cfg := range map[string]Config{
+		"global":     {MaxPPS: 5},
+		"per-source": {MaxPPSPerSource: 5},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg.ListenAddresses = []string{"127.0.0.1:0"}
+			r, _ := start(t, cfg)
+			c := client(t, "udp4", 0)
+			answered := 0
+			for i := range 20 {
+				if _, _, _, ok := exchange(t, c, r.Addrs()[0], senderPacket(t, uint32(i), 1, 44)); ok {
+					answered++
+				}
+			}
+			// A burst of 5 tokens, plus at most a few refilled while the
+			// unanswered exchanges wait 500ms each.
+			if answered < 5 || answered >= 20 {
+				t.Fatalf("%d of 20 answered with a limit of 5 pps", answered)
+			}
+			if got := testutil.ToFloat64(r.m.throttled); int(got) != 20-answered {
+				t.Fatalf("throttled_total %v, want %d", got, 20-answered)
+			}
+		})
+	}
+}
+
+func TestPrivilegedPortError(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root may bind port 862")
+	}
+	_, err := New(Config{ListenAddresses: []string{"127.0.0.1:862"}}, nil, discard)
+	if err == nil {
+		t.Fatal("bound port 862 without privileges")
+	}
+}
+
+func TestListenAddressErrors(t *testing.T) {
+	for _, a := range []string{"nohost", "localhost:862", "127.0.0.1:99999"} {
+		if _, err := New(Config{ListenAddresses: []string{a}}, nil, discard); err == nil {
+			t.Errorf("listen address %q accepted", a)
+		}
+	}
+	_ = net.IPv4len
+}
