@@ -67,7 +67,7 @@ func run(args []string) int {
 
 	if *configCheck {
 		if _, err := loadConfig(*configFile); err != nil {
-			fmt.Fprintf(os.Stderr, "config %s: %v\n", *configFile, err)
+			fmt.Fprintf(os.Stderr, "invalid config: %v\n", err)
 			return 1
 		}
 		fmt.Fprintf(os.Stdout, "config %s is valid\n", describeFile(*configFile))

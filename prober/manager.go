@@ -139,6 +139,9 @@ func (m *Manager) Get(ctx context.Context, module string, cfg *config.Module, ta
 	full := m.maxTargets > 0 && len(m.sessions) >= m.maxTargets
 	m.mu.Unlock()
 
+	if cfg.Prober != config.ProberSTAMP {
+		return nil, false, &BadTargetError{fmt.Errorf("module %q: prober %q is not implemented in this version", module, cfg.Prober)}
+	}
 	host, port, err := ParseTarget(target, cfg.Port)
 	if err != nil {
 		m.m.rejected.WithLabelValues(ReasonBadTarget).Inc()
