@@ -52,6 +52,7 @@ func run(args []string) int {
 		reflectorAddrs = app.Flag("reflector.listen-address", "host:port the reflector listens on; repeatable. 862 is the STAMP port (RFC 8762).").Default(":862").Strings()
 		maxPPS         = app.Flag("reflector.max-pps", "Global reflector limit in packets per second; excess is dropped and counted. 0 = unlimited.").Default("100000").Float64()
 		maxPPSSource   = app.Flag("reflector.max-pps-per-source", "Reflector limit in packets per second per source address; excess is dropped and counted. 0 = unlimited.").Default("2000").Float64()
+		stateful       = app.Flag("reflector.stateful", "Number each test session's packets (RFC 8762 §4.3.1 stateful mode) so that senders can tell forward from backward loss.").Default("true").Bool()
 		maxTargets     = app.Flag("probe.max-targets", "Cap on concurrent probe sessions across all modules; more answer 503. 0 = unlimited.").Default("10000").Int()
 		logLevel       = app.Flag("log.level", "Only log messages with the given severity or above. One of: [debug, info, warn, error]").Default("info").Enum("debug", "info", "warn", "error")
 		logFormat      = app.Flag("log.format", "Output format of log messages. One of: [logfmt, json]").Default("logfmt").Enum("logfmt", "json")
@@ -90,6 +91,7 @@ func run(args []string) int {
 		var err error
 		refl, err = reflector.New(reflector.Config{
 			ListenAddresses: *reflectorAddrs, MaxPPS: *maxPPS, MaxPPSPerSource: *maxPPSSource,
+			Stateless: !*stateful,
 		}, reg, slogLogger.With("component", "reflector"))
 		if errors.Is(err, syscall.EACCES) {
 			fmt.Fprintf(os.Stderr, "%s: cannot bind the reflector to %v: ports below 1024 need root or CAP_NET_BIND_SERVICE; change --reflector.listen-address or run with --no-reflector\n", exporterName, *reflectorAddrs)

@@ -1,6 +1,7 @@
 package prober
 
 import (
+	"math"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +24,17 @@ var (
 	descWinMax     = gaugeDesc("llama_probe_window_rtt_max_seconds", "Largest RTT in the window, in seconds.")
 	descWinStdDev  = gaugeDesc("llama_probe_window_rtt_stddev_seconds", "Standard deviation of the window's RTTs, in seconds.")
 	descJitter     = gaugeDesc("llama_probe_window_jitter_seconds", "Mean absolute difference of consecutive RTTs in the window (IPDV, RFC 3393), in seconds.")
+	descFwdLost    = counterDesc("llama_probe_packets_forward_lost_total", "Lost probes that never reached the reflector (stateful reflectors only).")
+	descBwdLost    = counterDesc("llama_probe_packets_backward_lost_total", "Lost probes whose reply was lost on the way back (stateful reflectors only).")
+	descWinFwd     = gaugeDesc("llama_probe_window_forward_loss_ratio", "Probes lost on the way out / sent in the window, 0..1 (stateful reflectors only).")
+	descWinBwd     = gaugeDesc("llama_probe_window_backward_loss_ratio", "Probes whose reply was lost / sent in the window, 0..1 (stateful reflectors only).")
+	descHops       = gaugeDesc("llama_probe_forward_hops", "Hops on the way out, from the reflector's Sender TTL.")
+	descHopsChange = counterDesc("llama_probe_forward_hops_changes_total", "Times the forward hop count changed.")
+	descRemarked   = prometheus.NewDesc("llama_probe_dscp_remarked_total", "Replies whose DSCP was changed on the way out (forward) or back (backward); needs the Class of Service TLV (packet_size >= 52).", []string{"direction"}, nil)
+	descFallbacks  = counterDesc("llama_probe_timestamp_fallbacks_total", "Answered probes timed with user-space timestamps because a kernel timestamp was missing or inconsistent.")
+	descFlowSent   = prometheus.NewDesc("llama_probe_flow_packets_sent_total", "Probes sent per ECMP flow (source port).", []string{"flow"}, nil)
+	descFlowLost   = prometheus.NewDesc("llama_probe_flow_packets_lost_total", "Probes lost per ECMP flow (source port).", []string{"flow"}, nil)
+	descFlowLoss   = prometheus.NewDesc("llama_probe_flow_window_loss_ratio", "Lost / sent probes in the window per ECMP flow (source port), 0..1.", []string{"flow"}, nil)
 	descInfo       = prometheus.NewDesc("llama_probe_target_info", "Where the session probes: always 1.",
 		[]string{"dst_ip", "dst_port", "src_ip", "dscp", "prober", "timestamps"}, nil)
 )
@@ -55,6 +67,28 @@ func (c sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descDuplicated, sn.Duplicated)
 	counter(descReordered, sn.Reordered)
 	c.s.hist.Collect(ch)
+	c.s.dwellHist.Collect(ch)
+	counter(descHopsChange, sn.HopsChanges)
+	counter(descFallbacks, sn.TimestampFallbacks)
+	ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedForward), "forward")
+	ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedBackward), "backward")
+	if sn.Hops >= 0 {
+		gauge(descHops, float64(sn.Hops))
+	}
+	if sn.Stateful {
+		// Against a stateless reflector direction is unknowable: absent,
+		// not zero.
+		counter(descFwdLost, sn.ForwardLost)
+		counter(descBwdLost, sn.BackwardLost)
+		gauge(descWinFwd, ratio(sn.WindowForwardLost, sn.WindowSent))
+		gauge(descWinBwd, ratio(sn.WindowBackwardLost, sn.WindowSent))
+	}
+	for i := range sn.FlowSent {
+		flow := strconv.Itoa(int(c.s.pool.flowPort(sn.Dst.Addr(), i)))
+		ch <- prometheus.MustNewConstMetric(descFlowSent, prometheus.CounterValue, float64(sn.FlowSent[i]), flow)
+		ch <- prometheus.MustNewConstMetric(descFlowLost, prometheus.CounterValue, float64(sn.FlowLost[i]), flow)
+		ch <- prometheus.MustNewConstMetric(descFlowLoss, prometheus.GaugeValue, ratio(sn.FlowWindowLost[i], sn.FlowWindowSent[i]), flow)
+	}
 	gauge(descWindow, sn.Window)
 	gauge(descWinSent, float64(sn.WindowSent))
 	gauge(descWinLost, float64(sn.WindowLost))
@@ -66,5 +100,20 @@ func (c sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descJitter, sn.Jitter)
 	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1,
 		sn.Dst.Addr().String(), strconv.Itoa(int(sn.Dst.Port())), sn.Src.String(),
-		strconv.Itoa(c.s.cfg.DSCP), c.s.cfg.Prober, "user")
+		strconv.Itoa(c.s.cfg.DSCP), c.s.cfg.Prober, timestamps(sn.KernelTimestamps))
+}
+
+// ratio is n/d, NaN when d is 0.
+func ratio(n, d int) float64 {
+	if d == 0 {
+		return math.NaN()
+	}
+	return float64(n) / float64(d)
+}
+
+func timestamps(kernel bool) string {
+	if kernel {
+		return "kernel"
+	}
+	return "user"
 }

@@ -246,7 +246,7 @@ func (m *Manager) send(s *Session, _ int64) {
 	}
 	conns, err := s.pool.sockets(family(dst.Addr()))
 	if err == nil {
-		_, err = conns[flow].WriteToUDPAddrPort(buf, dst)
+		err = conns[flow].send(buf, dst, s, seq)
 	}
 	if err != nil {
 		// The probe stays sent and will be lost: an unreachable network

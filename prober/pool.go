@@ -33,8 +33,11 @@ type pool struct {
 	logger *slog.Logger
 	stats  *poolStats
 
+	userTimestamps bool // do not ask for kernel timestamps
+
 	mu       sync.RWMutex
-	conns    [2][]*udpsock.Conn // [0] IPv4, [1] IPv6; opened on first use
+	conns    [2][]*flowConn // [0] IPv4, [1] IPv6; opened on first use
+	ttl      [2]int         // initial TTL / Hop Limit of probes, per family
 	sessions map[demuxKey]*Session
 	byAddr   map[netip.AddrPort][]*Session // for reflectors that zero the SSID
 	nextSSID uint16
@@ -64,9 +67,75 @@ func family(a netip.Addr) int {
 	return 1
 }
 
+// txRing bounds how many sent probes per socket can await their kernel
+// transmit timestamp; the kernel normally queues it before sendmsg returns.
+const txRing = 256
+
+// flowConn is one flow's socket and the probes awaiting their kernel
+// transmit timestamps, keyed by the socket's OPT_ID counter.
+type flowConn struct {
+	*udpsock.Conn
+	port uint16 // local UDP port: the flow's identity
+
+	mu      sync.Mutex
+	sends   uint32 // datagrams sent: the OPT_ID key of the next one
+	pending [txRing]txPending
+	onTx    func(key uint32, ts int64) // bound once: no allocation per drain
+}
+
+type txPending struct {
+	s   *Session
+	seq uint32
+	key uint32
+}
+
+// send writes probe seq of s and collects the kernel's transmit timestamps.
+func (fc *flowConn) send(b []byte, dst netip.AddrPort, s *Session, seq uint32) error {
+	fc.mu.Lock()
+	fc.pending[fc.sends%txRing] = txPending{s: s, seq: seq, key: fc.sends}
+	_, err := fc.WriteToUDPAddrPort(b, dst)
+	if err == nil {
+		fc.sends++
+	}
+	fc.mu.Unlock()
+	fc.drainTx()
+	return err
+}
+
+// drainTx hands every queued transmit timestamp to its session.
+func (fc *flowConn) drainTx() {
+	fc.DrainTxTimestamps(fc.onTx)
+}
+
+func (fc *flowConn) txTimestamp(key uint32, ts int64) {
+	fc.mu.Lock()
+	p := fc.pending[key%txRing]
+	fc.mu.Unlock()
+	if p.s != nil && p.key == key {
+		p.s.onTxTimestamp(p.seq, ts)
+	}
+}
+
+// initialTTL returns the TTL / Hop Limit probes to a are sent with.
+func (p *pool) initialTTL(a netip.Addr) int {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.ttl[family(a)]
+}
+
+// flowPort returns the local port of flow i for addresses like a, or 0.
+func (p *pool) flowPort(a netip.Addr, i int) uint16 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if cs := p.conns[family(a)]; i < len(cs) {
+		return cs[i].port
+	}
+	return 0
+}
+
 // sockets returns the flow sockets of dst's family, opening them on first
 // use.
-func (p *pool) sockets(fam int) ([]*udpsock.Conn, error) {
+func (p *pool) sockets(fam int) ([]*flowConn, error) {
 	p.mu.RLock()
 	cs := p.conns[fam]
 	p.mu.RUnlock()
@@ -94,8 +163,9 @@ func (p *pool) sockets(fam int) ([]*udpsock.Conn, error) {
 	if src.IsValid() && family(src) != fam {
 		return nil, fmt.Errorf("source_ip_address %s is not of the target's address family", src)
 	}
-	opts := udpsock.Options{RecvMeta: true, TOS: p.cfg.DSCP << 2}
-	cs = make([]*udpsock.Conn, 0, p.cfg.Flows)
+	opts := udpsock.Options{RecvMeta: true, TOS: p.cfg.DSCP << 2,
+		RxTimestamps: !p.userTimestamps, TxTimestamps: !p.userTimestamps}
+	cs = make([]*flowConn, 0, p.cfg.Flows)
 	for i := range p.cfg.Flows {
 		port := uint16(0)
 		if p.cfg.SourcePorts[0] != 0 {
@@ -108,8 +178,11 @@ func (p *pool) sockets(fam int) ([]*udpsock.Conn, error) {
 			}
 			return nil, fmt.Errorf("module %s: flow socket %d: %w", p.module, i, err)
 		}
-		cs = append(cs, c)
+		fc := &flowConn{Conn: c, port: c.LocalAddr().(*net.UDPAddr).AddrPort().Port()}
+		fc.onTx = fc.txTimestamp
+		cs = append(cs, fc)
 	}
+	p.ttl[fam] = cs[0].InitialTTL()
 	for _, c := range cs {
 		p.wg.Add(1)
 		go func() {
@@ -178,12 +251,13 @@ func (p *pool) lookup(from netip.AddrPort, ssid uint16) *Session {
 }
 
 // receive is one socket's reply loop; its buffers are allocated once.
-func (p *pool) receive(c *udpsock.Conn) {
+func (p *pool) receive(c *flowConn) {
 	buf := make([]byte, maxDatagram)
 	oob := make([]byte, udpsock.OOBSize)
 	var rp stamp.ReflectorPacket
+	var r reply
 	for {
-		n, from, _, err := c.ReadMeta(buf, oob)
+		n, from, meta, err := c.ReadMeta(buf, oob)
 		t4 := mono()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
@@ -200,7 +274,18 @@ func (p *pool) receive(c *udpsock.Conn) {
 			p.stats.unmatched()
 			continue
 		}
-		s.onReply(rp.SenderSequence, t4, int64(rp.Dwell()))
+		// The reply may overtake our own read of the error queue.
+		c.drainTx()
+		r = reply{seq: rp.SenderSequence, reflSeq: rp.Sequence, t4: t4, rxKernel: meta.KernelRX,
+			dwell: int64(rp.Dwell()), senderTTL: -1, dscp: -1, dscp2: -1}
+		if rp.SenderTTL != 255 {
+			r.senderTTL = int(rp.SenderTTL)
+		}
+		if meta.TOS >= 0 {
+			r.dscp = meta.TOS >> 2
+		}
+		r.dscp2 = receivedDSCP(buf[stamp.ReflectorPacketLen:n])
+		s.onReply(&r)
 	}
 }
 
@@ -215,4 +300,11 @@ func (p *pool) close() {
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
+}
+
+// receivedDSCP returns the DSCP that the reflector reports it received, from
+// the Class of Service TLV (RFC 8972 §5.2) of a reply's TLV area; -1 when
+// the reply carries none.
+func receivedDSCP(tlvs []byte) int {
+	return -1
 }

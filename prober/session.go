@@ -31,24 +31,68 @@ const (
 	stateLost                       // no reply within timeout
 )
 
-// slot is one probe in a session's ring. 32 octets, no pointers.
+// lossDirection says where a lost probe was lost, learnt from a stateful
+// reflector's sequence numbers (RFC 8762 §4.3.1).
+type lossDirection uint8
+
+const (
+	dirUnknown  lossDirection = iota
+	dirForward                // never reached the reflector
+	dirBackward               // reflected, the reply was lost
+)
+
+// slot is one probe in a session's ring. 40 octets, no pointers.
 type slot struct {
-	sent  int64 // monotonic ns at send (T1)
-	rtt   int64 // ns, (T4 - T1) - (T3 - T2), when received
-	seq   uint32
-	flow  uint16
-	state probeState
-	late  bool // a reply came after timeout
+	sent     int64 // monotonic ns at send (user-space T1)
+	txKernel int64 // kernel software TX timestamp, Unix ns; 0 if none
+	rtt      int64 // ns, (T4 - T1) - (T3 - T2), when received
+	seq      uint32
+	flow     uint16
+	state    probeState
+	dir      lossDirection
+	late     bool // a reply came after timeout
 }
 
-// Counters are a session's cumulative probe counts since it started.
+// Counters are a session's cumulative counts since it started.
 type Counters struct {
 	Sent, Received, Lost, Late, Duplicated, Reordered uint64
+	// ForwardLost and BackwardLost split Lost by direction where a
+	// stateful reflector made it known.
+	ForwardLost, BackwardLost uint64
+	// DSCPRemarkedForward and DSCPRemarkedBackward count replies whose
+	// DSCP was changed on the way out (per the reflector's Class of Service
+	// TLV) or on the way back.
+	DSCPRemarkedForward, DSCPRemarkedBackward uint64
+	// HopsChanges counts changes of the forward hop count.
+	HopsChanges uint64
+	// TimestampFallbacks counts answered probes whose RTT had to use
+	// user-space timestamps because a kernel timestamp was missing or
+	// inconsistent.
+	TimestampFallbacks uint64
+}
+
+// reply is what the receive loop learnt from one Session-Reflector packet.
+type reply struct {
+	seq       uint32 // Sender Sequence Number: our probe
+	reflSeq   uint32 // the reflector's Sequence Number
+	t4        int64  // monotonic ns at receive
+	rxKernel  int64  // kernel software RX timestamp, Unix ns; 0 if none
+	dwell     int64  // T3 - T2 in ns; 0 if unknown
+	senderTTL int    // TTL the reflector received; -1 if unknown
+	dscp      int    // DSCP of the reply as received; -1 if unknown
+	dscp2     int    // DSCP the reflector received (CoS TLV); -1 if absent
+}
+
+// flowState tracks a stateful reflector's per-flow sequence numbers: the
+// last answered probe index k of the flow and the reflector's count R then.
+type flowState struct {
+	k, r uint32
+	have bool
 }
 
 // Session probes one target for one module: it owns a fixed ring of probe
 // slots covering window + timeout, cumulative counters and the RTT
-// histogram. Its memory does not grow with uptime.
+// histograms. Its memory does not grow with uptime.
 type Session struct {
 	Module string         // module name
 	Target string         // target as given in the scrape
@@ -61,6 +105,7 @@ type Session struct {
 	interval, timeout, window int64 // ns
 	created                   int64 // monotonic ns
 	hist                      prometheus.Histogram
+	dwellHist                 prometheus.Histogram
 
 	lastScrape atomic.Int64 // monotonic ns of the last scrape that named it
 	closed     atomic.Bool
@@ -85,7 +130,17 @@ type Session struct {
 	sentFirst  chan struct{} // closed when the first probe is sent
 	decided    chan struct{}
 	isDecided  bool
+	stateful   bool        // the reflector keeps per-session sequence numbers
+	flows      []flowState // per flow, for directional loss
+	hops       int         // last forward hop count; -1 unknown
+	kernelTS   bool        // the last answered probe used kernel timestamps
+	flowSent   []uint64    // per flow, with flow_metrics
+	flowLost   []uint64
 }
+
+// DefaultDwellBuckets are the classic buckets of
+// llama_probe_reflector_dwell_seconds: 1µs to ~1s.
+var DefaultDwellBuckets = prometheus.ExponentialBuckets(1e-6, 4, 11)
 
 // newSession builds a session; its ring holds every probe that can still be
 // in flight or in the window, plus slack for scheduling jitter.
@@ -99,6 +154,8 @@ func newSession(module string, cfg *config.Module, target, host string, port uin
 		firstSent: -1,
 		decided:   make(chan struct{}),
 		sentFirst: make(chan struct{}),
+		flows:     make([]flowState, cfg.Flows),
+		hops:      -1,
 		hist: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:                            "llama_probe_rtt_seconds",
 			Help:                            "Round-trip time of answered probes, (T4 - T1) - (T3 - T2), in seconds.",
@@ -107,6 +164,18 @@ func newSession(module string, cfg *config.Module, target, host string, port uin
 			NativeHistogramMaxBucketNumber:  160,
 			NativeHistogramMinResetDuration: time.Hour,
 		}),
+		dwellHist: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:                            "llama_probe_reflector_dwell_seconds",
+			Help:                            "Time the reflector held each probe, T3 - T2 from its reply, in seconds.",
+			Buckets:                         DefaultDwellBuckets,
+			NativeHistogramBucketFactor:     1.1,
+			NativeHistogramMaxBucketNumber:  160,
+			NativeHistogramMinResetDuration: time.Hour,
+		}),
+	}
+	if cfg.FlowMetrics {
+		s.flowSent = make([]uint64, cfg.Flows)
+		s.flowLost = make([]uint64, cfg.Flows)
 	}
 	s.lastScrape.Store(now)
 	return s
@@ -147,13 +216,16 @@ func (s *Session) recordSend(now int64) (seq uint32, flow int, dst netip.AddrPor
 	// The ring spans more than timeout, so a reused slot is decided; should
 	// it not be, it is lost now rather than silently overwritten.
 	if sl.state == statePending {
-		s.c.Lost++
+		s.markLostLocked(sl)
 	}
 	*sl = slot{seq: seq, flow: uint16(flow), sent: now, state: statePending}
 	if s.next-s.swept > uint32(len(s.slots)) {
 		s.swept = s.next - uint32(len(s.slots))
 	}
 	s.c.Sent++
+	if s.flowSent != nil {
+		s.flowSent[flow]++
+	}
 	if s.firstSent < 0 {
 		s.firstSent = now
 		close(s.sentFirst)
@@ -161,21 +233,41 @@ func (s *Session) recordSend(now int64) (seq uint32, flow int, dst netip.AddrPor
 	return seq, flow, s.dst
 }
 
-// onReply accounts for one reply to probe seq received at monotonic time
-// now, the reflector having held it for dwell ns (T3 - T2; 0 if unknown).
-// Each probe is decided at most once; anything after that is counted as
-// late or duplicated, never twice.
-func (s *Session) onReply(seq uint32, now, dwell int64) {
+// onTxTimestamp records the kernel's transmit timestamp of probe seq.
+func (s *Session) onTxTimestamp(seq uint32, ts int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if seq >= s.next {
+	if sl := s.slotLocked(seq); sl != nil && sl.state == statePending {
+		sl.txKernel = ts
+	}
+}
+
+// slotLocked returns probe seq's slot, or nil if it was never sent or its
+// slot has been reused.
+func (s *Session) slotLocked(seq uint32) *slot {
+	if seq >= s.next || s.next-seq > uint32(len(s.slots)) {
+		return nil
+	}
+	sl := &s.slots[seq%uint32(len(s.slots))]
+	if sl.seq != seq || sl.state == stateEmpty {
+		return nil
+	}
+	return sl
+}
+
+// onReply accounts for one reply. Each probe is decided at most once;
+// anything after that is counted as late or duplicated, never twice.
+func (s *Session) onReply(r *reply) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r.seq >= s.next {
 		return // never sent: not ours
 	}
-	if s.next-seq > uint32(len(s.slots)) {
+	sl := s.slotLocked(r.seq)
+	if sl == nil {
 		s.c.Late++ // so old that its slot is reused: necessarily past timeout
 		return
 	}
-	sl := &s.slots[seq%uint32(len(s.slots))]
 	switch sl.state {
 	case stateReceived:
 		s.c.Duplicated++
@@ -189,31 +281,130 @@ func (s *Session) onReply(seq uint32, now, dwell int64) {
 		}
 		return
 	}
-	elapsed := now - sl.sent
+	elapsed := r.t4 - sl.sent
 	if elapsed > s.timeout {
-		sl.state, sl.late = stateLost, true
-		s.c.Lost++
+		sl.late = true
 		s.c.Late++
-		s.markDecidedLocked()
+		s.markLostLocked(sl)
 		return
 	}
 	rtt := elapsed
+	// Kernel timestamps exclude our own scheduling delays; they come from
+	// CLOCK_REALTIME, so they are trusted only when consistent with the
+	// monotonic measurement, which they can only shorten: a clock step
+	// between T1 and T4 falls back to the monotonic RTT.
+	if k := r.rxKernel - sl.txKernel; sl.txKernel != 0 && r.rxKernel != 0 && k > 0 && k <= elapsed {
+		rtt = k
+		s.kernelTS = true
+	} else {
+		s.kernelTS = false
+		s.c.TimestampFallbacks++
+	}
 	// The reflector's dwell comes from another clock: trust it only when it
-	// is smaller than what we measured, so a clock step on either side
-	// never yields a negative or absurd RTT.
-	if dwell > 0 && dwell < elapsed {
-		rtt -= dwell
+	// is smaller than what we measured, so that no RTT is negative.
+	if r.dwell > 0 && r.dwell < rtt {
+		rtt -= r.dwell
 	}
 	sl.state, sl.rtt = stateReceived, rtt
 	s.c.Received++
-	if s.anyReply && seq < s.maxSeq {
-		s.c.Reordered++
+	if s.anyReply && r.seq < s.maxSeq {
+		s.c.Reordered++ // below the next expected sequence number (RFC 4737 §3)
 	} else {
-		s.maxSeq = seq
+		s.maxSeq = r.seq
 	}
 	s.anyReply = true
 	s.hist.Observe(float64(rtt) / 1e9)
+	if r.dwell > 0 {
+		s.dwellHist.Observe(float64(r.dwell) / 1e9)
+	}
+	s.directionLocked(r, sl)
+	s.pathLocked(r)
 	s.markDecidedLocked()
+}
+
+// directionLocked learns where lost probes were lost from a stateful
+// reflector, which numbers the probes it received per session (RFC 8762
+// §4.3.1). Each flow is its own reflector session (5-tuple), so per flow
+// the probes between two answered ones that the reflector did not count
+// were lost forward, the others backward.
+func (s *Session) directionLocked(r *reply, sl *slot) {
+	if r.reflSeq != r.seq {
+		s.stateful = true // a stateless reflector copies our number
+	}
+	// The per-flow state is kept from the first reply on, so that the
+	// first gaps are attributed even though statefulness shows only later.
+	flows := uint32(s.cfg.Flows)
+	f := &s.flows[sl.flow]
+	k := r.seq / flows
+	if !f.have || r.reflSeq < f.r || k <= f.k {
+		if !f.have || r.reflSeq < f.r {
+			*f = flowState{k: k, r: r.reflSeq, have: true} // first reply, or the reflector restarted
+		}
+		return // a reordered reply says nothing new
+	}
+	gap := k - f.k - 1                       // probes of this flow between the two replies
+	fwd := min(gap, (k-f.k)-(r.reflSeq-f.r)) // those the reflector never saw
+	if r.reflSeq-f.r > k-f.k {
+		fwd = 0 // duplicates reached the reflector: nothing lost forward
+	}
+	for i := uint32(1); i <= gap && s.stateful; i++ {
+		g := s.slotLocked((f.k+i)*flows + uint32(sl.flow))
+		if g == nil || g.dir != dirUnknown {
+			continue
+		}
+		g.dir = dirBackward
+		if i <= fwd {
+			g.dir = dirForward
+		}
+		if g.state == stateLost {
+			s.countDirectionLocked(g)
+		}
+	}
+	f.k, f.r = k, r.reflSeq
+}
+
+// pathLocked tracks the forward hop count and DSCP remarking.
+func (s *Session) pathLocked(r *reply) {
+	if r.senderTTL < 0 {
+		// unknown: no hop count
+	} else if init := s.pool.initialTTL(s.dst.Addr()); r.senderTTL <= init {
+		h := init - r.senderTTL
+		if s.hops >= 0 && h != s.hops {
+			s.c.HopsChanges++
+		}
+		s.hops = h
+	}
+	if r.dscp2 >= 0 {
+		// The reflector said what it received: a difference is forward
+		// remarking, and it answered with the DSCP we asked for (DSCP1),
+		// so a difference on arrival is backward remarking.
+		if r.dscp2 != s.cfg.DSCP {
+			s.c.DSCPRemarkedForward++
+		}
+		if r.dscp >= 0 && r.dscp != s.cfg.DSCP {
+			s.c.DSCPRemarkedBackward++
+		}
+	}
+}
+
+// markLostLocked decides sl as lost.
+func (s *Session) markLostLocked(sl *slot) {
+	sl.state = stateLost
+	s.c.Lost++
+	if s.flowLost != nil {
+		s.flowLost[sl.flow]++
+	}
+	s.countDirectionLocked(sl)
+	s.markDecidedLocked()
+}
+
+func (s *Session) countDirectionLocked(sl *slot) {
+	switch sl.dir {
+	case dirForward:
+		s.c.ForwardLost++
+	case dirBackward:
+		s.c.BackwardLost++
+	}
 }
 
 // sweepLocked marks every pending probe older than timeout as lost.
@@ -225,9 +416,7 @@ func (s *Session) sweepLocked(now int64) {
 			if now-sl.sent <= s.timeout {
 				return // later probes were sent later still
 			}
-			sl.state = stateLost
-			s.c.Lost++
-			s.markDecidedLocked()
+			s.markLostLocked(sl)
 		}
 		s.swept++
 	}
@@ -259,9 +448,16 @@ func (s *Session) snapshot(now int64) Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sweepLocked(now)
-	snap := summarize(s.slots, s.next, now, s.timeout, s.window, s.firstSent)
+	snap := summarize(s.slots, s.next, now, s.timeout, s.window, s.firstSent, s.cfg.Flows, s.flowSent != nil)
 	snap.Counters = s.c
 	snap.Dst, snap.Src = s.dst, s.src
+	snap.Stateful = s.stateful
+	snap.Hops = s.hops
+	snap.KernelTimestamps = s.kernelTS
+	if s.flowSent != nil {
+		snap.FlowSent = append([]uint64(nil), s.flowSent...)
+		snap.FlowLost = append([]uint64(nil), s.flowLost...)
+	}
 	return snap
 }
 

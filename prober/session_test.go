@@ -20,6 +20,12 @@ func testSession(t *testing.T) *Session {
 	return newSession("test", &m, "198.18.0.2", "198.18.0.2", 862, netip.MustParseAddrPort("198.18.0.2:862"), 0)
 }
 
+// answer delivers a stateless reflector's reply to probe seq at monotonic
+// time t4 with the given dwell.
+func answer(s *Session, seq uint32, t4, dwell int64) {
+	s.onReply(&reply{seq: seq, reflSeq: seq, t4: t4, dwell: dwell, senderTTL: -1, dscp: -1, dscp2: -1})
+}
+
 func TestWindowCountsDecidedProbesOnly(t *testing.T) {
 	s := testSession(t)
 	s.recordSend(0)
@@ -44,15 +50,15 @@ func TestLateDuplicateReordered(t *testing.T) {
 	for i := range int64(4) {
 		s.recordSend(i * 100 * ms)
 	}
-	s.onReply(2, 210*ms, 0)  // answered in time
-	s.onReply(0, 220*ms, 0)  // below the highest answered: reordered
-	s.onReply(0, 230*ms, 0)  // second reply: duplicate
-	s.onReply(1, 1500*ms, 0) // after timeout: lost and late
-	s.onReply(1, 1600*ms, 0) // a second late reply is a duplicate
-	s.onReply(9, 300*ms, 0)  // never sent: ignored
+	answer(s, 2, 210*ms, 0)  // answered in time
+	answer(s, 0, 220*ms, 0)  // below the highest answered: reordered
+	answer(s, 0, 230*ms, 0)  // second reply: duplicate
+	answer(s, 1, 1500*ms, 0) // after timeout: lost and late
+	answer(s, 1, 1600*ms, 0) // a second late reply is a duplicate
+	answer(s, 9, 300*ms, 0)  // never sent: ignored
 	// Probe 3 (sent at 300ms) is still in flight at 1.25s.
 	sn := s.snapshot(1250 * ms)
-	want := Counters{Sent: 4, Received: 2, Lost: 1, Late: 1, Duplicated: 2, Reordered: 1}
+	want := Counters{Sent: 4, Received: 2, Lost: 1, Late: 1, Duplicated: 2, Reordered: 1, TimestampFallbacks: 2}
 	if sn.Counters != want {
 		t.Fatalf("counters %+v, want %+v", sn.Counters, want)
 	}
@@ -70,7 +76,7 @@ func TestRTTSubtractsDwellAndSummarises(t *testing.T) {
 	for i, r := range rtts {
 		sent := int64(i) * 100 * ms
 		s.recordSend(sent)
-		s.onReply(uint32(i), sent+r*ms+ms/2, ms/2) // dwell 0.5ms subtracted
+		answer(s, uint32(i), sent+r*ms+ms/2, ms/2) // dwell 0.5ms subtracted
 	}
 	sn := s.snapshot(1400 * ms)
 	if sn.RTTCount != 4 || sn.WindowSent != 4 || sn.LossRatio != 0 {
@@ -97,7 +103,7 @@ func TestRTTSubtractsDwellAndSummarises(t *testing.T) {
 func TestDwellFromAnotherClockNeverMakesRTTNegative(t *testing.T) {
 	s := testSession(t)
 	s.recordSend(0)
-	s.onReply(0, 2*ms, 5*ms) // reflector claims more dwell than the RTT
+	answer(s, 0, 2*ms, 5*ms) // reflector claims more dwell than the RTT
 	sn := s.snapshot(1100 * ms)
 	if sn.RTTMin != 0.002 {
 		t.Fatalf("RTT %v, want the unadjusted 0.002", sn.RTTMin)
@@ -115,10 +121,10 @@ func TestRingWrapKeepsAccounting(t *testing.T) {
 			t.Fatalf("seq %d on flow %d: flows must rotate", seq, flow)
 		}
 		if i%10 != 0 { // every tenth probe is lost
-			s.onReply(seq, now+ms, 0)
+			answer(s, seq, now+ms, 0)
 		}
 	}
-	s.onReply(0, now+2*ms, 0)       // reply to a probe whose slot was reused: late
+	answer(s, 0, now+2*ms, 0)       // reply to a probe whose slot was reused: late
 	sn := s.snapshot(now + 1050*ms) // window: the last 100 probes
 	if sn.Sent != uint64(n) || sn.Received+sn.Lost != sn.Sent || sn.Late != 1 {
 		t.Fatalf("sent %d received %d lost %d late %d", sn.Sent, sn.Received, sn.Lost, sn.Late)
@@ -158,5 +164,129 @@ func TestParseTarget(t *testing.T) {
 		if err != nil || host != tc.host || port != tc.port {
 			t.Errorf("ParseTarget(%q) = %q, %d, %v; want %q, %d", tc.in, host, port, err, tc.host, tc.port)
 		}
+	}
+}
+
+func TestKernelTimestampsPreferredAndGuarded(t *testing.T) {
+	s := testSession(t)
+	const wall = int64(1_800_000_000) * 1e9 // kernel timestamps are Unix ns
+	s.recordSend(0)
+	s.onTxTimestamp(0, wall+10*1000)
+	// User space saw 1ms, the kernel 800µs: the kernel's figure wins.
+	s.onReply(&reply{seq: 0, reflSeq: 0, t4: ms, rxKernel: wall + 10*1000 + 800*1000, senderTTL: -1, dscp: -1, dscp2: -1})
+	// A clock step of -1h between T1 and T4: negative kernel RTT, fall back.
+	s.recordSend(100 * ms)
+	s.onTxTimestamp(1, wall+100*ms)
+	s.onReply(&reply{seq: 1, reflSeq: 1, t4: 102 * ms, rxKernel: wall + 100*ms - int64(time.Hour), senderTTL: -1, dscp: -1, dscp2: -1})
+	// A step forward: longer than the monotonic RTT, fall back.
+	s.recordSend(200 * ms)
+	s.onTxTimestamp(2, wall+200*ms)
+	s.onReply(&reply{seq: 2, reflSeq: 2, t4: 203 * ms, rxKernel: wall + 200*ms + int64(time.Hour), senderTTL: -1, dscp: -1, dscp2: -1})
+	sn := s.snapshot(1300 * ms)
+	if sn.RTTMin != 0.0008 || sn.Quantiles[0.5] != 0.002 || sn.RTTMax != 0.003 {
+		t.Fatalf("RTTs min %v p50 %v max %v; want 0.0008 (kernel), 0.002 and 0.003 (monotonic fallbacks)", sn.RTTMin, sn.Quantiles[0.5], sn.RTTMax)
+	}
+	if sn.TimestampFallbacks != 2 || sn.KernelTimestamps {
+		t.Fatalf("fallbacks %d, kernel %v; want 2 and false after a fallback", sn.TimestampFallbacks, sn.KernelTimestamps)
+	}
+}
+
+// statefulReply answers probe seq as a stateful reflector that has counted
+// reflSeq earlier probes of this flow.
+func statefulReply(s *Session, seq, reflSeq uint32, t4 int64) {
+	s.onReply(&reply{seq: seq, reflSeq: reflSeq, t4: t4, senderTTL: -1, dscp: -1, dscp2: -1})
+}
+
+func TestDirectionalLossFromStatefulReflector(t *testing.T) {
+	s := testSession(t) // 2 flows
+	// Flow 0 carries even sequence numbers, flow 1 odd ones. The
+	// reflector counts per flow. Lose seq 2 forward (the reflector never
+	// counts it) and seq 5 backward (counted, reply lost).
+	counted := [2]uint32{}
+	for seq := uint32(0); seq < 12; seq++ {
+		now := int64(seq) * 100 * ms
+		s.recordSend(now)
+		f := seq % 2
+		if seq == 2 {
+			continue // lost on the way out
+		}
+		r := counted[f]
+		counted[f]++
+		if seq == 5 {
+			continue // reflected, lost on the way back
+		}
+		statefulReply(s, seq, r, now+ms)
+	}
+	sn := s.snapshot(12*100*ms + 1100*ms) // all decided, all in the window
+	if !sn.Stateful || sn.Lost != 2 || sn.ForwardLost != 1 || sn.BackwardLost != 1 {
+		t.Fatalf("stateful %v lost %d forward %d backward %d; want true 2 1 1", sn.Stateful, sn.Lost, sn.ForwardLost, sn.BackwardLost)
+	}
+	if sn.WindowForwardLost != 1 || sn.WindowBackwardLost != 1 || sn.WindowSent != 12 {
+		t.Fatalf("window forward %d backward %d of %d", sn.WindowForwardLost, sn.WindowBackwardLost, sn.WindowSent)
+	}
+}
+
+func TestStatelessReflectorGivesNoDirection(t *testing.T) {
+	s := testSession(t)
+	for seq := uint32(0); seq < 10; seq++ {
+		s.recordSend(int64(seq) * 100 * ms)
+		if seq != 4 {
+			answer(s, seq, int64(seq)*100*ms+ms, 0)
+		}
+	}
+	sn := s.snapshot(3 * int64(time.Second))
+	if sn.Stateful || sn.ForwardLost != 0 || sn.BackwardLost != 0 || sn.Lost != 1 {
+		t.Fatalf("stateless reflector: stateful %v, forward %d, backward %d, lost %d", sn.Stateful, sn.ForwardLost, sn.BackwardLost, sn.Lost)
+	}
+}
+
+func TestHopsAndDSCPRemarking(t *testing.T) {
+	s := testSession(t)
+	s.pool = &pool{ttl: [2]int{64, 64}}
+	s.cfg.DSCP = 46
+	replies := []reply{
+		{senderTTL: 62, dscp: 46, dscp2: 46}, // 2 hops, untouched
+		{senderTTL: 62, dscp: 0, dscp2: 46},  // remarked on the way back
+		{senderTTL: 61, dscp: 46, dscp2: 10}, // 3 hops; remarked on the way out
+		{senderTTL: -1, dscp: 46, dscp2: -1}, // no TLV, TTL unknown: nothing learnt
+	}
+	for i := range replies {
+		seq := uint32(i)
+		s.recordSend(int64(i) * 100 * ms)
+		r := replies[i]
+		r.seq, r.reflSeq, r.t4 = seq, seq, int64(i)*100*ms+ms
+		s.onReply(&r)
+	}
+	sn := s.snapshot(2 * int64(time.Second))
+	if sn.Hops != 3 || sn.HopsChanges != 1 {
+		t.Errorf("hops %d changes %d, want 3 and 1", sn.Hops, sn.HopsChanges)
+	}
+	if sn.DSCPRemarkedForward != 1 || sn.DSCPRemarkedBackward != 1 {
+		t.Errorf("remarked forward %d backward %d, want 1 and 1", sn.DSCPRemarkedForward, sn.DSCPRemarkedBackward)
+	}
+}
+
+func TestFlowMetricsCountPerFlow(t *testing.T) {
+	m := config.DefaultModule()
+	m.Interval, m.Timeout, m.Window, m.Flows, m.FlowMetrics = 100*time.Millisecond, time.Second, 10*time.Second, 4, true
+	s := newSession("test", &m, "198.18.0.2", "198.18.0.2", 862, netip.MustParseAddrPort("198.18.0.2:862"), 0)
+	for seq := uint32(0); seq < 40; seq++ {
+		s.recordSend(int64(seq) * 100 * ms)
+		if seq%4 != 3 { // flow 3 is a black hole
+			answer(s, seq, int64(seq)*100*ms+ms, 0)
+		}
+	}
+	sn := s.snapshot(40*100*ms + 1100*ms)
+	for f := range 4 {
+		wantLost := 0
+		if f == 3 {
+			wantLost = 10
+		}
+		if sn.FlowSent[f] != 10 || sn.FlowLost[f] != uint64(wantLost) || sn.FlowWindowSent[f] != 10 || sn.FlowWindowLost[f] != wantLost {
+			t.Errorf("flow %d: sent %d lost %d window %d/%d; want 10, %d", f, sn.FlowSent[f], sn.FlowLost[f], sn.FlowWindowLost[f], sn.FlowWindowSent[f], wantLost)
+		}
+	}
+	if sn.LossRatio != 0.25 {
+		t.Errorf("window loss %v, want 0.25", sn.LossRatio)
 	}
 }

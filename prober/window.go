@@ -19,6 +19,19 @@ type Snapshot struct {
 	// InFlight counts probes sent but not yet decided: Sent = Received +
 	// Lost + InFlight.
 	InFlight int
+	// Stateful is true once the reflector showed per-session sequence
+	// numbers, which make directional loss known.
+	Stateful bool
+	// Hops is the last forward hop count; -1 when unknown.
+	Hops int
+	// KernelTimestamps is true when the last answered probe was timed by
+	// the kernel.
+	KernelTimestamps bool
+	// FlowSent and FlowLost are cumulative per-flow counts (flow_metrics).
+	FlowSent, FlowLost []uint64
+	// FlowWindowSent and FlowWindowLost are per-flow window counts
+	// (flow_metrics).
+	FlowWindowSent, FlowWindowLost []int
 
 	// Success is true if any probe sent in the last window + timeout was
 	// answered in time: a young session with its first reply is up even
@@ -30,6 +43,9 @@ type Snapshot struct {
 	// WindowSent and WindowLost count decided probes sent in
 	// [now - timeout - window, now - timeout].
 	WindowSent, WindowLost int
+	// WindowForwardLost and WindowBackwardLost split WindowLost by
+	// direction where a stateful reflector made it known.
+	WindowForwardLost, WindowBackwardLost int
 	// LossRatio is WindowLost / WindowSent, NaN when WindowSent is 0.
 	LossRatio float64
 	// RTT statistics over the window's answered probes, in seconds; NaN
@@ -45,11 +61,14 @@ type Snapshot struct {
 // fate is decided: the window covers probes sent in
 // [now - timeout - window, now - timeout], so in-flight probes are never
 // counted as lost (DESIGN §5).
-func summarize(slots []slot, next uint32, now, timeout, window, firstSent int64) Snapshot {
+func summarize(slots []slot, next uint32, now, timeout, window, firstSent int64, flows int, perFlow bool) Snapshot {
 	end := now - timeout
 	start := end - window
 	snap := Snapshot{LossRatio: math.NaN(), RTTMin: math.NaN(), RTTMax: math.NaN(),
 		RTTStdDev: math.NaN(), Jitter: math.NaN(), Quantiles: make(map[float64]float64, len(WindowQuantiles))}
+	if perFlow {
+		snap.FlowWindowSent, snap.FlowWindowLost = make([]int, flows), make([]int, flows)
+	}
 	if firstSent >= 0 && firstSent <= end {
 		snap.Window = float64(end-max(start, firstSent)) / 1e9
 	}
@@ -78,8 +97,20 @@ func summarize(slots []slot, next uint32, now, timeout, window, firstSent int64)
 			continue
 		}
 		snap.WindowSent++
+		if perFlow {
+			snap.FlowWindowSent[sl.flow]++
+		}
 		if sl.state == stateLost {
 			snap.WindowLost++
+			if perFlow {
+				snap.FlowWindowLost[sl.flow]++
+			}
+			switch sl.dir {
+			case dirForward:
+				snap.WindowForwardLost++
+			case dirBackward:
+				snap.WindowBackwardLost++
+			}
 			continue
 		}
 		r := float64(sl.rtt) / 1e9

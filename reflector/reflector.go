@@ -33,6 +33,10 @@ type Config struct {
 	// MaxPPSPerSource is the limit in packets per second per source
 	// address; 0 means unlimited.
 	MaxPPSPerSource float64
+	// Stateless turns stateful mode off: the reply's Sequence Number then
+	// copies the sender's instead of counting the session's packets
+	// (RFC 8762 §4.3.1), and senders cannot tell the direction of loss.
+	Stateless bool
 }
 
 // maxDatagram is the largest UDP payload in octets over IPv4.
@@ -46,6 +50,7 @@ type Reflector struct {
 	perSource *sourceLimiter
 	m         *metrics
 	errEst    stamp.ErrorEstimate
+	stateless bool
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
@@ -61,7 +66,8 @@ func New(cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*Reflector
 		m:      newMetrics(reg),
 		// No clock synchronisation is claimed (S=0); 1 ms is the order of a
 		// user-space timestamp's error.
-		errEst: stamp.NewErrorEstimate(false, time.Millisecond),
+		errEst:    stamp.NewErrorEstimate(false, time.Millisecond),
+		stateless: cfg.Stateless,
 	}
 	if cfg.MaxPPS > 0 {
 		r.global = rate.NewLimiter(rate.Limit(cfg.MaxPPS), burst(cfg.MaxPPS))
@@ -93,7 +99,7 @@ func listen(addr string) ([]*udpsock.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reflector listen address %q: bad port", addr)
 	}
-	opts := udpsock.Options{RecvMeta: true}
+	opts := udpsock.Options{RecvMeta: true, RxTimestamps: true}
 	if host == "" {
 		c4, err := udpsock.Listen("udp4", netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(port)), opts)
 		if err != nil {
@@ -164,6 +170,10 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 	out := make([]byte, maxDatagram)
 	oob := make([]byte, udpsock.OOBSize)
 	sendOOB := make([]byte, 0, udpsock.SendOOBSize)
+	var sessions *sessionTable
+	if !r.stateless {
+		sessions = newSessionTable()
+	}
 	for {
 		n, from, meta, err := c.ReadMeta(in, oob)
 		if err != nil {
@@ -174,8 +184,11 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 			continue
 		}
 		t2 := time.Now()
+		if meta.KernelRX != 0 {
+			t2 = time.Unix(0, meta.KernelRX) // the kernel's receive time
+		}
 		r.m.received.Inc()
-		reply, ok := r.reflect(in[:n], out, from, meta, t2)
+		reply, ok := r.reflect(in[:n], out, from, meta, t2, sessions)
 		if !ok {
 			continue
 		}
@@ -191,7 +204,7 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 // reflect checks limits, decodes the Session-Sender packet in req and
 // builds the Session-Reflector packet in out[:len(req)]. It reports false
 // when the packet is dropped (and counted).
-func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.Meta, t2 time.Time) ([]byte, bool) {
+func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.Meta, t2 time.Time, sessions *sessionTable) ([]byte, bool) {
 	if r.global != nil && !r.global.AllowN(t2, 1) {
 		r.m.throttled.Inc()
 		return nil, false
@@ -209,8 +222,14 @@ func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.M
 	if meta.TTL >= 0 && meta.TTL <= 255 {
 		ttl = uint8(meta.TTL)
 	}
+	seq := p.Sequence // stateless mode: copied (RFC 8762 §4.3.1)
+	if sessions != nil {
+		if n, ok := sessions.next(sessionKey{from, meta.Dst, p.SSID}, t2.Unix()); ok {
+			seq = n // stateful mode: this session's count
+		}
+	}
 	rp := stamp.ReflectorPacket{
-		Sequence:            p.Sequence, // stateless mode: copied (RFC 8762 §4.3.1)
+		Sequence:            seq,
 		ErrorEstimate:       r.errEst,
 		SSID:                p.SSID,
 		ReceiveTimestamp:    stamp.NewTimestamp(t2),

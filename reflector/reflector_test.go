@@ -85,7 +85,7 @@ func TestReflectsSTAMP(t *testing.T) {
 			if network == "udp6" {
 				listen = "[::1]:0"
 			}
-			r, reg := start(t, Config{ListenAddresses: []string{listen}})
+			r, reg := start(t, Config{ListenAddresses: []string{listen}, Stateless: true})
 			dst := r.Addrs()[0]
 			c := client(t, network, 46<<2) // EF
 			req := senderPacket(t, 7, 0xbeef, 100)
@@ -132,6 +132,50 @@ func TestReflectsSTAMP(t *testing.T) {
 				t.Errorf("%d reflector series, %v; want 5", n, err)
 			}
 		})
+	}
+}
+
+func TestStatefulNumbersEachSession(t *testing.T) {
+	r, _ := start(t, Config{ListenAddresses: []string{"127.0.0.1:0"}})
+	a, b := client(t, "udp4", 0), client(t, "udp4", 0)
+	for _, tc := range []struct {
+		c         *udpsock.Conn
+		seq       uint32
+		ssid      uint16
+		reflected uint32
+	}{
+		{a, 7, 1, 0}, {a, 9, 1, 1}, {a, 100, 1, 2}, // one session: counted
+		{a, 8, 2, 0}, // another SSID: another session
+		{b, 7, 1, 0}, // another source port: another session
+		{a, 101, 1, 3},
+	} {
+		reply, _, _, ok := exchange(t, tc.c, r.Addrs()[0], senderPacket(t, tc.seq, tc.ssid, 44))
+		if !ok {
+			t.Fatal("no reply")
+		}
+		var rp stamp.ReflectorPacket
+		rp.UnmarshalBinary(reply)
+		if rp.Sequence != tc.reflected || rp.SenderSequence != tc.seq {
+			t.Errorf("probe %d SSID %d: reflector sequence %d (sender %d), want %d", tc.seq, tc.ssid, rp.Sequence, rp.SenderSequence, tc.reflected)
+		}
+	}
+}
+
+func TestSessionTableBounded(t *testing.T) {
+	st := newSessionTable()
+	base := netip.MustParseAddr("198.18.0.1")
+	for i := range maxSessions {
+		k := sessionKey{from: netip.AddrPortFrom(base, uint16(i)), to: base, ssid: uint16(i >> 16)}
+		if _, ok := st.next(k, 1000); !ok {
+			t.Fatalf("session %d refused below the bound", i)
+		}
+	}
+	extra := sessionKey{from: netip.MustParseAddrPort("198.18.0.2:1"), to: base}
+	if _, ok := st.next(extra, 1000); ok {
+		t.Fatal("table grew past its bound")
+	}
+	if n, ok := st.next(extra, 1000+sessionIdle); !ok || n != 0 || len(st.m) != 1 {
+		t.Fatalf("after the idle time: ok %v, n %d, %d sessions; want the idle ones evicted", ok, n, len(st.m))
 	}
 }
 

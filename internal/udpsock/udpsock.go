@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -33,6 +34,15 @@ type Options struct {
 	TOS int
 	// ReusePort sets SO_REUSEPORT so that several sockets share one address.
 	ReusePort bool
+	// RxTimestamps asks the kernel for a software receive timestamp of
+	// every datagram (SO_TIMESTAMPING, SOF_TIMESTAMPING_RX_SOFTWARE), read
+	// back into Meta.KernelRX.
+	RxTimestamps bool
+	// TxTimestamps asks for a software transmit timestamp of every datagram
+	// sent, queued on the error queue with a per-socket counter as key
+	// (SOF_TIMESTAMPING_TX_SOFTWARE | OPT_ID | OPT_TSONLY); read them with
+	// DrainTxTimestamps.
+	TxTimestamps bool
 }
 
 // Meta is what the kernel reported about one received datagram.
@@ -46,12 +56,25 @@ type Meta struct {
 	// TOS is the received IPv4 TOS or IPv6 Traffic Class octet (DSCP << 2 |
 	// ECN); -1 when unknown.
 	TOS int
+	// KernelRX is the kernel's software receive timestamp in nanoseconds
+	// since the Unix epoch (CLOCK_REALTIME); 0 when missing.
+	KernelRX int64
 }
 
 // Conn is a UDP socket of one address family with control-message support.
 type Conn struct {
 	*net.UDPConn
 	v6 bool
+	rc syscall.RawConn
+
+	// Error-queue draining state, reused so that DrainTxTimestamps does
+	// not allocate; guarded by txMu.
+	txMu    sync.Mutex
+	txFn    func(key uint32, ts int64)
+	txErr   error
+	txBuf   [64]byte
+	txOOB   [OOBSize]byte
+	txDrain func(fd uintptr)
 }
 
 // Listen opens a UDP socket on laddr. network is "udp4" or "udp6"; an
@@ -74,7 +97,15 @@ func Listen(network string, laddr netip.AddrPort, o Options) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Conn{UDPConn: pc.(*net.UDPConn), v6: v6}, nil
+	uc := pc.(*net.UDPConn)
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		uc.Close()
+		return nil, err
+	}
+	c := &Conn{UDPConn: uc, v6: v6, rc: rc}
+	c.txDrain = c.drain
+	return c, nil
 }
 
 func setOptions(fd int, v6 bool, o Options) error {
@@ -107,6 +138,17 @@ func setOptions(fd int, v6 bool, o Options) error {
 		if o.TOS != 0 {
 			opts = append(opts, opt{unix.IPPROTO_IP, unix.IP_TOS, o.TOS, "IP_TOS"})
 		}
+	}
+	var ts int
+	if o.RxTimestamps {
+		ts |= unix.SOF_TIMESTAMPING_RX_SOFTWARE | unix.SOF_TIMESTAMPING_SOFTWARE
+	}
+	if o.TxTimestamps {
+		ts |= unix.SOF_TIMESTAMPING_TX_SOFTWARE | unix.SOF_TIMESTAMPING_SOFTWARE |
+			unix.SOF_TIMESTAMPING_OPT_ID | unix.SOF_TIMESTAMPING_OPT_TSONLY
+	}
+	if ts != 0 {
+		opts = append(opts, opt{unix.SOL_SOCKET, unix.SO_TIMESTAMPING, ts, "SO_TIMESTAMPING"})
 	}
 	for _, s := range opts {
 		if err := unix.SetsockoptInt(fd, s.level, s.name, s.value); err != nil {
@@ -158,6 +200,8 @@ func ParseMeta(oob []byte) Meta {
 			m.TTL = int(int32(binary.NativeEndian.Uint32(data)))
 		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_TCLASS && len(data) >= 4:
 			m.TOS = int(int32(binary.NativeEndian.Uint32(data)))
+		case h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPING:
+			m.KernelRX = softwareTimestamp(data)
 		}
 	}
 	return m
@@ -234,4 +278,96 @@ func Network(a netip.Addr) string {
 		return "udp6"
 	}
 	return "udp4"
+}
+
+// softwareTimestamp returns the software timestamp (the first of the three
+// struct timespec of struct scm_timestamping) in Unix nanoseconds, or 0.
+func softwareTimestamp(data []byte) int64 {
+	if len(data) < 16 {
+		return 0
+	}
+	sec := int64(binary.NativeEndian.Uint64(data[0:8]))
+	nsec := int64(binary.NativeEndian.Uint64(data[8:16]))
+	if sec == 0 && nsec == 0 {
+		return 0
+	}
+	return sec*1e9 + nsec
+}
+
+// DrainTxTimestamps reads, without blocking, every transmit timestamp
+// queued on the socket's error queue (see Options.TxTimestamps) and calls f
+// with the datagram's OPT_ID key (the count of datagrams sent on the socket
+// before it) and the kernel's software transmit time in Unix nanoseconds.
+// It is safe for concurrent use and does not allocate. It returns the first
+// error other than EAGAIN from recvmsg(2).
+func (c *Conn) DrainTxTimestamps(f func(key uint32, ts int64)) error {
+	c.txMu.Lock()
+	defer c.txMu.Unlock()
+	c.txFn, c.txErr = f, nil
+	if err := c.rc.Control(c.txDrain); err != nil {
+		return err
+	}
+	c.txFn = nil
+	return c.txErr
+}
+
+// drain is the body of DrainTxTimestamps, run with the socket's fd.
+func (c *Conn) drain(fd uintptr) {
+	for {
+		iov := unix.Iovec{Base: &c.txBuf[0]}
+		iov.SetLen(len(c.txBuf))
+		msg := unix.Msghdr{Iov: &iov, Iovlen: 1, Control: &c.txOOB[0]}
+		msg.SetControllen(len(c.txOOB))
+		_, _, errno := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&msg)), unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+		if errno != 0 {
+			if errno != unix.EAGAIN && errno != unix.EINTR {
+				c.txErr = errno
+			}
+			if errno != unix.EINTR {
+				return
+			}
+			continue
+		}
+		var ts int64
+		key, haveKey := uint32(0), false
+		oob := c.txOOB[:msg.Controllen]
+		for len(oob) > 0 {
+			h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+			if err != nil {
+				break
+			}
+			oob = rest
+			switch {
+			case h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPING:
+				ts = softwareTimestamp(data)
+			case (h.Level == unix.IPPROTO_IP && h.Type == unix.IP_RECVERR) ||
+				(h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_RECVERR):
+				if len(data) >= 16 && data[4] == unix.SO_EE_ORIGIN_TIMESTAMPING {
+					key, haveKey = binary.NativeEndian.Uint32(data[12:16]), true
+				}
+			}
+		}
+		if haveKey && ts != 0 {
+			c.txFn(key, ts)
+		}
+	}
+}
+
+// InitialTTL returns the TTL (IPv4) or unicast Hop Limit (IPv6) that the
+// socket's datagrams leave with, 64 if it cannot be read.
+func (c *Conn) InitialTTL() int {
+	ttl := 64
+	c.rc.Control(func(fd uintptr) {
+		var v int
+		var err error
+		if c.v6 {
+			v, err = unix.GetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS)
+		} else {
+			v, err = unix.GetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TTL)
+		}
+		if err == nil && v > 0 && v <= 255 {
+			ttl = v
+		}
+	})
+	return ttl
 }
