@@ -3,6 +3,7 @@ package prober
 import (
 	"context"
 	"math"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -64,5 +65,142 @@ func TestLossAndDelayThroughRelay(t *testing.T) {
 	}
 	if sn.Sent != sn.Received+sn.Lost+uint64(sn.InFlight) {
 		t.Errorf("sent %d != received %d + lost %d + in flight %d", sn.Sent, sn.Received, sn.Lost, sn.InFlight)
+	}
+}
+
+// relayTo starts an impairment relay in front of refl, closed with the test.
+func relayTo(t *testing.T, refl netip.AddrPort, fwd, back impair.Impairment, seed int64) *impair.Relay {
+	t.Helper()
+	r, err := impair.New("127.0.0.1:0", refl, fwd, back, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+var clean = impair.Impairment{DSCP: -1}
+
+// TestDirectionalLossThroughRelay loses 10% in one direction only; the
+// stateful reflector's numbering must put it in that direction.
+func TestDirectionalLossThroughRelay(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs ~15 s of probing")
+	}
+	refl := startReflector(t, "127.0.0.1:0")
+	lossy := impair.Impairment{Loss: 0.10, DSCP: -1}
+	for _, tc := range []struct {
+		name      string
+		fwd, back impair.Impairment
+	}{
+		{"forward", lossy, clean},
+		{"backward", clean, lossy},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			relay := relayTo(t, refl, tc.fwd, tc.back, 3)
+			mgr := NewManager(0, nil, discard)
+			defer mgr.Close()
+			m := fastModule()
+			m.Interval, m.Window = 3*time.Millisecond, 30*time.Second
+			s, _, err := mgr.Get(context.Background(), "dir", m, relay.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sn Snapshot
+			waitFor(t, 60*time.Second, "2000 decided probes", func() bool {
+				sn = s.Snapshot()
+				return sn.WindowSent >= 2000
+			})
+			fwd := float64(sn.WindowForwardLost) / float64(sn.WindowSent)
+			back := float64(sn.WindowBackwardLost) / float64(sn.WindowSent)
+			t.Logf("%s loss: window %d sent, forward %.4f, backward %.4f, unattributed %d; relay %+v / %+v",
+				tc.name, sn.WindowSent, fwd, back, sn.WindowLost-sn.WindowForwardLost-sn.WindowBackwardLost, relay.Forward(), relay.Backward())
+			lossyRatio, cleanRatio := fwd, back
+			if tc.name == "backward" {
+				lossyRatio, cleanRatio = back, fwd
+			}
+			if !sn.Stateful || math.Abs(lossyRatio-0.10) > 0.03 || cleanRatio > 0.01 {
+				t.Errorf("stateful %v, %s loss ratio %.4f (want 0.10 ± 0.03), other direction %.4f (want <= 0.01)",
+					sn.Stateful, tc.name, lossyRatio, cleanRatio)
+			}
+		})
+	}
+}
+
+// TestDuplicatesAndReorderingCountedExactly has the relay duplicate, then
+// reorder, replies; the session must count exactly what the relay did.
+func TestDuplicatesAndReorderingCountedExactly(t *testing.T) {
+	refl := startReflector(t, "127.0.0.1:0")
+	for _, tc := range []struct {
+		name  string
+		back  impair.Impairment
+		count func(*impair.Relay) uint64
+		got   func(Snapshot) uint64
+	}{
+		{"duplicate", impair.Impairment{Duplicate: 0.2, DSCP: -1},
+			func(r *impair.Relay) uint64 { return r.Backward().Duplicated },
+			func(s Snapshot) uint64 { return s.Duplicated }},
+		{"reorder", impair.Impairment{Reorder: 0.2, DSCP: -1},
+			func(r *impair.Relay) uint64 { return r.Backward().Reordered },
+			func(s Snapshot) uint64 { return s.Reordered }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			relay := relayTo(t, refl, clean, tc.back, 4)
+			mgr := NewManager(0, nil, discard)
+			defer mgr.Close()
+			s, _, err := mgr.Get(context.Background(), "dup", fastModule(), relay.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 30*time.Second, "500 answered probes", func() bool { return s.Snapshot().Received >= 500 })
+			relay.SetImpairment(clean, clean)
+			var sn Snapshot
+			deadline := time.Now().Add(10 * time.Second)
+			for sn = s.Snapshot(); tc.got(sn) != tc.count(relay); sn = s.Snapshot() {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: the session counted %d, the relay %d (received %d, lost %d)", tc.name, tc.got(sn), tc.count(relay), sn.Received, sn.Lost)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if tc.got(sn) < 50 || sn.Lost != 0 || sn.Late != 0 {
+				t.Fatalf("%s: %d counted, lost %d, late %d", tc.name, tc.got(sn), sn.Lost, sn.Late)
+			}
+			t.Logf("%s: relay %d, session %d", tc.name, tc.count(relay), tc.got(sn))
+		})
+	}
+}
+
+// TestKernelTimestampedRTTThroughDelay checks that kernel timestamps are
+// used on loopback and that a fixed 5 ms delay each way shows as 10 ms
+// (± 200 µs) above the RTT through an undelayed relay.
+func TestKernelTimestampedRTTThroughDelay(t *testing.T) {
+	refl := startReflector(t, "127.0.0.1:0")
+	delay := impair.Impairment{Delay: 5 * time.Millisecond, DSCP: -1}
+	delayed := relayTo(t, refl, delay, delay, 5)
+	plain := relayTo(t, refl, clean, clean, 6)
+	mgr := NewManager(0, nil, discard)
+	defer mgr.Close()
+	m := fastModule()
+	m.Interval = 10 * time.Millisecond
+	sd, _, err := mgr.Get(context.Background(), "ts", m, delayed.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, _, err := mgr.Get(context.Background(), "ts", m, plain.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d, p Snapshot
+	waitFor(t, 30*time.Second, "500 answered probes on both", func() bool {
+		d, p = sd.Snapshot(), sp.Snapshot()
+		return d.RTTCount >= 500 && p.RTTCount >= 500
+	})
+	if !d.KernelTimestamps || !p.KernelTimestamps || d.TimestampFallbacks > d.Received/100 {
+		t.Fatalf("kernel timestamps: delayed %v, plain %v; fallbacks %d of %d", d.KernelTimestamps, p.KernelTimestamps, d.TimestampFallbacks, d.Received)
+	}
+	diff := d.Quantiles[0.5] - p.Quantiles[0.5]
+	t.Logf("p50 delayed %.1fµs, plain %.1fµs, difference %.1fµs", d.Quantiles[0.5]*1e6, p.Quantiles[0.5]*1e6, diff*1e6)
+	if math.Abs(diff-0.010) > 200e-6 {
+		t.Errorf("p50 difference %.1fµs, want 10000 ± 200µs", diff*1e6)
 	}
 }

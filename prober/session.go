@@ -125,6 +125,7 @@ type Session struct {
 	swept      uint32 // every probe below swept is decided
 	c          Counters
 	maxSeq     uint32 // highest sequence number answered in time
+	maxArr     int64  // its kernel receive time, Unix ns; 0 if unknown
 	anyReply   bool
 	firstSent  int64         // monotonic ns of the first probe; -1 before
 	sentFirst  chan struct{} // closed when the first probe is sent
@@ -307,12 +308,7 @@ func (s *Session) onReply(r *reply) {
 	}
 	sl.state, sl.rtt = stateReceived, rtt
 	s.c.Received++
-	if s.anyReply && r.seq < s.maxSeq {
-		s.c.Reordered++ // below the next expected sequence number (RFC 4737 §3)
-	} else {
-		s.maxSeq = r.seq
-	}
-	s.anyReply = true
+	s.reorderLocked(r)
 	s.hist.Observe(float64(rtt) / 1e9)
 	if r.dwell > 0 {
 		s.dwellHist.Observe(float64(r.dwell) / 1e9)
@@ -320,6 +316,28 @@ func (s *Session) onReply(r *reply) {
 	s.directionLocked(r, sl)
 	s.pathLocked(r)
 	s.markDecidedLocked()
+}
+
+// reorderLocked counts a reply that arrived after one with a higher
+// sequence number (RFC 4737 §3.3). Replies of different flows are read by
+// different goroutines, so the order of arrival is the kernel's receive
+// timestamp where there is one, not the order they are processed in.
+func (s *Session) reorderLocked(r *reply) {
+	arr := r.rxKernel
+	switch {
+	case !s.anyReply:
+		s.anyReply = true
+		s.maxSeq, s.maxArr = r.seq, arr
+	case r.seq < s.maxSeq:
+		if arr == 0 || s.maxArr == 0 || arr > s.maxArr {
+			s.c.Reordered++
+		}
+	default:
+		if arr != 0 && s.maxArr != 0 && arr < s.maxArr {
+			s.c.Reordered++ // the previous highest came in after this one
+		}
+		s.maxSeq, s.maxArr = r.seq, arr
+	}
 }
 
 // directionLocked learns where lost probes were lost from a stateful

@@ -290,3 +290,21 @@ func TestFlowMetricsCountPerFlow(t *testing.T) {
 		t.Errorf("window loss %v, want 0.25", sn.LossRatio)
 	}
 }
+
+func TestReorderingJudgedByArrivalTime(t *testing.T) {
+	s := testSession(t)
+	for i := range int64(4) {
+		s.recordSend(i * 10 * ms)
+	}
+	const wall = int64(1_800_000_000) * 1e9
+	rx := func(seq uint32, arrival int64) {
+		s.onReply(&reply{seq: seq, reflSeq: seq, t4: 50 * ms, rxKernel: wall + arrival, senderTTL: -1, dscp: -1, dscp2: -1})
+	}
+	rx(1, 20*ms) // processed before 0, but arrived after it: in order
+	rx(0, 10*ms)
+	rx(3, 30*ms) // arrived before 2: 2 is reordered, whatever the processing order
+	rx(2, 35*ms)
+	if sn := s.snapshot(60 * ms); sn.Reordered != 1 {
+		t.Fatalf("reordered %d, want 1 (probe 2 arrived after probe 3)", sn.Reordered)
+	}
+}
