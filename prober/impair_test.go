@@ -204,3 +204,44 @@ func TestKernelTimestampedRTTThroughDelay(t *testing.T) {
 		t.Errorf("p50 difference %.1fµs, want 10000 ± 200µs", diff*1e6)
 	}
 }
+
+// TestDSCPRemarkingCaughtInItsDirection has the relay rewrite the DSCP of
+// one direction only, then of none; the Class of Service TLV must show
+// where.
+func TestDSCPRemarkingCaughtInItsDirection(t *testing.T) {
+	refl := startReflector(t, "127.0.0.1:0")
+	keep := impair.Impairment{DSCP: 10} // the relay re-sends with AF11, as probed
+	remark := impair.Impairment{DSCP: 0}
+	for _, tc := range []struct {
+		name              string
+		fwd, back         impair.Impairment
+		wantFwd, wantBack bool
+	}{
+		{"forward", remark, keep, true, false},
+		{"backward", keep, remark, false, true},
+		{"none", keep, keep, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			relay := relayTo(t, refl, tc.fwd, tc.back, 7)
+			mgr := NewManager(0, nil, discard)
+			defer mgr.Close()
+			m := fastModule()
+			m.DSCP, m.PacketSize = 10, 64
+			s, _, err := mgr.Get(context.Background(), "dscp", m, relay.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sn Snapshot
+			waitFor(t, 20*time.Second, "100 answered probes", func() bool {
+				sn = s.Snapshot()
+				return sn.Received >= 100
+			})
+			if got := sn.DSCPRemarkedForward > 0; got != tc.wantFwd || sn.DSCPRemarkedForward != 0 && sn.DSCPRemarkedForward != sn.Received {
+				t.Errorf("forward remarked %d of %d replies, want all: %v", sn.DSCPRemarkedForward, sn.Received, tc.wantFwd)
+			}
+			if got := sn.DSCPRemarkedBackward > 0; got != tc.wantBack || sn.DSCPRemarkedBackward != 0 && sn.DSCPRemarkedBackward != sn.Received {
+				t.Errorf("backward remarked %d of %d replies, want all: %v", sn.DSCPRemarkedBackward, sn.Received, tc.wantBack)
+			}
+		})
+	}
+}

@@ -244,6 +244,7 @@ func (m *Manager) send(s *Session, _ int64) {
 	if _, err := p.MarshalTo(buf); err != nil {
 		return // PacketSize >= 44 is enforced by config
 	}
+	appendTLVs(buf, s.cfg.DSCP)
 	conns, err := s.pool.sockets(family(dst.Addr()))
 	if err == nil {
 		err = conns[flow].send(buf, dst, s, seq)
@@ -253,6 +254,30 @@ func (m *Manager) send(s *Session, _ int64) {
 		// is loss to the user, and the session goes on.
 		m.m.sendErrors.WithLabelValues(s.Module).Inc()
 		m.logger.Debug("probe send failed", "module", s.Module, "target", s.Target, "err", err)
+	}
+}
+
+// cosTLVLen is the octets of a Class of Service TLV (RFC 8972 §4.4).
+const cosTLVLen = stamp.TLVHeaderLen + stamp.ClassOfServiceLen
+
+// appendTLVs fills the octets after the base packet when there is room: a
+// Class of Service TLV asking the reflector to answer with dscp and to say
+// which DSCP it received, then Extra Padding (RFC 8972 §4.1) to the end.
+// Senders set the U flag; reflectors clear it on TLVs they understand.
+func appendTLVs(buf []byte, dscp int) {
+	rest := buf[stamp.SenderPacketLen:]
+	if len(rest) < cosTLVLen {
+		clear(rest)
+		return
+	}
+	var v [stamp.ClassOfServiceLen]byte
+	cos := stamp.ClassOfService{DSCP1: uint8(dscp)}
+	cos.MarshalTo(v[:])
+	stamp.AppendTLV(rest[:0], stamp.TLVFlagU, stamp.TLVClassOfService, v[:])
+	pad := rest[cosTLVLen:]
+	clear(pad)
+	if len(pad) >= stamp.TLVHeaderLen {
+		stamp.AppendTLV(pad[:0], stamp.TLVFlagU, stamp.TLVExtraPadding, pad[stamp.TLVHeaderLen:])
 	}
 }
 

@@ -306,5 +306,13 @@ func (p *pool) close() {
 // the Class of Service TLV (RFC 8972 §5.2) of a reply's TLV area; -1 when
 // the reply carries none.
 func receivedDSCP(tlvs []byte) int {
-	return -1
+	t, ok := stamp.FindTLV(tlvs, stamp.TLVClassOfService)
+	if !ok || t.Unrecognized() {
+		return -1
+	}
+	var cos stamp.ClassOfService
+	if cos.UnmarshalBinary(t.Value) != nil {
+		return -1
+	}
+	return int(cos.DSCP2)
 }

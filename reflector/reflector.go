@@ -188,11 +188,11 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 			t2 = time.Unix(0, meta.KernelRX) // the kernel's receive time
 		}
 		r.m.received.Inc()
-		reply, ok := r.reflect(in[:n], out, from, meta, t2, sessions)
+		reply, tos, ok := r.reflect(in[:n], out, from, meta, t2, sessions)
 		if !ok {
 			continue
 		}
-		o := c.AppendSendMeta(sendOOB[:0], meta.Dst, meta.IfIndex, meta.TOS)
+		o := c.AppendSendMeta(sendOOB[:0], meta.Dst, meta.IfIndex, tos)
 		if err := c.WriteMeta(reply, o, from); err != nil {
 			r.logger.Debug("reflector write", "to", from, "err", err)
 			continue
@@ -204,19 +204,19 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 // reflect checks limits, decodes the Session-Sender packet in req and
 // builds the Session-Reflector packet in out[:len(req)]. It reports false
 // when the packet is dropped (and counted).
-func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.Meta, t2 time.Time, sessions *sessionTable) ([]byte, bool) {
+func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.Meta, t2 time.Time, sessions *sessionTable) (reply []byte, tos int, ok bool) {
 	if r.global != nil && !r.global.AllowN(t2, 1) {
 		r.m.throttled.Inc()
-		return nil, false
+		return nil, 0, false
 	}
 	if r.perSource != nil && !r.perSource.allow(from.Addr(), t2) {
 		r.m.throttled.Inc()
-		return nil, false
+		return nil, 0, false
 	}
 	var p stamp.SenderPacket
 	if err := p.UnmarshalBinary(req); err != nil {
 		r.m.badData.Inc()
-		return nil, false
+		return nil, 0, false
 	}
 	ttl := uint8(255)
 	if meta.TTL >= 0 && meta.TTL <= 255 {
@@ -240,13 +240,48 @@ func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.M
 	}
 	// Never more octets than received: the reply is exactly the request's
 	// size, and whatever followed the base packet (padding, TLVs) is echoed.
-	reply := out[:len(req)]
+	reply = out[:len(req)]
 	copy(reply[stamp.ReflectorPacketLen:], req[stamp.SenderPacketLen:])
+	tos = answerTLVs(reply[stamp.ReflectorPacketLen:], meta.TOS)
 	// T3 as late as possible: only the control-message build is left.
 	rp.Timestamp = stamp.NewTimestamp(time.Now())
 	if _, err := rp.MarshalTo(reply); err != nil {
 		r.m.badData.Inc()
-		return nil, false
+		return nil, 0, false
 	}
-	return reply, true
+	return reply, tos, true
+}
+
+// answerTLVs processes the TLVs copied from a request (RFC 8972 §4): it
+// clears the U flag of those this reflector understands, fills the Class of
+// Service TLV with the DSCP and ECN received (§4.4), and returns the TOS
+// octet the reply must carry: DSCP1 when asked for, else the received one.
+// Unknown TLVs keep the U flag; a malformed one ends the walk.
+func answerTLVs(tlvs []byte, receivedTOS int) int {
+	tos := receivedTOS
+	for len(tlvs) >= stamp.TLVHeaderLen {
+		t, rest, err := stamp.NextTLV(tlvs)
+		if err != nil {
+			break
+		}
+		switch t.Type {
+		case stamp.TLVExtraPadding:
+			tlvs[0] &^= stamp.TLVFlagU
+		case stamp.TLVClassOfService:
+			var cos stamp.ClassOfService
+			if cos.UnmarshalBinary(t.Value) != nil {
+				tlvs[0] |= stamp.TLVFlagM
+				break
+			}
+			tlvs[0] &^= stamp.TLVFlagU
+			if receivedTOS >= 0 {
+				cos.DSCP2, cos.ECN = uint8(receivedTOS>>2), uint8(receivedTOS&3)
+			}
+			cos.RP = stamp.CoSRPDefault
+			cos.MarshalTo(t.Value)
+			tos = int(cos.DSCP1) << 2
+		}
+		tlvs = rest
+	}
+	return tos
 }

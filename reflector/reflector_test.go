@@ -260,3 +260,35 @@ func TestListenAddressErrors(t *testing.T) {
 	}
 	_ = net.IPv4len
 }
+
+func TestClassOfServiceTLV(t *testing.T) {
+	r, _ := start(t, Config{ListenAddresses: []string{"127.0.0.1:0"}})
+	c := client(t, "udp4", 10<<2) // probe leaves with AF11
+	req := senderPacket(t, 1, 1, stamp.SenderPacketLen)
+	var v [stamp.ClassOfServiceLen]byte
+	(&stamp.ClassOfService{DSCP1: 46}).MarshalTo(v[:])
+	req = stamp.AppendTLV(req, stamp.TLVFlagU, stamp.TLVClassOfService, v[:])
+	req = stamp.AppendTLV(req, stamp.TLVFlagU, 200, []byte{1, 2, 3, 4}) // unknown to us
+	reply, _, meta, ok := exchange(t, c, r.Addrs()[0], req)
+	if !ok {
+		t.Fatal("no reply")
+	}
+	tlvs := reply[stamp.ReflectorPacketLen:]
+	cosTLV, ok := stamp.FindTLV(tlvs, stamp.TLVClassOfService)
+	if !ok || cosTLV.Unrecognized() {
+		t.Fatalf("CoS TLV missing or still flagged unrecognized: %+v", cosTLV)
+	}
+	var cos stamp.ClassOfService
+	if err := cos.UnmarshalBinary(cosTLV.Value); err != nil {
+		t.Fatal(err)
+	}
+	if cos.DSCP1 != 46 || cos.DSCP2 != 10 || cos.RP != stamp.CoSRPDefault {
+		t.Errorf("CoS %+v: want DSCP1 46, DSCP2 10 (received), RP 0", cos)
+	}
+	if meta.TOS>>2 != 46 {
+		t.Errorf("reply DSCP %d, want DSCP1 46", meta.TOS>>2)
+	}
+	if unknown, ok := stamp.FindTLV(tlvs, 200); !ok || !unknown.Unrecognized() {
+		t.Errorf("unknown TLV %+v: want it echoed with the U flag", unknown)
+	}
+}

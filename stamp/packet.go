@@ -21,7 +21,11 @@ const (
 // ErrTooShort is returned, possibly wrapped (test with errors.Is), by every
 // UnmarshalBinary and MarshalTo method of this package when the buffer holds
 // fewer octets than the fixed packet length ([SenderPacketLen] or
-// [ReflectorPacketLen], RFC 8762 §4.2.1 and §4.3.1).
+// [ReflectorPacketLen], RFC 8762 §4.2.1 and §4.3.1), by the authenticated
+// variants when it holds fewer than [AuthSenderPacketLen] or
+// [AuthReflectorPacketLen] (RFC 8762 §4.2.2 and §4.3.2), and by the TLV
+// functions ([NextTLV], [ClassOfService.UnmarshalBinary]) when a TLV is cut
+// short (RFC 8972 §4).
 var ErrTooShort = errors.New("stamp: buffer too short")
 
 func tooShort(what string, got, need int) error {
