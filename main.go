@@ -54,6 +54,7 @@ func run(args []string) int {
 		maxPPSSource   = app.Flag("reflector.max-pps-per-source", "Reflector limit in packets per second per source address; excess is dropped and counted. 0 = unlimited.").Default("2000").Float64()
 		stateful       = app.Flag("reflector.stateful", "Number each test session's packets (RFC 8762 §4.3.1 stateful mode) so that senders can tell forward from backward loss.").Default("true").Bool()
 		maxTargets     = app.Flag("probe.max-targets", "Cap on concurrent probe sessions across all modules; more answer 503. 0 = unlimited.").Default("10000").Int()
+		kernelTS       = app.Flag("probe.kernel-timestamps", "Time probes with the kernel's software timestamps (SO_TIMESTAMPING) where available; --no-probe.kernel-timestamps uses the monotonic clock only, for comparison.").Default("true").Bool()
 		logLevel       = app.Flag("log.level", "Only log messages with the given severity or above. One of: [debug, info, warn, error]").Default("info").Enum("debug", "info", "warn", "error")
 		logFormat      = app.Flag("log.format", "Output format of log messages. One of: [logfmt, json]").Default("logfmt").Enum("logfmt", "json")
 		webFlags       = kingpinflag.AddFlags(app, ":5200")
@@ -106,7 +107,7 @@ func run(args []string) int {
 		level.Info(kitLogger).Log("msg", "reflector listening", "addresses", fmt.Sprint(refl.Addrs()))
 	}
 
-	mgr := prober.NewManager(*maxTargets, reg, slogLogger.With("component", "prober"))
+	mgr := prober.NewManager(prober.Options{MaxTargets: *maxTargets, UserTimestamps: !*kernelTS}, reg, slogLogger.With("component", "prober"))
 	defer mgr.Close()
 	mgr.ApplyConfig(sc.Get())
 

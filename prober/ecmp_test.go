@@ -71,7 +71,7 @@ func TestECMPBlackHoleShowsInExactlyItsFlows(t *testing.T) {
 		broken[i] = strings.Contains(string(out), "via 198.18.1.2")
 	}
 
-	mgr := NewManager(0, nil, discard)
+	mgr := NewManager(Options{}, nil, discard)
 	defer mgr.Close()
 	var sess *Session
 	if err := s.Do(func() (err error) {

@@ -33,7 +33,7 @@ func TestLossAndDelayThroughRelay(t *testing.T) {
 	impaired := newRelay(lossy, lossy, 1)
 	baseline := newRelay(none, none, 2)
 
-	mgr := NewManager(0, nil, discard)
+	mgr := NewManager(Options{}, nil, discard)
 	defer mgr.Close()
 	m := fastModule()
 	m.Interval, m.Window = 3*time.Millisecond, 30*time.Second
@@ -98,7 +98,7 @@ func TestDirectionalLossThroughRelay(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			relay := relayTo(t, refl, tc.fwd, tc.back, 3)
-			mgr := NewManager(0, nil, discard)
+			mgr := NewManager(Options{}, nil, discard)
 			defer mgr.Close()
 			m := fastModule()
 			m.Interval, m.Window = 3*time.Millisecond, 30*time.Second
@@ -146,7 +146,7 @@ func TestDuplicatesAndReorderingCountedExactly(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			relay := relayTo(t, refl, clean, tc.back, 4)
-			mgr := NewManager(0, nil, discard)
+			mgr := NewManager(Options{}, nil, discard)
 			defer mgr.Close()
 			s, _, err := mgr.Get(context.Background(), "dup", fastModule(), relay.Addr().String())
 			if err != nil {
@@ -178,7 +178,7 @@ func TestKernelTimestampedRTTThroughDelay(t *testing.T) {
 	delay := impair.Impairment{Delay: 5 * time.Millisecond, DSCP: -1}
 	delayed := relayTo(t, refl, delay, delay, 5)
 	plain := relayTo(t, refl, clean, clean, 6)
-	mgr := NewManager(0, nil, discard)
+	mgr := NewManager(Options{}, nil, discard)
 	defer mgr.Close()
 	m := fastModule()
 	m.Interval = 10 * time.Millisecond
@@ -223,7 +223,7 @@ func TestDSCPRemarkingCaughtInItsDirection(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			relay := relayTo(t, refl, tc.fwd, tc.back, 7)
-			mgr := NewManager(0, nil, discard)
+			mgr := NewManager(Options{}, nil, discard)
 			defer mgr.Close()
 			m := fastModule()
 			m.DSCP, m.PacketSize = 10, 64

@@ -53,7 +53,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 func TestLoopbackEndToEnd(t *testing.T) {
 	dst := startReflector(t, "127.0.0.1:0")
-	mgr := NewManager(0, nil, discard)
+	mgr := NewManager(Options{}, nil, discard)
 	defer mgr.Close()
 	s, created, err := mgr.Get(context.Background(), "fast", fastModule(), dst.String())
 	if err != nil || !created {
@@ -80,7 +80,7 @@ func TestLoopbackEndToEnd(t *testing.T) {
 func TestManagerReusesAndExpiresSessions(t *testing.T) {
 	dst := startReflector(t, "127.0.0.1:0")
 	reg := prometheus.NewRegistry()
-	mgr := NewManager(1, reg, discard)
+	mgr := NewManager(Options{MaxTargets: 1}, reg, discard)
 	defer mgr.Close()
 	m := fastModule()
 	m.IdleTimeout = 300 * time.Millisecond
@@ -106,7 +106,7 @@ func TestManagerReusesAndExpiresSessions(t *testing.T) {
 
 func TestReloadKeepsUnchangedModules(t *testing.T) {
 	dst := startReflector(t, "127.0.0.1:0")
-	mgr := NewManager(0, nil, discard)
+	mgr := NewManager(Options{}, nil, discard)
 	defer mgr.Close()
 	keep, change := fastModule(), fastModule()
 	a, _, err := mgr.Get(context.Background(), "keep", keep, dst.String())
@@ -131,7 +131,7 @@ func TestReloadKeepsUnchangedModules(t *testing.T) {
 
 func TestProbeHandlerStatusCodes(t *testing.T) {
 	dst := startReflector(t, "127.0.0.1:0")
-	mgr := NewManager(2, nil, discard)
+	mgr := NewManager(Options{MaxTargets: 2}, nil, discard)
 	defer mgr.Close()
 	restricted := fastModule()
 	restricted.AllowedPrefixes = []netip.Prefix{netip.MustParsePrefix("198.18.0.0/15")}

@@ -48,8 +48,9 @@ type sessionKey struct{ module, target string }
 // Manager owns every probe session, the per-module socket pools and the
 // scheduler. It is safe for concurrent use.
 type Manager struct {
-	logger     *slog.Logger
-	maxTargets int
+	logger         *slog.Logger
+	maxTargets     int
+	userTimestamps bool
 
 	mu       sync.Mutex
 	sessions map[sessionKey]*Session
@@ -62,18 +63,28 @@ type Manager struct {
 	stopOnce sync.Once
 }
 
-// NewManager starts the scheduler and the maintenance loop. maxTargets caps
-// the concurrent sessions across modules (0 = unlimited). Metrics
+// Options are the prober's command-line settings.
+type Options struct {
+	// MaxTargets caps the concurrent sessions across modules; 0 means
+	// unlimited.
+	MaxTargets int
+	// UserTimestamps times probes with the monotonic clock only, without
+	// kernel timestamps (for comparison; kernel timestamps are better).
+	UserTimestamps bool
+}
+
+// NewManager starts the scheduler and the maintenance loop. Metrics
 // (llama_exporter_*) are registered with reg.
-func NewManager(maxTargets int, reg prometheus.Registerer, logger *slog.Logger) *Manager {
+func NewManager(o Options, reg prometheus.Registerer, logger *slog.Logger) *Manager {
 	m := &Manager{
-		logger:     logger,
-		maxTargets: maxTargets,
-		sessions:   make(map[sessionKey]*Session),
-		pools:      make(map[string]*pool),
-		m:          newManagerMetrics(reg),
-		sendBuf:    make([]byte, maxDatagram),
-		stop:       make(chan struct{}),
+		logger:         logger,
+		maxTargets:     o.MaxTargets,
+		userTimestamps: o.UserTimestamps,
+		sessions:       make(map[sessionKey]*Session),
+		pools:          make(map[string]*pool),
+		m:              newManagerMetrics(reg),
+		sendBuf:        make([]byte, maxDatagram),
+		stop:           make(chan struct{}),
 	}
 	m.sched = newScheduler(m.send)
 	m.wg.Add(2)
@@ -183,6 +194,7 @@ func (m *Manager) Get(ctx context.Context, module string, cfg *config.Module, ta
 			badReply:  m.m.badReplies.WithLabelValues(module).Inc,
 			unmatched: m.m.unmatched.WithLabelValues(module).Inc,
 		})
+		p.userTimestamps = m.userTimestamps
 		m.pools[module] = p
 	}
 	if _, err := p.sockets(family(addr)); err != nil {
