@@ -52,6 +52,7 @@ func run(args []string) int {
 		reflectorAddrs = app.Flag("reflector.listen-address", "host:port the reflector listens on; repeatable. 862 is the STAMP port (RFC 8762).").Default(":862").Strings()
 		maxPPS         = app.Flag("reflector.max-pps", "Global reflector limit in packets per second; excess is dropped and counted. 0 = unlimited.").Default("100000").Float64()
 		maxPPSSource   = app.Flag("reflector.max-pps-per-source", "Reflector limit in packets per second per source address; excess is dropped and counted. 0 = unlimited.").Default("2000").Float64()
+		authKeyFile    = app.Flag("reflector.auth-key-file", "File holding the shared key of STAMP authenticated mode (RFC 8762 §4.2.2); with it the reflector answers only probes with a valid HMAC.").String()
 		stateful       = app.Flag("reflector.stateful", "Number each test session's packets (RFC 8762 §4.3.1 stateful mode) so that senders can tell forward from backward loss.").Default("true").Bool()
 		maxTargets     = app.Flag("probe.max-targets", "Cap on concurrent probe sessions across all modules; more answer 503. 0 = unlimited.").Default("10000").Int()
 		kernelTS       = app.Flag("probe.kernel-timestamps", "Time probes with the kernel's software timestamps (SO_TIMESTAMPING) where available; --no-probe.kernel-timestamps uses the monotonic clock only, for comparison.").Default("true").Bool()
@@ -89,8 +90,18 @@ func run(args []string) int {
 
 	var refl *reflector.Reflector
 	if *reflectorOn {
+		var authKey []byte
+		if *authKeyFile != "" {
+			k, err := config.ReadKeyFile(*authKeyFile)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "%s: --reflector.auth-key-file: %v\n", exporterName, err)
+				return 1
+			}
+			authKey = k
+		}
 		var err error
 		refl, err = reflector.New(reflector.Config{
+			AuthKey:         authKey,
 			ListenAddresses: *reflectorAddrs, MaxPPS: *maxPPS, MaxPPSPerSource: *maxPPSSource,
 			Stateless: !*stateful,
 		}, reg, slogLogger.With("component", "reflector"))

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"net/netip"
@@ -42,6 +43,9 @@ const (
 	// largest varint encodings, and the prober pads probes up to the module's
 	// packet_size.
 	MinPacketSizeLLAMA = 64
+	// MinPacketSizeAuth is the smallest payload of a STAMP probe in
+	// authenticated mode (RFC 8762 section 4.2.2): 112 octets.
+	MinPacketSizeAuth = 112
 	// MaxPacketSize is the largest UDP payload that fits in an IPv4 datagram
 	// (65535 - 20 bytes IPv4 header - 8 bytes UDP header).
 	MaxPacketSize = 65507
@@ -131,7 +135,17 @@ type Module struct {
 	// module may probe. Empty (default) allows any target. Parsed into
 	// AllowedPrefixes.
 	AllowedTargets []string `yaml:"allowed_targets"`
+	// AuthKeyFile names a file whose content, without surrounding white
+	// space, is the shared key of STAMP authenticated mode (RFC 8762
+	// section 4.2.2, HMAC-SHA-256). With it, probes are authenticated and
+	// only replies with a valid HMAC count; packet_size must be at least
+	// 112. Read at load and at every reload; relative to the working
+	// directory.
+	AuthKeyFile string `yaml:"auth_key_file"`
 
+	// AuthKey is the content of AuthKeyFile; nil without one. It is never
+	// shown (Config.YAML shows the file name only).
+	AuthKey []byte `yaml:"-"`
 	// SourcePorts is SourcePortRange parsed: first and last port,
 	// inclusive. Both are 0 when SourcePortRange is empty.
 	SourcePorts [2]uint16 `yaml:"-"`
@@ -234,7 +248,8 @@ func (m *Module) Equal(o *Module) bool {
 		m.Port != o.Port ||
 		m.IPProtocol != o.IPProtocol ||
 		m.IPProtocolFallback != o.IPProtocolFallback ||
-		m.IdleTimeout != o.IdleTimeout {
+		m.IdleTimeout != o.IdleTimeout ||
+		m.AuthKeyFile != o.AuthKeyFile || !bytes.Equal(m.AuthKey, o.AuthKey) {
 		return false
 	}
 	if !slices.Equal(m.effectiveBuckets(), o.effectiveBuckets()) {
@@ -329,6 +344,7 @@ func (m *Module) validate() *fieldError {
 	m.SourcePorts = [2]uint16{}
 	m.SourceIP = netip.Addr{}
 	m.AllowedPrefixes = nil
+	m.AuthKey = nil
 
 	var minSize int
 	switch m.Prober {
@@ -410,10 +426,37 @@ func (m *Module) validate() *fieldError {
 		prefixes = append(prefixes, p)
 	}
 
+	if m.AuthKeyFile != "" {
+		key, err := ReadKeyFile(m.AuthKeyFile)
+		if err != nil {
+			return fieldErr("auth_key_file", "%s", err)
+		}
+		if m.Prober != ProberSTAMP {
+			return fieldErr("auth_key_file", "authenticated mode needs prober %s", ProberSTAMP)
+		}
+		if m.PacketSize < MinPacketSizeAuth {
+			return fieldErr("packet_size", "must be at least %d in authenticated mode (auth_key_file), got %d", MinPacketSizeAuth, m.PacketSize)
+		}
+		m.AuthKey = key
+	}
 	m.SourcePorts = ports
 	m.SourceIP = srcIP
 	m.AllowedPrefixes = prefixes
 	return nil
+}
+
+// ReadKeyFile returns the content of a key file without surrounding white
+// space. It returns the read error, or an error for an empty key.
+func ReadKeyFile(name string) ([]byte, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, err
+	}
+	key := bytes.TrimSpace(b)
+	if len(key) == 0 {
+		return nil, fmt.Errorf("key file %s is empty", name)
+	}
+	return key, nil
 }
 
 // parsePortRange parses "first-last". The empty string gives {0, 0}.
@@ -494,6 +537,7 @@ type moduleYAML struct {
 	IdleTimeout        string    `yaml:"idle_timeout"`
 	RTTBuckets         []float64 `yaml:"rtt_buckets"`
 	AllowedTargets     []string  `yaml:"allowed_targets"`
+	AuthKeyFile        string    `yaml:"auth_key_file,omitempty"`
 }
 
 // shown returns the module as Config.YAML shows it. Secret settings, once
@@ -516,6 +560,7 @@ func (m *Module) shown() *moduleYAML {
 		IdleTimeout:        formatDuration(m.IdleTimeout),
 		RTTBuckets:         slices.Clone(m.RTTBuckets),
 		AllowedTargets:     slices.Clone(m.AllowedTargets),
+		AuthKeyFile:        m.AuthKeyFile, // the name only, never the key
 	}
 }
 

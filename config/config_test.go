@@ -758,3 +758,32 @@ func FuzzParse(f *testing.F) {
 		assertConfigsEqual(t, c, c2)
 	})
 }
+
+func TestAuthKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	key := dir + "/stamp.key"
+	if err := os.WriteFile(key, []byte("  s3cret-shared-key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse([]byte("modules:\n  auth:\n    packet_size: 112\n    auth_key_file: " + key + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(c.Modules["auth"].AuthKey); got != "s3cret-shared-key" {
+		t.Fatalf("key %q", got)
+	}
+	y, err := c.YAML()
+	if err != nil || strings.Contains(string(y), "s3cret") || !strings.Contains(string(y), "auth_key_file: "+key) {
+		t.Fatalf("YAML shows the key or hides the file name (err %v):\n%s", err, y)
+	}
+	for _, tc := range []struct{ input, want string }{
+		{"modules:\n  a:\n    packet_size: 112\n    auth_key_file: " + dir + "/missing\n",
+			"line 4: modules.a.auth_key_file: open " + dir + "/missing: no such file or directory"},
+		{"modules:\n  a:\n    auth_key_file: " + key + "\n",
+			"line 2: modules.a.packet_size: must be at least 112 in authenticated mode (auth_key_file), got 44"},
+	} {
+		if _, err := Parse([]byte(tc.input)); err == nil || err.Error() != tc.want {
+			t.Errorf("error %v, want %q", err, tc.want)
+		}
+	}
+}

@@ -387,6 +387,8 @@ func (d *decoder) field(path string, m *Module, p pair) error {
 		err = decodeBool(v, &m.IPProtocolFallback)
 	case "source_ip_address":
 		err = decodeString(v, &m.SourceIPAddress)
+	case "auth_key_file":
+		err = decodeString(v, &m.AuthKeyFile)
 	case "idle_timeout":
 		err = decodeDuration(v, &m.IdleTimeout)
 	case "rtt_buckets":

@@ -253,10 +253,14 @@ func (m *Manager) send(s *Session, _ int64) {
 		ErrorEstimate: senderErrorEstimate,
 		SSID:          s.ssid,
 	}
-	if _, err := p.MarshalTo(buf); err != nil {
-		return // PacketSize >= 44 is enforced by config
+	// PacketSize is at least the base packet's size: config enforces it.
+	if a := s.pool.sendAuth; a != nil {
+		p.MarshalAuthWith(buf, a)
+		appendTLVs(buf[stamp.AuthSenderPacketLen:], s.cfg.DSCP)
+	} else {
+		p.MarshalTo(buf)
+		appendTLVs(buf[stamp.SenderPacketLen:], s.cfg.DSCP)
 	}
-	appendTLVs(buf, s.cfg.DSCP)
 	conns, err := s.pool.sockets(family(dst.Addr()))
 	if err == nil {
 		err = conns[flow].send(buf, dst, s, seq)
@@ -272,12 +276,12 @@ func (m *Manager) send(s *Session, _ int64) {
 // cosTLVLen is the octets of a Class of Service TLV (RFC 8972 §4.4).
 const cosTLVLen = stamp.TLVHeaderLen + stamp.ClassOfServiceLen
 
-// appendTLVs fills the octets after the base packet when there is room: a
+// appendTLVs fills rest, the octets after the base packet, when there is
+// room: a
 // Class of Service TLV asking the reflector to answer with dscp and to say
 // which DSCP it received, then Extra Padding (RFC 8972 §4.1) to the end.
 // Senders set the U flag; reflectors clear it on TLVs they understand.
-func appendTLVs(buf []byte, dscp int) {
-	rest := buf[stamp.SenderPacketLen:]
+func appendTLVs(rest []byte, dscp int) {
 	if len(rest) < cosTLVLen {
 		clear(rest)
 		return

@@ -34,6 +34,9 @@ type pool struct {
 	stats  *poolStats
 
 	userTimestamps bool // do not ask for kernel timestamps
+	// sendAuth seals authenticated probes (auth_key_file); used by the
+	// scheduler goroutine only. nil in unauthenticated mode.
+	sendAuth *stamp.Authenticator
 
 	mu       sync.RWMutex
 	conns    [2][]*flowConn // [0] IPv4, [1] IPv6; opened on first use
@@ -52,8 +55,12 @@ type poolStats struct {
 }
 
 func newPool(module string, cfg *config.Module, logger *slog.Logger, stats *poolStats) *pool {
+	var auth *stamp.Authenticator
+	if cfg.AuthKey != nil {
+		auth = stamp.NewAuthenticator(cfg.AuthKey)
+	}
 	return &pool{
-		module: module, cfg: cfg, logger: logger, stats: stats,
+		module: module, cfg: cfg, logger: logger, stats: stats, sendAuth: auth,
 		sessions: make(map[demuxKey]*Session),
 		byAddr:   make(map[netip.AddrPort][]*Session),
 		nextSSID: uint16(mono()),
@@ -256,6 +263,11 @@ func (p *pool) receive(c *flowConn) {
 	oob := make([]byte, udpsock.OOBSize)
 	var rp stamp.ReflectorPacket
 	var r reply
+	var auth *stamp.Authenticator // this loop's own: HMAC state is not shareable
+	base := stamp.ReflectorPacketLen
+	if p.cfg.AuthKey != nil {
+		auth, base = stamp.NewAuthenticator(p.cfg.AuthKey), stamp.AuthReflectorPacketLen
+	}
 	for {
 		n, from, meta, err := c.ReadMeta(buf, oob)
 		t4 := mono()
@@ -265,7 +277,12 @@ func (p *pool) receive(c *flowConn) {
 			}
 			continue // ICMP errors surface here on Linux; the probe is lost
 		}
-		if err := rp.UnmarshalBinary(buf[:n]); err != nil {
+		if auth != nil {
+			err = rp.UnmarshalAuthWith(buf[:n], auth) // a bad HMAC is bad data
+		} else {
+			err = rp.UnmarshalBinary(buf[:n])
+		}
+		if err != nil {
 			p.stats.badReply()
 			continue
 		}
@@ -284,7 +301,7 @@ func (p *pool) receive(c *flowConn) {
 		if meta.TOS >= 0 {
 			r.dscp = meta.TOS >> 2
 		}
-		r.dscp2 = receivedDSCP(buf[stamp.ReflectorPacketLen:n])
+		r.dscp2 = receivedDSCP(buf[base:n])
 		s.onReply(&r)
 	}
 }

@@ -33,6 +33,10 @@ type Config struct {
 	// MaxPPSPerSource is the limit in packets per second per source
 	// address; 0 means unlimited.
 	MaxPPSPerSource float64
+	// AuthKey, when set, makes the reflector answer only authenticated
+	// probes (RFC 8762 §4.2.2, HMAC-SHA-256 with this shared key); a probe
+	// that is too short or whose HMAC does not verify is bad data.
+	AuthKey []byte
 	// Stateless turns stateful mode off: the reply's Sequence Number then
 	// copies the sender's instead of counting the session's packets
 	// (RFC 8762 §4.3.1), and senders cannot tell the direction of loss.
@@ -51,6 +55,7 @@ type Reflector struct {
 	m         *metrics
 	errEst    stamp.ErrorEstimate
 	stateless bool
+	authKey   []byte
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
@@ -68,6 +73,7 @@ func New(cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*Reflector
 		// user-space timestamp's error.
 		errEst:    stamp.NewErrorEstimate(false, time.Millisecond),
 		stateless: cfg.Stateless,
+		authKey:   cfg.AuthKey,
 	}
 	if cfg.MaxPPS > 0 {
 		r.global = rate.NewLimiter(rate.Limit(cfg.MaxPPS), burst(cfg.MaxPPS))
@@ -174,6 +180,10 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 	if !r.stateless {
 		sessions = newSessionTable()
 	}
+	var auth *stamp.Authenticator // this loop's own: HMAC state is not shareable
+	if r.authKey != nil {
+		auth = stamp.NewAuthenticator(r.authKey)
+	}
 	for {
 		n, from, meta, err := c.ReadMeta(in, oob)
 		if err != nil {
@@ -188,7 +198,7 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 			t2 = time.Unix(0, meta.KernelRX) // the kernel's receive time
 		}
 		r.m.received.Inc()
-		reply, tos, ok := r.reflect(in[:n], out, from, meta, t2, sessions)
+		reply, tos, ok := r.reflect(in[:n], out, from, meta, t2, sessions, auth)
 		if !ok {
 			continue
 		}
@@ -204,7 +214,7 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 // reflect checks limits, decodes the Session-Sender packet in req and
 // builds the Session-Reflector packet in out[:len(req)]. It reports false
 // when the packet is dropped (and counted).
-func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.Meta, t2 time.Time, sessions *sessionTable) (reply []byte, tos int, ok bool) {
+func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.Meta, t2 time.Time, sessions *sessionTable, auth *stamp.Authenticator) (reply []byte, tos int, ok bool) {
 	if r.global != nil && !r.global.AllowN(t2, 1) {
 		r.m.throttled.Inc()
 		return nil, 0, false
@@ -214,7 +224,15 @@ func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.M
 		return nil, 0, false
 	}
 	var p stamp.SenderPacket
-	if err := p.UnmarshalBinary(req); err != nil {
+	var err error
+	reqBase, replyBase := stamp.SenderPacketLen, stamp.ReflectorPacketLen
+	if auth != nil {
+		err = p.UnmarshalAuthWith(req, auth)
+		reqBase, replyBase = stamp.AuthSenderPacketLen, stamp.AuthReflectorPacketLen
+	} else {
+		err = p.UnmarshalBinary(req)
+	}
+	if err != nil {
 		r.m.badData.Inc()
 		return nil, 0, false
 	}
@@ -241,11 +259,16 @@ func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.M
 	// Never more octets than received: the reply is exactly the request's
 	// size, and whatever followed the base packet (padding, TLVs) is echoed.
 	reply = out[:len(req)]
-	copy(reply[stamp.ReflectorPacketLen:], req[stamp.SenderPacketLen:])
-	tos = answerTLVs(reply[stamp.ReflectorPacketLen:], meta.TOS)
+	copy(reply[replyBase:], req[reqBase:])
+	tos = answerTLVs(reply[replyBase:], meta.TOS)
 	// T3 as late as possible: only the control-message build is left.
 	rp.Timestamp = stamp.NewTimestamp(time.Now())
-	if _, err := rp.MarshalTo(reply); err != nil {
+	if auth != nil {
+		_, err = rp.MarshalAuthWith(reply, auth)
+	} else {
+		_, err = rp.MarshalTo(reply)
+	}
+	if err != nil {
 		r.m.badData.Inc()
 		return nil, 0, false
 	}
