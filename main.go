@@ -67,6 +67,11 @@ func run(args []string) int {
 		return 2
 	}
 	kitLogger, slogLogger := newLoggers(*logLevel, *logFormat)
+	// Signals are caught from the start, so that SIGTERM during start-up
+	// still shuts down cleanly.
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, os.Interrupt)
+	defer signal.Stop(signals)
 
 	if *configCheck {
 		if _, err := loadConfig(*configFile); err != nil {
@@ -166,10 +171,6 @@ func run(args []string) int {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- web.ListenAndServe(srv, webFlags, slogLogger) }()
-
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, os.Interrupt)
-	defer signal.Stop(signals)
 	for {
 		select {
 		case err := <-serveErr:
@@ -184,9 +185,14 @@ func run(args []string) int {
 				continue
 			}
 			level.Info(kitLogger).Log("msg", "shutting down", "signal", sig)
+			// Within a second in all: HTTP gets half of it, then the
+			// deferred closes stop the prober and the reflector.
 			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-			srv.Shutdown(ctx)
+			if err := srv.Shutdown(ctx); err != nil {
+				srv.Close()
+			}
 			cancel()
+			<-serveErr
 			return 0
 		}
 	}
@@ -202,7 +208,6 @@ func newLoggers(lvl, format string) (kitlog.Logger, *slog.Logger) {
 	} else {
 		l = kitlog.NewLogfmtLogger(w)
 	}
-	l = kitlog.With(l, "ts", kitlog.DefaultTimestampUTC, "caller", kitlog.DefaultCaller)
 	var opt level.Option
 	var sl slog.Level
 	switch lvl {
@@ -216,7 +221,9 @@ func newLoggers(lvl, format string) (kitlog.Logger, *slog.Logger) {
 		opt, sl = level.AllowInfo(), slog.LevelInfo
 	}
 	l = level.NewFilter(l, opt)
-	return l, slog.New(sloggokit.NewGoKitHandler(l, sl))
+	// The bridge's records carry slog's own caller, so it gets no caller key.
+	bridge := slog.New(sloggokit.NewGoKitHandler(kitlog.With(l, "ts", kitlog.DefaultTimestampUTC), sl))
+	return kitlog.With(l, "ts", kitlog.DefaultTimestampUTC, "caller", kitlog.DefaultCaller), bridge
 }
 
 func loadConfig(file string) (*config.Config, error) {
