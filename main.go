@@ -15,6 +15,8 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -53,6 +55,7 @@ func run(args []string) int {
 		maxPPS         = app.Flag("reflector.max-pps", "Global reflector limit in packets per second; excess is dropped and counted. 0 = unlimited.").Default("100000").Float64()
 		maxPPSSource   = app.Flag("reflector.max-pps-per-source", "Reflector limit in packets per second per source address; excess is dropped and counted. 0 = unlimited.").Default("2000").Float64()
 		authKeyFile    = app.Flag("reflector.auth-key-file", "File holding the shared key of STAMP authenticated mode (RFC 8762 §4.2.2); with it the reflector answers only probes with a valid HMAC.").String()
+		reflSockets    = app.Flag("reflector.sockets", "Sockets per reflector listen address and family, sharing the port with SO_REUSEPORT; the kernel spreads flows over them.").Default(strconv.Itoa(runtime.NumCPU())).Int()
 		stateful       = app.Flag("reflector.stateful", "Number each test session's packets (RFC 8762 §4.3.1 stateful mode) so that senders can tell forward from backward loss.").Default("true").Bool()
 		maxTargets     = app.Flag("probe.max-targets", "Cap on concurrent probe sessions across all modules; more answer 503. 0 = unlimited.").Default("10000").Int()
 		kernelTS       = app.Flag("probe.kernel-timestamps", "Time probes with the kernel's software timestamps (SO_TIMESTAMPING) where available; --no-probe.kernel-timestamps uses the monotonic clock only, for comparison.").Default("true").Bool()
@@ -108,7 +111,7 @@ func run(args []string) int {
 		refl, err = reflector.New(reflector.Config{
 			AuthKey:         authKey,
 			ListenAddresses: *reflectorAddrs, MaxPPS: *maxPPS, MaxPPSPerSource: *maxPPSSource,
-			Stateless: !*stateful,
+			Stateless: !*stateful, Sockets: *reflSockets,
 		}, reg, slogLogger.With("component", "reflector"))
 		if errors.Is(err, syscall.EACCES) {
 			fmt.Fprintf(os.Stderr, "%s: cannot bind the reflector to %v: ports below 1024 need root or CAP_NET_BIND_SERVICE; change --reflector.listen-address or run with --no-reflector\n", exporterName, *reflectorAddrs)

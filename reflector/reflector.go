@@ -10,12 +10,15 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"golang.org/x/time/rate"
 
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
@@ -33,6 +36,10 @@ type Config struct {
 	// MaxPPSPerSource is the limit in packets per second per source
 	// address; 0 means unlimited.
 	MaxPPSPerSource float64
+	// Sockets is the number of sockets per listen address and family,
+	// sharing the port with SO_REUSEPORT, each with its own goroutine;
+	// 0 means 1.
+	Sockets int
 	// AuthKey, when set, makes the reflector answer only authenticated
 	// probes (RFC 8762 §4.2.2, HMAC-SHA-256 with this shared key); a probe
 	// that is too short or whose HMAC does not verify is bad data.
@@ -82,7 +89,7 @@ func New(cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*Reflector
 		r.perSource = newSourceLimiter(cfg.MaxPPSPerSource)
 	}
 	for _, a := range cfg.ListenAddresses {
-		conns, err := listen(a)
+		conns, err := listen(a, max(cfg.Sockets, 1))
 		if err != nil {
 			r.Close()
 			return nil, err
@@ -94,52 +101,67 @@ func New(cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*Reflector
 
 func burst(pps float64) int { return max(1, int(pps)) }
 
-// listen opens the sockets of one listen address: one per family for a
-// wildcard host, otherwise one.
-func listen(addr string) ([]*udpsock.Conn, error) {
+// listen opens the sockets of one listen address: n per family (sharing
+// the port with SO_REUSEPORT when n > 1, so the kernel spreads flows over
+// them), both families for a wildcard host.
+func listen(addr string, n int) ([]*udpsock.Conn, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("reflector listen address %q: %w", addr, err)
 	}
-	port, err := strconv.ParseUint(portStr, 10, 16)
+	p, err := strconv.ParseUint(portStr, 10, 16)
 	if err != nil {
 		return nil, fmt.Errorf("reflector listen address %q: bad port", addr)
 	}
-	opts := udpsock.Options{RecvMeta: true, RxTimestamps: true}
+	port := uint16(p)
+	type family struct {
+		network string
+		ip      netip.Addr
+	}
+	var fams []family
 	if host == "" {
-		c4, err := udpsock.Listen("udp4", netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(port)), opts)
+		fams = []family{{"udp4", netip.IPv4Unspecified()}, {"udp6", netip.IPv6Unspecified()}}
+	} else {
+		ip, err := netip.ParseAddr(host)
 		if err != nil {
-			return nil, fmt.Errorf("reflector listen %s: %w", addr, err)
+			return nil, fmt.Errorf("reflector listen address %q: host must be an IP address or empty", addr)
 		}
-		c6, err := udpsock.Listen("udp6", netip.AddrPortFrom(netip.IPv6Unspecified(), uint16(port)), opts)
-		if err != nil {
-			// A host without IPv6 still reflects IPv4.
-			if errors.Is(err, syscall.EAFNOSUPPORT) || errors.Is(err, syscall.EADDRNOTAVAIL) {
-				return []*udpsock.Conn{c4}, nil
+		fams = []family{{udpsock.Network(ip.Unmap()), ip.Unmap()}}
+	}
+	opts := udpsock.Options{RecvMeta: true, RxTimestamps: true, ReusePort: n > 1, RecvBuffer: recvBuffer}
+	var conns []*udpsock.Conn
+	for fi, f := range fams {
+		for i := range n {
+			c, err := udpsock.Listen(f.network, netip.AddrPortFrom(f.ip, port), opts)
+			if err != nil {
+				if fi == 1 && i == 0 && (errors.Is(err, syscall.EAFNOSUPPORT) || errors.Is(err, syscall.EADDRNOTAVAIL)) {
+					break // a host without IPv6 still reflects IPv4
+				}
+				for _, c := range conns {
+					c.Close()
+				}
+				return nil, fmt.Errorf("reflector listen %s: %w", addr, err)
 			}
-			c4.Close()
-			return nil, fmt.Errorf("reflector listen %s (IPv6): %w", addr, err)
+			port = c.LocalAddr().(*net.UDPAddr).AddrPort().Port() // port 0: the rest share the kernel's pick
+			conns = append(conns, c)
 		}
-		return []*udpsock.Conn{c4, c6}, nil
 	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return nil, fmt.Errorf("reflector listen address %q: host must be an IP address or empty", addr)
-	}
-	ip = ip.Unmap()
-	c, err := udpsock.Listen(udpsock.Network(ip), netip.AddrPortFrom(ip, uint16(port)), opts)
-	if err != nil {
-		return nil, fmt.Errorf("reflector listen %s: %w", addr, err)
-	}
-	return []*udpsock.Conn{c}, nil
+	return conns, nil
 }
 
-// Addrs returns the local addresses of the reflector's sockets, useful when
-// a listen address asked for port 0.
+// recvBuffer is the receive buffer asked for each reflector socket, in
+// octets: bursts are absorbed rather than dropped by the kernel before the
+// rate limits can judge them.
+const recvBuffer = 4 << 20
+
+// Addrs returns the distinct local addresses of the reflector's sockets,
+// useful when a listen address asked for port 0.
 func (r *Reflector) Addrs() []netip.AddrPort {
 	out := make([]netip.AddrPort, 0, len(r.conns))
 	for _, c := range r.conns {
-		out = append(out, c.LocalAddr().(*net.UDPAddr).AddrPort())
+		if a := c.LocalAddr().(*net.UDPAddr).AddrPort(); !slices.Contains(out, a) {
+			out = append(out, a)
+		}
 	}
 	return out
 }
@@ -169,13 +191,37 @@ func (r *Reflector) Close() error {
 	return nil
 }
 
-// serve is one socket's receive loop. Its buffers are allocated once, so
-// the per-packet path does not allocate.
+// batchSize is how many datagrams one recvmmsg(2) / sendmmsg(2) moves.
+const batchSize = 32
+
+// batchConn is the batched I/O of golang.org/x/net's ipv4 and ipv6
+// PacketConns (their Message types are the same).
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+// serve is one socket's receive loop: it reads up to batchSize probes per
+// system call and answers them with one. Its buffers are allocated once, so
+// the reflection path does not allocate (golang.org/x/net's ReadBatch
+// allocates the sender's net.UDPAddr).
 func (r *Reflector) serve(c *udpsock.Conn) {
-	in := make([]byte, maxDatagram)
-	out := make([]byte, maxDatagram)
-	oob := make([]byte, udpsock.OOBSize)
-	sendOOB := make([]byte, 0, udpsock.SendOOBSize)
+	var bc batchConn = ipv4.NewPacketConn(c.UDPConn)
+	if c.IPv6() {
+		bc = ipv6.NewPacketConn(c.UDPConn)
+	}
+	in := make([]ipv4.Message, batchSize)
+	out := make([]ipv4.Message, batchSize)
+	inBufs := make([][]byte, batchSize)
+	outBufs := make([][]byte, batchSize)
+	outAddrs := make([]net.UDPAddr, batchSize)
+	for i := range batchSize {
+		inBufs[i] = make([]byte, maxDatagram)
+		outBufs[i] = make([]byte, maxDatagram)
+		in[i] = ipv4.Message{Buffers: [][]byte{inBufs[i]}, OOB: make([]byte, udpsock.OOBSize)}
+		outAddrs[i].IP = make(net.IP, net.IPv6len)
+		out[i] = ipv4.Message{Buffers: [][]byte{nil}, OOB: make([]byte, 0, udpsock.SendOOBSize), Addr: &outAddrs[i]}
+	}
 	var sessions *sessionTable
 	if !r.stateless {
 		sessions = newSessionTable()
@@ -185,7 +231,7 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 		auth = stamp.NewAuthenticator(r.authKey)
 	}
 	for {
-		n, from, meta, err := c.ReadMeta(in, oob)
+		n, err := bc.ReadBatch(in, 0)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -193,21 +239,45 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 			r.logger.Debug("reflector read", "err", err)
 			continue
 		}
-		t2 := time.Now()
-		if meta.KernelRX != 0 {
-			t2 = time.Unix(0, meta.KernelRX) // the kernel's receive time
+		now := time.Now()
+		r.m.received.Add(float64(n))
+		k := 0
+		for i := range in[:n] {
+			m := &in[i]
+			ua, ok := m.Addr.(*net.UDPAddr)
+			if !ok {
+				continue
+			}
+			from := ua.AddrPort()
+			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+			meta := udpsock.ParseMeta(m.OOB[:m.NN])
+			t2 := now
+			if meta.KernelRX != 0 {
+				t2 = time.Unix(0, meta.KernelRX) // the kernel's receive time
+			}
+			reply, tos, ok := r.reflect(inBufs[i][:m.N], outBufs[k], from, meta, t2, sessions, auth)
+			if !ok {
+				continue
+			}
+			o := &out[k]
+			o.Buffers[0] = reply
+			o.OOB = c.AppendSendMeta(o.OOB[:0], meta.Dst, meta.IfIndex, tos)
+			a16 := from.Addr().As16()
+			copy(outAddrs[k].IP, a16[:])
+			outAddrs[k].Port = int(from.Port())
+			k++
 		}
-		r.m.received.Inc()
-		reply, tos, ok := r.reflect(in[:n], out, from, meta, t2, sessions, auth)
-		if !ok {
-			continue
+		for sent := 0; sent < k; {
+			w, err := bc.WriteBatch(out[sent:k], 0)
+			if err != nil {
+				// One bad destination must not cost the rest of the batch.
+				r.logger.Debug("reflector write", "err", err)
+				w = max(w, 1)
+			} else {
+				r.m.reflected.Add(float64(w))
+			}
+			sent += w
 		}
-		o := c.AppendSendMeta(sendOOB[:0], meta.Dst, meta.IfIndex, tos)
-		if err := c.WriteMeta(reply, o, from); err != nil {
-			r.logger.Debug("reflector write", "to", from, "err", err)
-			continue
-		}
-		r.m.reflected.Inc()
 	}
 }
 

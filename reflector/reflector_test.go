@@ -180,11 +180,10 @@ func TestSessionTableBounded(t *testing.T) {
 }
 
 func TestWildcardRepliesFromProbedAddress(t *testing.T) {
-	r, _ := start(t, Config{ListenAddresses: []string{":0"}})
+	r, _ := start(t, Config{ListenAddresses: []string{":0"}, Sockets: 3})
 	port := r.Addrs()[0].Port()
-	if len(r.Addrs()) == 2 && r.Addrs()[1].Port() != port {
-		// Each family got its own ephemeral port; use the IPv4 one.
-		t.Logf("families on ports %v", r.Addrs())
+	if len(r.conns) != 6 || len(r.Addrs()) != 2 || r.Addrs()[1].Port() != port {
+		t.Fatalf("%d sockets on %v: want 3 per family sharing one port", len(r.conns), r.Addrs())
 	}
 	c := client(t, "udp4", 0)
 	for _, a := range []string{"127.0.0.1", "127.0.0.2", "127.1.2.3"} {

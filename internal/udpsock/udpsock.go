@@ -34,6 +34,10 @@ type Options struct {
 	TOS int
 	// ReusePort sets SO_REUSEPORT so that several sockets share one address.
 	ReusePort bool
+	// RecvBuffer is the socket receive buffer to ask for, in octets
+	// (SO_RCVBUFFORCE when privileged, else SO_RCVBUF up to the
+	// net.core.rmem_max limit); 0 keeps the default.
+	RecvBuffer int
 	// RxTimestamps asks the kernel for a software receive timestamp of
 	// every datagram (SO_TIMESTAMPING, SOF_TIMESTAMPING_RX_SOFTWARE), read
 	// back into Meta.KernelRX.
@@ -137,6 +141,11 @@ func setOptions(fd int, v6 bool, o Options) error {
 		}
 		if o.TOS != 0 {
 			opts = append(opts, opt{unix.IPPROTO_IP, unix.IP_TOS, o.TOS, "IP_TOS"})
+		}
+	}
+	if o.RecvBuffer > 0 {
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, o.RecvBuffer) != nil {
+			opts = append(opts, opt{unix.SOL_SOCKET, unix.SO_RCVBUF, o.RecvBuffer, "SO_RCVBUF"})
 		}
 	}
 	var ts int

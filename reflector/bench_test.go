@@ -1,0 +1,55 @@
+package reflector
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/llama-exporter/llama_exporter/internal/udpsock"
+	"github.com/llama-exporter/llama_exporter/stamp"
+)
+
+// BenchmarkReflect measures the reflector's per-packet path: limits,
+// decode, stateful numbering, TLV processing and encode of one 44-octet
+// probe (the socket I/O is measured by cmd/llama-loadtest).
+func BenchmarkReflect(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		size int
+	}{
+		{"stateless", Config{Stateless: true}, 44},
+		{"stateful", Config{}, 44},
+		{"stateful+limits", Config{MaxPPS: 1e12, MaxPPSPerSource: 1e12}, 44},
+		{"stateful+CoS", Config{}, 52},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			r, err := New(tc.cfg, prometheus.NewRegistry(), discard)
+			if err != nil {
+				b.Fatal(err)
+			}
+			req := make([]byte, tc.size)
+			p := stamp.SenderPacket{Sequence: 1, Timestamp: stamp.NewTimestamp(time.Now()), SSID: 7}
+			p.MarshalTo(req)
+			if tc.size >= 52 {
+				var v [stamp.ClassOfServiceLen]byte
+				(&stamp.ClassOfService{DSCP1: 46}).MarshalTo(v[:])
+				stamp.AppendTLV(req[44:44], stamp.TLVFlagU, stamp.TLVClassOfService, v[:])
+			}
+			out := make([]byte, 1500)
+			from := netip.MustParseAddrPort("198.18.0.1:40000")
+			meta := udpsock.Meta{Dst: netip.MustParseAddr("198.18.0.2"), TTL: 62, TOS: 0xb8}
+			st := newSessionTable()
+			now := time.Now()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if _, _, ok := r.reflect(req, out, from, meta, now, st, nil); !ok {
+					b.Fatal("dropped")
+				}
+			}
+		})
+	}
+}
