@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"os/signal"
@@ -169,6 +170,12 @@ func run(args []string) int {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write(y)
 	})
+	// Go's profiler, as Prometheus servers and exporters offer it.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { landingPage(w, r, mgr, slogLogger) })
 
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -276,7 +283,7 @@ func landingPage(w http.ResponseWriter, r *http.Request, mgr *prober.Manager, lo
 		Name:        exporterName,
 		Description: "Loss and latency matrix: STAMP reflector and continuous prober",
 		Version:     version.Info(),
-		Profiling:   "false",
+		Profiling:   "true",
 		Form: web.LandingForm{Action: "/probe", Inputs: []web.LandingFormInput{
 			{Label: "Target", Type: "text", Name: "target", Placeholder: "host[:port]"},
 			{Label: "Module", Type: "text", Name: "module", Value: "default"},

@@ -5,6 +5,7 @@
 package reflector
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -227,9 +228,13 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 		sessions = newSessionTable()
 	}
 	var auth *stamp.Authenticator // this loop's own: HMAC state is not shareable
+	t3At := 4                     // octet offset of T3 in a Session-Reflector packet
 	if r.authKey != nil {
-		auth = stamp.NewAuthenticator(r.authKey)
+		auth, t3At = stamp.NewAuthenticator(r.authKey), 16
 	}
+	// Bound to one address, the kernel picks it as the source: no
+	// IP_PKTINFO needed per reply.
+	wildcard := c.LocalAddr().(*net.UDPAddr).IP.IsUnspecified()
 	for {
 		n, err := bc.ReadBatch(in, 0)
 		if err != nil {
@@ -261,11 +266,29 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 			}
 			o := &out[k]
 			o.Buffers[0] = reply
-			o.OOB = c.AppendSendMeta(o.OOB[:0], meta.Dst, meta.IfIndex, tos)
+			src := meta.Dst
+			if !wildcard {
+				src = netip.Addr{}
+			}
+			if tos == 0 {
+				tos = -1 // the socket's default: no control message needed
+			}
+			o.OOB = c.AppendSendMeta(o.OOB[:0], src, meta.IfIndex, tos)
 			a16 := from.Addr().As16()
 			copy(outAddrs[k].IP, a16[:])
 			outAddrs[k].Port = int(from.Port())
 			k++
+		}
+		// T3 as late as possible, and one clock read for the batch: the
+		// replies are complete but for it (and, authenticated, the HMAC
+		// that covers it).
+		t3 := uint64(stamp.NewTimestamp(time.Now()))
+		for _, o := range out[:k] {
+			reply := o.Buffers[0]
+			binary.BigEndian.PutUint64(reply[t3At:t3At+8], t3)
+			if auth != nil {
+				auth.Seal(reply)
+			}
 		}
 		for sent := 0; sent < k; {
 			w, err := bc.WriteBatch(out[sent:k], 0)
@@ -282,7 +305,9 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 }
 
 // reflect checks limits, decodes the Session-Sender packet in req and
-// builds the Session-Reflector packet in out[:len(req)]. It reports false
+// builds the Session-Reflector packet in out[:len(req)], all but T3, which
+// the caller writes (and, in authenticated mode, then seals) just before
+// sending. It reports false
 // when the packet is dropped (and counted).
 func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.Meta, t2 time.Time, sessions *sessionTable, auth *stamp.Authenticator) (reply []byte, tos int, ok bool) {
 	if r.global != nil && !r.global.AllowN(t2, 1) {
@@ -331,8 +356,7 @@ func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.M
 	reply = out[:len(req)]
 	copy(reply[replyBase:], req[reqBase:])
 	tos = answerTLVs(reply[replyBase:], meta.TOS)
-	// T3 as late as possible: only the control-message build is left.
-	rp.Timestamp = stamp.NewTimestamp(time.Now())
+	// T3 is filled in by the caller just before the send.
 	if auth != nil {
 		_, err = rp.MarshalAuthWith(reply, auth)
 	} else {

@@ -65,6 +65,18 @@ func exchange(t *testing.T, c *udpsock.Conn, dst netip.AddrPort, req []byte) (re
 	return buf[:n], from, m, true
 }
 
+// eventually waits up to 5 s for cond, polling every 5 ms.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func senderPacket(t *testing.T, seq uint32, ssid uint16, size int) []byte {
 	t.Helper()
 	b := make([]byte, size)
@@ -125,9 +137,9 @@ func TestReflectsSTAMP(t *testing.T) {
 			if from != dst {
 				t.Errorf("reply from %v, want %v", from, dst)
 			}
-			if got := testutil.ToFloat64(r.m.reflected); got != 1 {
-				t.Errorf("reflected_total %v", got)
-			}
+			// The counter moves after the send returns, maybe after the
+			// reply arrived.
+			eventually(t, "reflected_total 1", func() bool { return testutil.ToFloat64(r.m.reflected) == 1 })
 			if n, err := testutil.GatherAndCount(reg); err != nil || n != 5 {
 				t.Errorf("%d reflector series, %v; want 5", n, err)
 			}
