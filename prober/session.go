@@ -3,6 +3,7 @@ package prober
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -137,6 +138,8 @@ type Session struct {
 	kernelTS   bool        // the last answered probe used kernel timestamps
 	flowSent   []uint64    // per flow, with flow_metrics
 	flowLost   []uint64
+	inFlight   int         // probes sent and not yet decided
+	win        windowState // summary of the decided probes in the window
 }
 
 // DefaultDwellBuckets are the classic buckets of
@@ -178,6 +181,7 @@ func newSession(module string, cfg *config.Module, target, host string, port uin
 		s.flowSent = make([]uint64, cfg.Flows)
 		s.flowLost = make([]uint64, cfg.Flows)
 	}
+	s.win = newWindowState(cfg.Flows, cfg.FlowMetrics)
 	s.lastScrape.Store(now)
 	return s
 }
@@ -209,20 +213,34 @@ func (s *Session) Dst() netip.AddrPort {
 func (s *Session) recordSend(now int64) (seq uint32, flow int, dst netip.AddrPort) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.sweepLocked(now)
+	s.advanceLocked(now)
 	seq = s.next
+	n := uint32(len(s.slots))
+	// The ring spans window + timeout, so the slot about to be reused has
+	// left the window already; should it not have (a stalled clock), it
+	// is decided and let go now rather than silently overwritten.
+	for seq-s.win.tail >= n {
+		if s.win.head == s.win.tail {
+			if old := s.slotAt(s.win.head); old.state == statePending {
+				s.markLostLocked(old)
+			}
+			s.enterLocked(s.slotAt(s.win.head))
+			s.win.head++
+		}
+		s.leaveLocked(s.slotAt(s.win.tail))
+		s.win.tail++
+	}
 	s.next++
 	flow = int(seq % uint32(s.cfg.Flows))
-	sl := &s.slots[seq%uint32(len(s.slots))]
-	// The ring spans more than timeout, so a reused slot is decided; should
-	// it not be, it is lost now rather than silently overwritten.
+	sl := s.slotAt(seq)
 	if sl.state == statePending {
 		s.markLostLocked(sl)
 	}
 	*sl = slot{seq: seq, flow: uint16(flow), sent: now, state: statePending}
-	if s.next-s.swept > uint32(len(s.slots)) {
-		s.swept = s.next - uint32(len(s.slots))
+	if s.next-s.swept > n {
+		s.swept = s.next - n
 	}
+	s.inFlight++
 	s.c.Sent++
 	if s.flowSent != nil {
 		s.flowSent[flow]++
@@ -283,7 +301,7 @@ func (s *Session) onReply(r *reply) {
 		return
 	}
 	elapsed := r.t4 - sl.sent
-	if elapsed > s.timeout {
+	if elapsed > s.timeout || r.t4 < sl.sent {
 		sl.late = true
 		s.c.Late++
 		s.markLostLocked(sl)
@@ -307,7 +325,9 @@ func (s *Session) onReply(r *reply) {
 		rtt -= r.dwell
 	}
 	sl.state, sl.rtt = stateReceived, rtt
+	s.inFlight--
 	s.c.Received++
+	s.win.lastReceivedSentTime = max(s.win.lastReceivedSentTime, sl.sent)
 	s.reorderLocked(r)
 	s.hist.Observe(float64(rtt) / 1e9)
 	if r.dwell > 0 {
@@ -376,6 +396,9 @@ func (s *Session) directionLocked(r *reply, sl *slot) {
 		}
 		if g.state == stateLost {
 			s.countDirectionLocked(g)
+			if s.inWindowLocked(g.seq) {
+				s.win.countDirection(g.dir, 1)
+			}
 		}
 	}
 	f.k, f.r = k, r.reflSeq
@@ -408,6 +431,7 @@ func (s *Session) pathLocked(r *reply) {
 // markLostLocked decides sl as lost.
 func (s *Session) markLostLocked(sl *slot) {
 	sl.state = stateLost
+	s.inFlight--
 	s.c.Lost++
 	if s.flowLost != nil {
 		s.flowLost[sl.flow]++
@@ -440,6 +464,63 @@ func (s *Session) sweepLocked(now int64) {
 	}
 }
 
+// slotAt returns the ring slot of sequence number seq.
+func (s *Session) slotAt(seq uint32) *slot { return &s.slots[seq%uint32(len(s.slots))] }
+
+// inWindowLocked reports whether probe seq is in the window now.
+func (s *Session) inWindowLocked(seq uint32) bool {
+	return seq-s.win.tail < s.win.head-s.win.tail
+}
+
+// advanceLocked decides timed-out probes and moves the window to now:
+// probes sent before now - timeout enter, probes sent before
+// now - timeout - window leave, in sequence order.
+func (s *Session) advanceLocked(now int64) {
+	s.sweepLocked(now)
+	end := now - s.timeout
+	start := end - s.window
+	for s.win.head != s.next {
+		sl := s.slotAt(s.win.head)
+		if sl.sent >= end {
+			break
+		}
+		s.enterLocked(sl)
+		s.win.head++
+	}
+	for s.win.tail != s.win.head {
+		sl := s.slotAt(s.win.tail)
+		if sl.sent >= start {
+			break
+		}
+		s.leaveLocked(sl)
+		s.win.tail++
+	}
+}
+
+// enterLocked adds decided probe sl, the next in sequence, to the window,
+// with its IPDV against the newest answered probe already there.
+func (s *Session) enterLocked(sl *slot) {
+	if sl.state == stateReceived && s.win.hasNewest {
+		s.win.ipdv(s.slotAt(s.win.newest).rtt, sl.rtt, 1)
+	}
+	s.win.enter(sl)
+}
+
+// leaveLocked removes sl, the oldest probe in the window. Finding the next
+// answered probe skips lost ones once each, so it is amortised O(1).
+func (s *Session) leaveLocked(sl *slot) {
+	var next *slot
+	if sl.state == stateReceived {
+		for q := sl.seq + 1; q != s.win.head; q++ {
+			if c := s.slotAt(q); c.state == stateReceived {
+				next = c
+				break
+			}
+		}
+	}
+	s.win.leave(sl, next)
+}
+
 func (s *Session) markDecidedLocked() {
 	if !s.isDecided {
 		s.isDecided = true
@@ -461,20 +542,26 @@ func (s *Session) firstProbeDeadline() int64 {
 // Snapshot sweeps timed-out probes and summarises the window now.
 func (s *Session) Snapshot() Snapshot { return s.snapshot(mono()) }
 
-// snapshot is Snapshot at monotonic time now.
+// snapshot is Snapshot at monotonic time now. Its cost does not depend
+// on the window's length.
 func (s *Session) snapshot(now int64) Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.sweepLocked(now)
-	snap := summarize(s.slots, s.next, now, s.timeout, s.window, s.firstSent, s.cfg.Flows, s.flowSent != nil)
-	snap.Counters = s.c
-	snap.Dst, snap.Src = s.dst, s.src
-	snap.Stateful = s.stateful
-	snap.Hops = s.hops
-	snap.KernelTimestamps = s.kernelTS
+	s.advanceLocked(now)
+	end := now - s.timeout
+	start := end - s.window
+	snap := Snapshot{
+		Counters: s.c, Dst: s.dst, Src: s.src, InFlight: s.inFlight,
+		Stateful: s.stateful, Hops: s.hops, KernelTimestamps: s.kernelTS,
+		Success: s.win.lastReceivedSentTime >= start,
+	}
+	if s.firstSent >= 0 && s.firstSent <= end {
+		snap.Window = float64(end-max(start, s.firstSent)) / 1e9
+	}
+	s.win.fill(&snap)
 	if s.flowSent != nil {
-		snap.FlowSent = append([]uint64(nil), s.flowSent...)
-		snap.FlowLost = append([]uint64(nil), s.flowLost...)
+		snap.FlowSent = slices.Clone(s.flowSent)
+		snap.FlowLost = slices.Clone(s.flowLost)
 	}
 	return snap
 }
