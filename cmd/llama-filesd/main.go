@@ -1,0 +1,140 @@
+// Command llama-filesd writes Prometheus file_sd files for a full
+// llama_exporter mesh: from a list of hosts it makes one scrape target per
+// (source, destination) pair, so that Prometheus asks the exporter on the
+// source host to probe the reflector on the destination host.
+//
+// Input (--hosts.file, YAML, unknown keys refused):
+//
+//	hosts:
+//	  - name: web-1                 # [A-Za-z0-9][A-Za-z0-9._-]*, unique
+//	    address: 198.18.0.2         # reflector: host, host:port, [v6]:port, v6
+//	    exporter: 198.18.0.2:5200   # optional; default address host + --exporter.port
+//	    role: both                  # optional: both | source | destination
+//	    module: default             # optional; module used to probe this host
+//	    labels: {dc: dc1, rack: r12}
+//	    representative: true        # optional; see --mesh.group-label
+//
+// Every pair is one target group whose target is the destination's address
+// and whose labels are source, destination, src_<label> and dst_<label> for
+// the two hosts' labels, __tmp_llama_exporter (the source's exporter, which
+// the scrape config moves to __address__) and __param_module when a module is
+// set. deploy/file_sd/prometheus.yml is the matching scrape config.
+//
+// With --mesh.group-label=rack the mesh is thinned for large fleets: hosts
+// of the same rack probe each other, and between racks only the hosts marked
+// representative do (docs/running-at-scale.md).
+//
+// --output.file writes every pair into one file (a central or sharded
+// Prometheus); --output.dir writes llama_<source>.json per source (a
+// Prometheus per host or per group reads only its own) and removes the
+// llama_*.json files of sources no longer listed; --output.exporters-file
+// lists the exporters themselves, for the job that scrapes /metrics. Files
+// are replaced atomically and left alone when unchanged.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/version"
+)
+
+const name = "llama-filesd"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is main without the process: it parses args, writes the files and
+// returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	app := kingpin.New(name, "Write Prometheus file_sd files for a full llama_exporter mesh.")
+	app.UsageWriter(stdout)
+	app.ErrorWriter(stderr)
+	app.HelpFlag.Short('h')
+	app.Version(version.Print(name))
+	var (
+		hostsFile     = app.Flag("hosts.file", "YAML list of hosts (name, address, exporter, role, module, labels).").Required().String()
+		outFile       = app.Flag("output.file", "Write every pair into this file.").String()
+		outDir        = app.Flag("output.dir", "Write one llama_<source> file per source into this directory, and remove those of sources no longer listed.").String()
+		exportersFile = app.Flag("output.exporters-file", "Also write the exporters themselves (for the job scraping /metrics) into this file.").String()
+		format        = app.Flag("output.format", "File format: json or yaml.").Default("json").Enum("json", "yaml")
+		exporterPort  = app.Flag("exporter.port", "Port of llama_exporter on hosts that name no exporter address.").Default("5200").Uint16()
+		reflectorPort = app.Flag("reflector.port", "Port appended to host addresses that have none; 0 leaves them as they are (the module's port applies).").Default("0").Uint16()
+		module        = app.Flag("module", "Module for hosts that name none; empty: the exporter's default module.").String()
+		groupLabel    = app.Flag("mesh.group-label", "Thin the mesh: full mesh among hosts with the same value of this label, and between groups only among hosts marked representative.").String()
+	)
+	exit := -1
+	app.Terminate(func(code int) { exit = code })
+	_, err := app.Parse(args)
+	if exit >= 0 { // --help or --version
+		return exit
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return 2
+	}
+	if *outFile == "" && *outDir == "" {
+		fmt.Fprintf(stderr, "%s: one of --output.file and --output.dir is required\n", name)
+		return 2
+	}
+	list, err := LoadHosts(*hostsFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return 1
+	}
+	if *groupLabel != "" {
+		isolated, err := CheckGroups(list, *groupLabel)
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", name, err)
+			return 1
+		}
+		if len(isolated) > 0 {
+			fmt.Fprintf(stderr, "%s: warning: no representative in %s %v: probed only from inside\n", name, *groupLabel, isolated)
+		}
+	}
+	m := Build(list, Options{ExporterPort: int(*exporterPort), ReflectorPort: int(*reflectorPort), Module: *module, GroupLabel: *groupLabel})
+	pairs := len(m.All())
+	if *outFile != "" {
+		if err := writeGroups(*outFile, *format, m.All(), stdout); err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", name, err)
+			return 1
+		}
+	}
+	if *outDir != "" {
+		changed, err := writeDir(*outDir, *format, m)
+		for _, c := range changed {
+			fmt.Fprintf(stdout, "wrote %s\n", filepath.Join(*outDir, c))
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", name, err)
+			return 1
+		}
+	}
+	if *exportersFile != "" {
+		if err := writeGroups(*exportersFile, *format, m.Exporters, stdout); err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", name, err)
+			return 1
+		}
+	}
+	fmt.Fprintf(stdout, "%d hosts, %d sources, %d pairs\n", len(list.Hosts), len(m.Sources), pairs)
+	return 0
+}
+
+func writeGroups(path, format string, groups []TargetGroup, stdout io.Writer) error {
+	data, err := Encode(groups, format)
+	if err != nil {
+		return err
+	}
+	wrote, err := writeFile(path, data)
+	if err != nil {
+		return err
+	}
+	if wrote {
+		fmt.Fprintf(stdout, "wrote %s\n", path)
+	}
+	return nil
+}
