@@ -2,6 +2,7 @@ package prober
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/legacy"
 	"github.com/llama-exporter/llama_exporter/stamp"
 )
 
@@ -150,9 +152,6 @@ func (m *Manager) Get(ctx context.Context, module string, cfg *config.Module, ta
 	full := m.maxTargets > 0 && len(m.sessions) >= m.maxTargets
 	m.mu.Unlock()
 
-	if cfg.Prober != config.ProberSTAMP {
-		return nil, false, &BadTargetError{fmt.Errorf("module %q: prober %q is not implemented in this version", module, cfg.Prober)}
-	}
 	host, port, err := ParseTarget(target, cfg.Port)
 	if err != nil {
 		m.m.rejected.WithLabelValues(ReasonBadTarget).Inc()
@@ -247,6 +246,10 @@ func (m *Manager) send(s *Session, _ int64) {
 	// T1 on the monotonic clock for RTT arithmetic, on the wall clock in
 	// the packet where the RFC asks for it.
 	seq, flow, dst := s.recordSend(mono())
+	if s.cfg.Prober == config.ProberLLAMA {
+		m.sendLegacy(s, seq, flow, dst)
+		return
+	}
 	p := stamp.SenderPacket{
 		Sequence:      seq,
 		Timestamp:     stamp.NewTimestamp(time.Now()),
@@ -261,6 +264,25 @@ func (m *Manager) send(s *Session, _ int64) {
 		p.MarshalTo(buf)
 		appendTLVs(buf[stamp.SenderPacketLen:], s.cfg.DSCP)
 	}
+	m.transmit(s, seq, flow, dst, buf)
+}
+
+// sendLegacy sends probe seq of s as a Dropbox LLAMA probe (DESIGN §8):
+// its signature carries the session's SSID and the sequence number, which
+// LLAMA reflectors echo byte for byte.
+func (m *Manager) sendLegacy(s *Session, seq uint32, flow int, dst netip.AddrPort) {
+	p := legacy.Probe{TOS: byte(s.cfg.DSCP << 2), Sent: uint64(time.Now().UnixNano())}
+	putLegacySignature(&p.Signature, s.ssid, seq)
+	buf, err := p.MarshalTo(m.sendBuf[:0], s.cfg.PacketSize)
+	if err != nil {
+		m.logger.Error("encoding a legacy probe", "module", s.Module, "err", err)
+		return
+	}
+	m.transmit(s, seq, flow, dst, buf)
+}
+
+// transmit sends one encoded probe on its flow's socket.
+func (m *Manager) transmit(s *Session, seq uint32, flow int, dst netip.AddrPort, buf []byte) {
 	conns, err := s.pool.sockets(family(dst.Addr()))
 	if err == nil {
 		err = conns[flow].send(buf, dst, s, seq)
@@ -271,6 +293,25 @@ func (m *Manager) send(s *Session, _ int64) {
 		m.m.sendErrors.WithLabelValues(s.Module).Inc()
 		m.logger.Debug("probe send failed", "module", s.Module, "target", s.Target, "err", err)
 	}
+}
+
+// legacyMarker ends the signature of our legacy probes, telling their
+// replies from strays.
+var legacyMarker = [4]byte{'L', 'L', 'M', 'A'}
+
+func putLegacySignature(sig *[legacy.SignatureLen]byte, ssid uint16, seq uint32) {
+	binary.BigEndian.PutUint16(sig[0:2], ssid)
+	binary.BigEndian.PutUint32(sig[2:6], seq)
+	copy(sig[6:], legacyMarker[:])
+}
+
+// parseLegacySignature returns the SSID and sequence number of one of our
+// legacy probes, or ok false.
+func parseLegacySignature(sig *[legacy.SignatureLen]byte) (ssid uint16, seq uint32, ok bool) {
+	if [4]byte(sig[6:]) != legacyMarker {
+		return 0, 0, false
+	}
+	return binary.BigEndian.Uint16(sig[0:2]), binary.BigEndian.Uint32(sig[2:6]), true
 }
 
 // cosTLVLen is the octets of a Class of Service TLV (RFC 8972 §4.4).

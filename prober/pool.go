@@ -10,6 +10,7 @@ import (
 
 	"github.com/llama-exporter/llama_exporter/config"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
+	"github.com/llama-exporter/llama_exporter/legacy"
 	"github.com/llama-exporter/llama_exporter/stamp"
 )
 
@@ -265,6 +266,7 @@ func (p *pool) receive(c *flowConn) {
 	var r reply
 	var auth *stamp.Authenticator // this loop's own: HMAC state is not shareable
 	base := stamp.ReflectorPacketLen
+	legacyProber := p.cfg.Prober == config.ProberLLAMA
 	if p.cfg.AuthKey != nil {
 		auth, base = stamp.NewAuthenticator(p.cfg.AuthKey), stamp.AuthReflectorPacketLen
 	}
@@ -276,6 +278,10 @@ func (p *pool) receive(c *flowConn) {
 				return
 			}
 			continue // ICMP errors surface here on Linux; the probe is lost
+		}
+		if legacyProber {
+			p.receiveLegacy(buf[:n], from, t4, meta, c)
+			continue
 		}
 		if auth != nil {
 			err = rp.UnmarshalAuthWith(buf[:n], auth) // a bad HMAC is bad data
@@ -317,6 +323,33 @@ func (p *pool) close() {
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
+}
+
+// receiveLegacy handles one reply of the llama prober: our probe echoed by a
+// Dropbox LLAMA (or UDProbe, or our own) reflector. LLAMA has no reflector
+// timestamps, TTL or Class of Service.
+func (p *pool) receiveLegacy(b []byte, from netip.AddrPort, t4 int64, meta udpsock.Meta, c *flowConn) {
+	var lp legacy.Probe
+	if lp.UnmarshalBinary(b) != nil {
+		p.stats.badReply()
+		return
+	}
+	ssid, seq, ok := parseLegacySignature(&lp.Signature)
+	if !ok {
+		p.stats.unmatched()
+		return
+	}
+	s := p.lookup(from, ssid)
+	if s == nil {
+		p.stats.unmatched()
+		return
+	}
+	c.drainTx()
+	r := reply{seq: seq, reflSeq: seq, t4: t4, rxKernel: meta.KernelRX, senderTTL: -1, dscp: -1, dscp2: -1}
+	if meta.TOS >= 0 {
+		r.dscp = meta.TOS >> 2
+	}
+	s.onReply(&r)
 }
 
 // receivedDSCP returns the DSCP that the reflector reports it received, from

@@ -46,7 +46,7 @@ func BenchmarkReflect(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
-				if _, _, ok := r.reflect(req, out, from, meta, now, st, nil); !ok {
+				if _, _, _, ok := r.reflect(req, out, from, meta, now, st, nil); !ok {
 					b.Fatal("dropped")
 				}
 			}

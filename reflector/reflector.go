@@ -23,6 +23,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
+	"github.com/llama-exporter/llama_exporter/legacy"
 	"github.com/llama-exporter/llama_exporter/stamp"
 )
 
@@ -216,6 +217,7 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 	inBufs := make([][]byte, batchSize)
 	outBufs := make([][]byte, batchSize)
 	outAddrs := make([]net.UDPAddr, batchSize)
+	var patchT3 [batchSize]bool // replies whose T3 is still to be written
 	for i := range batchSize {
 		inBufs[i] = make([]byte, maxDatagram)
 		outBufs[i] = make([]byte, maxDatagram)
@@ -260,12 +262,13 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 			if meta.KernelRX != 0 {
 				t2 = time.Unix(0, meta.KernelRX) // the kernel's receive time
 			}
-			reply, tos, ok := r.reflect(inBufs[i][:m.N], outBufs[k], from, meta, t2, sessions, auth)
+			reply, tos, isSTAMP, ok := r.reflect(inBufs[i][:m.N], outBufs[k], from, meta, t2, sessions, auth)
 			if !ok {
 				continue
 			}
 			o := &out[k]
 			o.Buffers[0] = reply
+			patchT3[k] = isSTAMP
 			src := meta.Dst
 			if !wildcard {
 				src = netip.Addr{}
@@ -283,7 +286,10 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 		// replies are complete but for it (and, authenticated, the HMAC
 		// that covers it).
 		t3 := uint64(stamp.NewTimestamp(time.Now()))
-		for _, o := range out[:k] {
+		for j, o := range out[:k] {
+			if !patchT3[j] {
+				continue // a legacy probe goes back as it came
+			}
 			reply := o.Buffers[0]
 			binary.BigEndian.PutUint64(reply[t3At:t3At+8], t3)
 			if auth != nil {
@@ -309,14 +315,21 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 // the caller writes (and, in authenticated mode, then seals) just before
 // sending. It reports false
 // when the packet is dropped (and counted).
-func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.Meta, t2 time.Time, sessions *sessionTable, auth *stamp.Authenticator) (reply []byte, tos int, ok bool) {
+func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.Meta, t2 time.Time, sessions *sessionTable, auth *stamp.Authenticator) (reply []byte, tos int, isSTAMP, ok bool) {
 	if r.global != nil && !r.global.AllowN(t2, 1) {
 		r.m.throttled.Inc()
-		return nil, 0, false
+		return nil, 0, false, false
 	}
 	if r.perSource != nil && !r.perSource.allow(from.Addr(), t2) {
 		r.m.throttled.Inc()
-		return nil, 0, false
+		return nil, 0, false, false
+	}
+	if auth == nil && legacy.IsProbe(req) {
+		// A Dropbox LLAMA collector's probe: returned byte for byte, with
+		// the TOS it asks for, as Dropbox's reflector does.
+		var lp legacy.Probe
+		lp.UnmarshalBinary(req)
+		return out[:copy(out, req)], int(lp.TOS), false, true
 	}
 	var p stamp.SenderPacket
 	var err error
@@ -329,7 +342,7 @@ func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.M
 	}
 	if err != nil {
 		r.m.badData.Inc()
-		return nil, 0, false
+		return nil, 0, false, false
 	}
 	ttl := uint8(255)
 	if meta.TTL >= 0 && meta.TTL <= 255 {
@@ -364,9 +377,9 @@ func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.M
 	}
 	if err != nil {
 		r.m.badData.Inc()
-		return nil, 0, false
+		return nil, 0, false, false
 	}
-	return reply, tos, true
+	return reply, tos, true, true
 }
 
 // answerTLVs processes the TLVs copied from a request (RFC 8972 §4): it

@@ -1,6 +1,7 @@
 package reflector
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
+	"github.com/llama-exporter/llama_exporter/legacy"
 	"github.com/llama-exporter/llama_exporter/stamp"
 )
 
@@ -301,5 +303,32 @@ func TestClassOfServiceTLV(t *testing.T) {
 	}
 	if unknown, ok := stamp.FindTLV(tlvs, 200); !ok || !unknown.Unrecognized() {
 		t.Errorf("unknown TLV %+v: want it echoed with the U flag", unknown)
+	}
+}
+
+// TestLegacyLLAMAProbesEchoedByteForByte sends a Dropbox LLAMA collector's
+// probe (protobuf, 1028 octets): it must come back unchanged, with the TOS
+// the probe asks for, and count as reflected, not as bad data.
+func TestLegacyLLAMAProbesEchoedByteForByte(t *testing.T) {
+	r, _ := start(t, Config{ListenAddresses: []string{"127.0.0.1:0"}})
+	c := client(t, "udp4", 0)
+	p := legacy.Probe{Signature: [legacy.SignatureLen]byte{0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6}, TOS: 46 << 2, Sent: uint64(time.Now().UnixNano())}
+	req, err := p.MarshalTo(nil, 1028)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, _, meta, ok := exchange(t, c, r.Addrs()[0], req)
+	if !ok {
+		t.Fatal("legacy probe not answered")
+	}
+	if !bytes.Equal(reply, req) {
+		t.Fatalf("reply differs from the %d-octet probe", len(req))
+	}
+	if meta.TOS != 46<<2 {
+		t.Errorf("reply TOS %#x, want the probe's %#x", meta.TOS, 46<<2)
+	}
+	eventually(t, "reflected_total 1", func() bool { return testutil.ToFloat64(r.m.reflected) == 1 })
+	if got := testutil.ToFloat64(r.m.badData); got != 0 {
+		t.Errorf("bad_data_total %v", got)
 	}
 }
