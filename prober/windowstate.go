@@ -10,7 +10,7 @@ import (
 // to date as probes enter it (once decided) and leave it, so that a scrape
 // costs the same whatever the window length. Probes enter and leave in
 // sequence order, each once: the work is amortised O(1) per probe, plus
-// O(window) memmove octets for the sorted RTTs.
+// O(log n) for the sorted RTTs (rttSet).
 //
 // The window holds probes sent in [now - timeout - window, now - timeout).
 type windowState struct {
@@ -19,7 +19,7 @@ type windowState struct {
 	sent, lost           int
 	forward, backward    int   // lost probes by known direction
 	flowSent, flowLost   []int // per flow, with flow_metrics
-	rtts                 []int64
+	rtts                 rttSet
 	sum                  int64   // ns
 	sumSq                uint128 // ns², exact: no drift over months of adds and removes
 	jitterSum            int64   // ns, over consecutive answered probes
@@ -74,8 +74,7 @@ func (w *windowState) enter(sl *slot) {
 		}
 		w.countDirection(sl.dir, 1)
 	case stateReceived:
-		i, _ := slices.BinarySearch(w.rtts, sl.rtt)
-		w.rtts = slices.Insert(w.rtts, i, sl.rtt)
+		w.rtts.insert(sl.rtt)
 		w.sum += sl.rtt
 		w.sumSq.add(square(sl.rtt))
 		w.hasNewest, w.newest = true, sl.seq
@@ -108,9 +107,7 @@ func (w *windowState) leave(sl *slot, next *slot) {
 		}
 		w.countDirection(sl.dir, -1)
 	case stateReceived:
-		if i, ok := slices.BinarySearch(w.rtts, sl.rtt); ok {
-			w.rtts = slices.Delete(w.rtts, i, i+1)
-		}
+		w.rtts.remove(sl.rtt)
 		w.sum -= sl.rtt
 		w.sumSq.sub(square(sl.rtt))
 		if next != nil {
@@ -147,7 +144,7 @@ func (w *windowState) fill(snap *Snapshot) {
 	if w.jitterN > 0 {
 		snap.Jitter = float64(w.jitterSum) / float64(w.jitterN) / 1e9
 	}
-	n := len(w.rtts)
+	n := w.rtts.len()
 	snap.RTTCount = n
 	snap.RTTSum = float64(w.sum) / 1e9
 	for _, q := range WindowQuantiles {
@@ -159,9 +156,17 @@ func (w *windowState) fill(snap *Snapshot) {
 	mean := float64(w.sum) / float64(n)
 	variance := max(w.sumSq.float()/float64(n)-mean*mean, 0)
 	snap.RTTStdDev = math.Sqrt(variance) / 1e9
-	snap.RTTMin, snap.RTTMax = float64(w.rtts[0])/1e9, float64(w.rtts[n-1])/1e9
-	for _, q := range WindowQuantiles {
-		i := int(math.Ceil(q*float64(n))) - 1 // nearest rank
-		snap.Quantiles[q] = float64(w.rtts[min(max(i, 0), n-1)]) / 1e9
+	// Minimum, the quantiles by nearest rank, maximum: ascending ranks,
+	// read in one pass.
+	var ranks [6]int
+	var vals [6]int64
+	ranks[0], ranks[5] = 0, n-1
+	for i, q := range WindowQuantiles {
+		ranks[i+1] = min(max(int(math.Ceil(q*float64(n)))-1, 0), n-1)
+	}
+	w.rtts.kths(ranks[:], vals[:])
+	snap.RTTMin, snap.RTTMax = float64(vals[0])/1e9, float64(vals[5])/1e9
+	for i, q := range WindowQuantiles {
+		snap.Quantiles[q] = float64(vals[i+1]) / 1e9
 	}
 }
