@@ -171,7 +171,9 @@ func (p *pool) sockets(fam int) ([]*flowConn, error) {
 	if src.IsValid() && family(src) != fam {
 		return nil, fmt.Errorf("source_ip_address %s is not of the target's address family", src)
 	}
-	opts := udpsock.Options{RecvMeta: true, TOS: p.cfg.DSCP << 2,
+	// A large receive buffer (a limit, not an allocation) absorbs bursts of
+	// replies, such as the first probes of many sessions started at once.
+	opts := udpsock.Options{RecvMeta: true, TOS: p.cfg.DSCP << 2, RecvBuffer: 4 << 20,
 		RxTimestamps: !p.userTimestamps, TxTimestamps: !p.userTimestamps}
 	cs = make([]*flowConn, 0, p.cfg.Flows)
 	for i := range p.cfg.Flows {
