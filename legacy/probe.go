@@ -60,6 +60,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -220,7 +221,9 @@ func (p *Probe) MarshalTo(b []byte, size int) ([]byte, error) {
 		}
 		b = protowire.AppendTag(b, fieldPadding, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(l))
-		b = append(b, make([]byte, l)...) // compiled to a clear, no allocation
+		n := len(b)
+		b = slices.Grow(b, l)[:n+l] // no allocation when b has room, race detector or not
+		clear(b[n:])
 	}
 	if len(b)-start != size {
 		// Unreachable by construction; a guard against future edits.

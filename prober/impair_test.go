@@ -174,6 +174,9 @@ func TestDuplicatesAndReorderingCountedExactly(t *testing.T) {
 // used on loopback and that a fixed 5 ms delay each way shows as 10 ms
 // (± 200 µs) above the RTT through an undelayed relay.
 func TestKernelTimestampedRTTThroughDelay(t *testing.T) {
+	if testing.Short() {
+		t.Skip("an accuracy measurement: not under -short (nor -race)")
+	}
 	refl := startReflector(t, "127.0.0.1:0")
 	delay := impair.Impairment{Delay: 5 * time.Millisecond, DSCP: -1}
 	delayed := relayTo(t, refl, delay, delay, 5)
