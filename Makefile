@@ -23,7 +23,7 @@ build:
 # The README's test command. Needs root (network namespaces) and Debian's
 # prometheus package for the full suite; CI=true turns skips into failures.
 test:
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -p 1 ./...
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

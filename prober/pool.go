@@ -310,7 +310,9 @@ func (p *pool) receive(c *flowConn) {
 			r.dscp = meta.TOS >> 2
 		}
 		r.dscp2 = receivedDSCP(buf[base:n])
-		s.onReply(&r)
+		if !s.onReply(&r) {
+			p.stats.unmatched()
+		}
 	}
 }
 
@@ -351,7 +353,9 @@ func (p *pool) receiveLegacy(b []byte, from netip.AddrPort, t4 int64, meta udpso
 	if meta.TOS >= 0 {
 		r.dscp = meta.TOS >> 2
 	}
-	s.onReply(&r)
+	if !s.onReply(&r) {
+		p.stats.unmatched()
+	}
 }
 
 // receivedDSCP returns the DSCP that the reflector reports it received, from

@@ -276,21 +276,21 @@ func (s *Session) slotLocked(seq uint32) *slot {
 
 // onReply accounts for one reply. Each probe is decided at most once;
 // anything after that is counted as late or duplicated, never twice.
-func (s *Session) onReply(r *reply) {
+//
+// It returns false for a reply to no probe of the session's ring: one
+// never sent (forged or stray) or so old that its slot was reused (sent
+// more than window + timeout ago); the caller counts it as unmatched.
+func (s *Session) onReply(r *reply) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if r.seq >= s.next {
-		return // never sent: not ours
-	}
 	sl := s.slotLocked(r.seq)
 	if sl == nil {
-		s.c.Late++ // so old that its slot is reused: necessarily past timeout
-		return
+		return false
 	}
 	switch sl.state {
 	case stateReceived:
 		s.c.Duplicated++
-		return
+		return true
 	case stateLost:
 		if sl.late {
 			s.c.Duplicated++
@@ -298,14 +298,14 @@ func (s *Session) onReply(r *reply) {
 			sl.late = true
 			s.c.Late++
 		}
-		return
+		return true
 	}
 	elapsed := r.t4 - sl.sent
 	if elapsed > s.timeout || r.t4 < sl.sent {
 		sl.late = true
 		s.c.Late++
 		s.markLostLocked(sl)
-		return
+		return true
 	}
 	rtt := elapsed
 	// Kernel timestamps exclude our own scheduling delays; they come from
@@ -336,6 +336,7 @@ func (s *Session) onReply(r *reply) {
 	s.directionLocked(r, sl)
 	s.pathLocked(r)
 	s.markDecidedLocked()
+	return true
 }
 
 // reorderLocked counts a reply that arrived after one with a higher

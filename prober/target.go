@@ -20,11 +20,11 @@ func ParseTarget(target string, defaultPort int) (host string, port uint16, err 
 	if target == "" {
 		return "", 0, errors.New("target parameter is missing")
 	}
-	if a, err := netip.ParseAddr(target); err == nil {
-		return a.String(), uint16(defaultPort), nil // bare IP, IPv6 included
-	}
 	if strings.ContainsAny(target, "/ \t?#@") {
 		return "", 0, fmt.Errorf("target %q is not host[:port]", target)
+	}
+	if a, err := netip.ParseAddr(target); err == nil {
+		return a.String(), uint16(defaultPort), nil // bare IP, IPv6 included
 	}
 	h, p, err := net.SplitHostPort(target)
 	if err != nil {

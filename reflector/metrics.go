@@ -9,6 +9,7 @@ type metrics struct {
 	reflected prometheus.Counter
 	badData   prometheus.Counter
 	throttled prometheus.Counter
+	sendErrs  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -33,9 +34,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "llama_reflector_packets_throttled_total",
 			Help: "Datagrams dropped by the global or per-source rate limit.",
 		}),
+		sendErrs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "llama_reflector_send_errors_total",
+			Help: "Replies the kernel refused to send (received = reflected + bad_data + throttled + send_errors).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.up, m.received, m.reflected, m.badData, m.throttled)
+		reg.MustRegister(m.up, m.received, m.reflected, m.badData, m.throttled, m.sendErrs)
 	}
 	return m
 }

@@ -301,7 +301,12 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 			if err != nil {
 				// One bad destination must not cost the rest of the batch.
 				r.logger.Debug("reflector write", "err", err)
-				w = max(w, 1)
+				if w <= 0 {
+					w = 1 // the message at the front failed: count it and go on
+					r.m.sendErrs.Inc()
+				} else {
+					r.m.reflected.Add(float64(w))
+				}
 			} else {
 				r.m.reflected.Add(float64(w))
 			}

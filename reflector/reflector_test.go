@@ -142,8 +142,8 @@ func TestReflectsSTAMP(t *testing.T) {
 			// The counter moves after the send returns, maybe after the
 			// reply arrived.
 			eventually(t, "reflected_total 1", func() bool { return testutil.ToFloat64(r.m.reflected) == 1 })
-			if n, err := testutil.GatherAndCount(reg); err != nil || n != 5 {
-				t.Errorf("%d reflector series, %v; want 5", n, err)
+			if n, err := testutil.GatherAndCount(reg); err != nil || n != 6 {
+				t.Errorf("%d reflector series, %v; want 6", n, err)
 			}
 		})
 	}
