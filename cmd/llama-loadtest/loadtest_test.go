@@ -1,0 +1,291 @@
+//go:build linux
+
+package main
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/llama-exporter/llama_exporter/stamp"
+)
+
+func TestQuantile(t *testing.T) {
+	v := []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	for _, c := range []struct{ q, want float64 }{
+		{0.5, 5}, {0.9, 9}, {0.99, 10}, {1, 10}, {0.1, 1}, {0.01, 1}, {0.55, 6},
+	} {
+		if got := quantile(v, c.q); got != c.want {
+			t.Errorf("quantile(1..10, %v) = %v, want %v", c.q, got, c.want)
+		}
+	}
+	if got := quantile(nil, 0.5); !math.IsNaN(got) {
+		t.Errorf("quantile(nil) = %v, want NaN", got)
+	}
+	if got := quantile([]float64{7}, 0.999); got != 7 {
+		t.Errorf("quantile([7], 0.999) = %v, want 7", got)
+	}
+	// durationQuantiles sorts (a copy) first.
+	ds := []time.Duration{5 * time.Millisecond, time.Millisecond, 3 * time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond}
+	q := durationQuantiles(ds, 0.5, 1)
+	if q[0.5] != 0.003 || q[1] != 0.005 {
+		t.Errorf("durationQuantiles = %v, want p50 0.003 and max 0.005", q)
+	}
+	if ds[0] != 5*time.Millisecond {
+		t.Error("durationQuantiles reordered its argument")
+	}
+	if m := median([]float64{3, 1, 2, 10}); m != 2.5 {
+		t.Errorf("median = %v, want 2.5", m)
+	}
+}
+
+func TestParseProcStat(t *testing.T) {
+	// The command name may hold spaces and parentheses.
+	line := "4242 (le (x) y) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 75 0 0 20 0 11 0 123456 1641936384 3534 18446744073709551615 1 1 0 0 0 0 0 0 2143420159 0 0 0 17 1 0 0 0 0 0\n"
+	s, err := parseProcStat([]byte(line))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.UTime != 250 || s.STime != 75 || s.Threads != 11 {
+		t.Errorf("got utime %d stime %d threads %d, want 250 75 11", s.UTime, s.STime, s.Threads)
+	}
+	if s.CPU() != 3250*time.Millisecond {
+		t.Errorf("CPU() = %v, want 3.25s", s.CPU())
+	}
+	for _, bad := range []string{"", "1 (x S 1 2", "1 (x) S 1 2 3", "1 (x) S 1 2 3 4 5 6 7 8 9 10 x 12 13 14 15 16 17 18"} {
+		if _, err := parseProcStat([]byte(bad)); err == nil {
+			t.Errorf("parseProcStat(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestParseProcStatus(t *testing.T) {
+	status := "Name:\tle\nVmPeak:\t 1641936 kB\nVmHWM:\t   20480 kB\nVmRSS:\t   14136 kB\nThreads:\t11\n"
+	m, err := parseProcStatus([]byte(status))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.RSS != 14136*1024 || m.HWM != 20480*1024 {
+		t.Errorf("got %+v", m)
+	}
+	if _, err := parseProcStatus([]byte("Name:\tkthreadd\n")); err == nil {
+		t.Error("no VmRSS: want an error")
+	}
+	if _, err := parseProcStatus([]byte("VmRSS:\t12 MB\n")); err == nil {
+		t.Error("bad unit: want an error")
+	}
+}
+
+func TestParseCPUStat(t *testing.T) {
+	stat := "cpu  300 0 100 600 0 0 0 0 0 0\ncpu0 100 0 50 300 10 0 5 35 0 0\ncpu1 200 0 50 300 0 0 0 0 0 0\nintr 1 2 3\n"
+	m, err := parseCPUStat([]byte(stat))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m) != 2 || m[0] != (cpuTimes{Total: 500, Idle: 310, Steal: 35}) || m[1].Total != 550 {
+		t.Fatalf("got %+v", m)
+	}
+	later := map[int]cpuTimes{0: {Total: 600, Idle: 330, Steal: 45}, 1: {Total: 650, Idle: 300}}
+	u := cpuUsageBetween(m, later)
+	if len(u) != 2 || u[0].Busy != 80 || u[0].Steal != 10 || u[1].Busy != 100 {
+		t.Errorf("usage %+v", u)
+	}
+}
+
+func TestParseProcNetUDP(t *testing.T) {
+	b := `   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  112: 0100007F:A5A9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 123456 2 0000000000000000 17
+ 1234: 00000000:035E 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 654321 2 0000000000000000 0
+`
+	socks, err := parseProcNetUDP([]byte(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []udpSock{{Port: 0xA5A9, Inode: 123456, Drops: 17}, {Port: 862, Inode: 654321}}
+	if len(socks) != 2 || socks[0] != want[0] || socks[1] != want[1] {
+		t.Errorf("got %+v, want %+v", socks, want)
+	}
+}
+
+func TestParseCPUList(t *testing.T) {
+	for in, want := range map[string][]int{"1": {1}, "0,2": {0, 2}, "0-3": {0, 1, 2, 3}, "3,1-2,1": {1, 2, 3}} {
+		got, err := parseCPUList(in)
+		if err != nil || len(got) != len(want) {
+			t.Errorf("parseCPUList(%q) = %v, %v; want %v", in, got, err, want)
+			continue
+		}
+		for i := range got {
+			if got[i] != want[i] {
+				t.Errorf("parseCPUList(%q) = %v, want %v", in, got, want)
+			}
+		}
+	}
+	for _, bad := range []string{"", "a", "-1", "3-1", "1-", "5000"} {
+		if _, err := parseCPUList(bad); err == nil {
+			t.Errorf("parseCPUList(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestReflectorFlags(t *testing.T) {
+	ok := reflectorMode{Baseline: "process", Sockets: 4, Window: 32, PacketSize: 44, Duration: 10 * time.Second,
+		Warmup: 2 * time.Second, Drain: time.Second, LossTimeout: 200 * time.Millisecond, Rounds: 1, SampleEvery: 16,
+		CPUReflector: "1", CPUGenerator: "0"}
+	if err := ok.check(); err != nil {
+		t.Fatalf("valid flags: %v", err)
+	}
+	for name, mutate := range map[string]func(*reflectorMode){
+		"no sockets":          func(m *reflectorMode) { m.Sockets = 0 },
+		"huge window":         func(m *reflectorMode) { m.Window = 5000 },
+		"short packet":        func(m *reflectorMode) { m.PacketSize = 43 },
+		"zero duration":       func(m *reflectorMode) { m.Duration = 0 },
+		"zero drain":          func(m *reflectorMode) { m.Drain = 0 },
+		"tiny loss timeout":   func(m *reflectorMode) { m.LossTimeout = time.Millisecond },
+		"no rounds":           func(m *reflectorMode) { m.Rounds = 0 },
+		"nothing to measure":  func(m *reflectorMode) { m.Baseline = "none" },
+		"bad cpu list":        func(m *reflectorMode) { m.CPUReflector = "x" },
+		"inprocess same core": func(m *reflectorMode) { m.Baseline = "inprocess"; m.CPUReflector = "0" },
+	} {
+		m := ok
+		mutate(&m)
+		if err := m.check(); err == nil {
+			t.Errorf("%s: check passed", name)
+		}
+	}
+}
+
+func TestSessionsFlags(t *testing.T) {
+	ok := sessionsMode{Sessions: 10000, Interval: time.Second, ProbeTimeout: time.Second, Window: 30 * time.Second,
+		Flows: 8, Duration: 30 * time.Second, Warmup: 5 * time.Second, CreateConcurrency: 256, CreateTimeout: time.Minute,
+		ScrapeRate: 20, ScrapeConcurrency: 8, SweepConcurrency: 32, Reflector: "separate"}
+	if err := ok.check(); err != nil {
+		t.Fatalf("valid flags: %v", err)
+	}
+	for name, mutate := range map[string]func(*sessionsMode){
+		"no sessions":       func(m *sessionsMode) { m.Sessions = 0 },
+		"too many sessions": func(m *sessionsMode) { m.Sessions = maxSessions + 1 },
+		"window < interval": func(m *sessionsMode) { m.Window = 500 * time.Millisecond },
+		"no flows":          func(m *sessionsMode) { m.Flows = 0 },
+		"negative rate":     func(m *sessionsMode) { m.ScrapeRate = -1 },
+		"cpu for embedded":  func(m *sessionsMode) { m.Reflector = "embedded"; m.CPUReflector = "1" },
+	} {
+		m := ok
+		mutate(&m)
+		if err := m.check(); err == nil {
+			t.Errorf("%s: check passed", name)
+		}
+	}
+}
+
+func TestRTTFlags(t *testing.T) {
+	ok := rttMode{Probes: 10000, Interval: time.Millisecond, ProbeTimeout: time.Second, Flows: 8, Burners: 2}
+	if err := ok.check(); err != nil {
+		t.Fatalf("valid flags: %v", err)
+	}
+	if w := ok.window(); w != 20*time.Second {
+		t.Errorf("window = %v, want 20s", w)
+	}
+	for name, mutate := range map[string]func(*rttMode){
+		"no probes":       func(m *rttMode) { m.Probes = 0 },
+		"interval too ms": func(m *rttMode) { m.Interval = time.Microsecond },
+		"too long":        func(m *rttMode) { m.Probes, m.Interval = 1_000_000, 10*time.Second },
+		"burners":         func(m *rttMode) { m.Burners = -1 },
+	} {
+		m := ok
+		mutate(&m)
+		if err := m.check(); err == nil {
+			t.Errorf("%s: check passed", name)
+		}
+	}
+}
+
+func TestSessionTarget(t *testing.T) {
+	seen := map[string]bool{}
+	for i := range 70000 {
+		s := sessionTarget(i, 862)
+		if seen[s] {
+			t.Fatalf("target %d (%s) repeats", i, s)
+		}
+		seen[s] = true
+		if strings.HasSuffix(s, ".0:862") || strings.HasSuffix(s, ".255:862") || !strings.HasPrefix(s, "127.") {
+			t.Fatalf("target %d = %s", i, s)
+		}
+	}
+	for i, want := range map[int]string{0: "127.1.0.1:862", 253: "127.1.0.254:862", 254: "127.1.1.1:862", 254 * 256: "127.2.0.1:862"} {
+		if got := sessionTarget(i, 862); got != want {
+			t.Errorf("sessionTarget(%d) = %s, want %s", i, got, want)
+		}
+	}
+}
+
+func TestSenderSequence(t *testing.T) {
+	b := make([]byte, 44)
+	p := stamp.SenderPacket{Sequence: 77, SSID: 3}
+	p.MarshalTo(b)
+	if seq, ok := senderSequence(replyEcho, b); !ok || seq != 77 {
+		t.Errorf("echo: %d %v", seq, ok)
+	}
+	r := stamp.ReflectorPacket{Sequence: 5, SenderSequence: 77}
+	r.MarshalTo(b)
+	if seq, ok := senderSequence(replySTAMP, b); !ok || seq != 77 {
+		t.Errorf("stamp: %d %v", seq, ok)
+	}
+	if _, ok := senderSequence(replySTAMP, b[:43]); ok {
+		t.Error("43 octets accepted")
+	}
+}
+
+func TestMetricsHelpers(t *testing.T) {
+	body := `# TYPE probe_success gauge
+probe_success 1
+# TYPE llama_probe_packets_sent_total counter
+llama_probe_packets_sent_total 120
+# TYPE llama_probe_window_rtt_seconds summary
+llama_probe_window_rtt_seconds{quantile="0.5"} 4.5e-05
+llama_probe_window_rtt_seconds{quantile="0.99"} 9e-05
+llama_probe_window_rtt_seconds_sum 0.005
+llama_probe_window_rtt_seconds_count 100
+# TYPE llama_probe_target_info gauge
+llama_probe_target_info{dst_ip="127.0.0.1",timestamps="kernel"} 1
+# TYPE llama_exporter_sessions gauge
+llama_exporter_sessions{module="a"} 3
+llama_exporter_sessions{module="b"} 4
+`
+	m, err := parseMetrics(strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := m.get("llama_probe_packets_sent_total"); v != 120 {
+		t.Errorf("sent = %v", v)
+	}
+	if v := m.get("llama_exporter_sessions"); v != 7 {
+		t.Errorf("sessions sum = %v", v)
+	}
+	if v := m.get("llama_exporter_sessions", "module", "b"); v != 4 {
+		t.Errorf("sessions{module=b} = %v", v)
+	}
+	if v := m.get("missing"); !math.IsNaN(v) {
+		t.Errorf("missing = %v", v)
+	}
+	if v := m.summaryQuantile("llama_probe_window_rtt_seconds", 0.99); v != 9e-05 {
+		t.Errorf("p99 = %v", v)
+	}
+	if v := m.summaryCount("llama_probe_window_rtt_seconds"); v != 100 {
+		t.Errorf("count = %v", v)
+	}
+	if v := m.label("llama_probe_target_info", "timestamps"); v != "kernel" {
+		t.Errorf("timestamps = %q", v)
+	}
+	if v, ok := sampleValue(body, "probe_success"); !ok || v != 1 {
+		t.Errorf("sampleValue = %v %v", v, ok)
+	}
+}
+
+func TestDurationMS(t *testing.T) {
+	for d, want := range map[time.Duration]string{time.Second: "1000ms", time.Millisecond: "1ms", 90 * time.Second: "90000ms", 1500 * time.Microsecond: "1.5ms"} {
+		if got := durationMS(d); got != want {
+			t.Errorf("durationMS(%v) = %q, want %q", d, got, want)
+		}
+	}
+}

@@ -1,0 +1,289 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout))
+}
+
+// env is what a load-test mode runs with.
+type env struct {
+	ctx context.Context
+	sup *supervisor
+	out io.Writer // summary lines and JSON lines
+	dir string    // config files and child logs
+}
+
+// logf prints progress to stderr, so stdout holds only results.
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s llama-loadtest: %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+}
+
+// exporterFlags are the flags every mode that runs llama_exporter shares.
+type exporterFlags struct {
+	Binary string
+	Args   string
+}
+
+func addExporterFlags(cmd *kingpin.CmdClause, ef *exporterFlags, required bool) {
+	f := cmd.Flag("exporter.binary", "Path of the llama_exporter binary to test.")
+	if required {
+		f = f.Required()
+	}
+	f.StringVar(&ef.Binary)
+	cmd.Flag("exporter.args", "Extra flags for llama_exporter, space separated, e.g. --exporter.args='--log.level=warn'.").StringVar(&ef.Args)
+}
+
+func (ef *exporterFlags) validate() error {
+	if ef.Binary == "" {
+		return nil
+	}
+	st, err := os.Stat(ef.Binary)
+	if err != nil {
+		return fmt.Errorf("--exporter.binary: %w", err)
+	}
+	if st.IsDir() || st.Mode()&0o111 == 0 {
+		return fmt.Errorf("--exporter.binary: %s is not an executable file", ef.Binary)
+	}
+	return nil
+}
+
+// argv returns the exporter's command line: the binary, args, then the
+// user's extra flags (last, so that they can override ours).
+func (ef *exporterFlags) argv(args ...string) []string {
+	return append(append([]string{ef.Binary}, args...), strings.Fields(ef.Args)...)
+}
+
+// validCPUFlag checks an optional --cpu.* flag.
+func validCPUFlag(name, v string) error {
+	if v == "" {
+		return nil
+	}
+	cpus, err := parseCPUList(v)
+	if err != nil {
+		return fmt.Errorf("--%s: %w", name, err)
+	}
+	if err := checkCPUsOnline(cpus); err != nil {
+		return fmt.Errorf("--%s: %w", name, err)
+	}
+	return nil
+}
+
+func run(args []string, stdout io.Writer) int {
+	app := kingpin.New("llama-loadtest", "Load tests for llama_exporter: reflector throughput, probe sessions at scale, loopback RTT. See doc.go.")
+	app.HelpFlag.Short('h')
+	timeout := app.Flag("timeout", "Hard limit on the whole run; children are stopped when it passes.").Default("10m").Duration()
+	keepLogs := app.Flag("keep-logs", "Keep the temporary directory with the children's logs and config files.").Bool()
+	waitIdle := app.Flag("wait-idle", "On a shared machine: first wait up to this long for all CPUs to be less than --idle-busy busy (over 2 s), then start anyway.").Default("0s").Duration()
+	idleBusy := app.Flag("idle-busy", "Busy share (%) under which --wait-idle considers the machine idle.").Default("10").Float64()
+
+	refl := addReflectorCmd(app)
+	sess := addSessionsCmd(app)
+	rtt := addRTTCmd(app)
+
+	echoCmd := app.Command("echo", "Plain UDP echo loop (the baseline reflector).").Hidden()
+	echoListen := echoCmd.Flag("listen", "host:port to listen on.").Required().String()
+	echoFor := echoCmd.Flag("for", "Exit after this long.").Default("15m").Duration()
+	burnCmd := app.Command("burn", "Busy-loop on one CPU.").Hidden()
+	burnFor := burnCmd.Flag("for", "Exit after this long.").Default("15m").Duration()
+	pinCmd := app.Command("pin", "Run a command pinned to CPUs (when taskset is missing).").Hidden()
+	pinCPUs := pinCmd.Flag("cpus", "CPU list.").Required().String()
+	pinArgv := pinCmd.Arg("command", "Command and arguments.").Required().Strings()
+
+	cmd, err := app.Parse(args)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "llama-loadtest: %v\n", err)
+		return 2
+	}
+
+	// Hidden helpers: no supervisor, no temporary directory.
+	switch cmd {
+	case echoCmd.FullCommand():
+		if err := runEcho(*echoListen, *echoFor); err != nil {
+			fmt.Fprintf(os.Stderr, "llama-loadtest echo: %v\n", err)
+			return 1
+		}
+		return 0
+	case burnCmd.FullCommand():
+		runBurn(*burnFor)
+		return 0
+	case pinCmd.FullCommand():
+		err := runPinned(*pinCPUs, *pinArgv)
+		fmt.Fprintf(os.Stderr, "llama-loadtest pin: %v\n", err)
+		return 1
+	}
+
+	var mode interface {
+		validate() error
+		run(*env) error
+	}
+	switch cmd {
+	case refl.cmd.FullCommand():
+		mode = refl
+	case sess.cmd.FullCommand():
+		mode = sess
+	case rtt.cmd.FullCommand():
+		mode = rtt
+	}
+	if err := mode.validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "llama-loadtest %s: %v\n", cmd, err)
+		return 2
+	}
+
+	ctx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer stopSignals()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+
+	dir, err := os.MkdirTemp("", "llama-loadtest-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "llama-loadtest: %v\n", err)
+		return 1
+	}
+	sup := newSupervisor(dir)
+	// Last resort if a mode ignores the context: stop the children and exit.
+	watchdog := time.AfterFunc(*timeout+15*time.Second, func() {
+		logf("watchdog: run exceeded --timeout=%v, killing children", *timeout)
+		sup.stopAll()
+		os.Exit(3)
+	})
+	defer watchdog.Stop()
+
+	if *waitIdle > 0 {
+		waitForIdle(ctx, *waitIdle, *idleBusy)
+	}
+	err = mode.run(&env{ctx: ctx, sup: sup, out: stdout, dir: dir})
+	sup.stopAll()
+	code := 0
+	switch {
+	case err == nil:
+	case errors.Is(err, context.Canceled) || errors.Is(ctx.Err(), context.Canceled):
+		logf("interrupted: %v", err)
+		code = 130
+	case errors.Is(err, context.DeadlineExceeded):
+		logf("--timeout=%v reached: %v", *timeout, err)
+		code = 1
+	default:
+		logf("error: %v", err)
+		code = 1
+	}
+	if *keepLogs || code != 0 {
+		logf("logs and config files kept in %s", dir)
+	} else {
+		os.RemoveAll(dir)
+	}
+	return code
+}
+
+// sleepCtx sleeps for d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// runEcho is the baseline reflector: a per-packet UDP echo loop in one
+// goroutine, like Dropbox LLAMA's reflector (one read and one write system
+// call per packet, no batching, no control messages).
+func runEcho(listen string, d time.Duration) error {
+	addr, err := net.ResolveUDPAddr("udp", listen)
+	if err != nil {
+		return err
+	}
+	conn, err := net.ListenUDP("udp", addr)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("echo listening on %s\n", conn.LocalAddr())
+	time.AfterFunc(d, func() { conn.Close() })
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() { <-sig; conn.Close() }()
+	err = echoLoop(conn)
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+func echoLoop(conn *net.UDPConn) error {
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return err
+		}
+		if _, err := conn.WriteToUDPAddrPort(buf[:n], from); err != nil && errors.Is(err, net.ErrClosed) {
+			return err
+		}
+	}
+}
+
+// runBurn spins one CPU until d has passed.
+func runBurn(d time.Duration) {
+	runtime.GOMAXPROCS(1)
+	end := time.Now().Add(d)
+	x := uint64(1)
+	for {
+		for range 1 << 22 {
+			x = x*6364136223846793005 + 1442695040888963407
+		}
+		if time.Now().After(end) {
+			break
+		}
+	}
+	if x == 42 { // keep the loop from being optimised away
+		fmt.Println(x)
+	}
+}
+
+// waitForIdle waits up to limit for every CPU to be less than busyPct busy
+// over a 2 s sample.
+func waitForIdle(ctx context.Context, limit time.Duration, busyPct float64) {
+	end := time.Now().Add(limit)
+	for {
+		var m machineMeter
+		m.start()
+		if sleepCtx(ctx, 2*time.Second) != nil {
+			return
+		}
+		m.stop()
+		worst := 0.0
+		for _, u := range m.Usage {
+			worst = max(worst, u.Busy)
+		}
+		if worst < busyPct {
+			logf("machine idle enough: %s", fmtCPUUsage(m.Usage))
+			return
+		}
+		if time.Now().After(end) {
+			logf("machine still busy after --wait-idle=%v (%s); starting anyway", limit, fmtCPUUsage(m.Usage))
+			return
+		}
+		logf("waiting for an idle machine: %s", fmtCPUUsage(m.Usage))
+		if sleepCtx(ctx, 3*time.Second) != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,475 @@
+//go:build linux
+
+package main
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"slices"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"golang.org/x/sys/unix"
+)
+
+// reflectorMode is "llama-loadtest reflector": closed-loop throughput of a
+// reflector on one core, against a plain Go UDP echo loop as the baseline.
+type reflectorMode struct {
+	cmd          *kingpin.CmdClause
+	ef           exporterFlags
+	Baseline     string
+	Sockets      int
+	Window       int
+	PacketSize   int
+	Duration     time.Duration
+	Warmup       time.Duration
+	Drain        time.Duration
+	LossTimeout  time.Duration
+	CPUReflector string
+	CPUGenerator string
+	Rounds       int
+	SampleEvery  int
+	Generator    string
+	GSO          bool
+}
+
+func addReflectorCmd(app *kingpin.Application) *reflectorMode {
+	m := &reflectorMode{}
+	c := app.Command("reflector", "Drive reflectors closed-loop and report replies per second and loss: the baseline UDP echo, then llama_exporter's STAMP reflector.")
+	m.cmd = c
+	addExporterFlags(c, &m.ef, false)
+	c.Flag("baseline", "Baseline echo reflector: process (this tool's hidden echo subcommand, pinned like the real one), inprocess (a goroutine on a thread pinned to --cpu.reflector), none.").Default("process").EnumVar(&m.Baseline, "process", "inprocess", "none")
+	c.Flag("sockets", "K: generator sockets (distinct source ports).").Default("4").IntVar(&m.Sockets)
+	c.Flag("window", "W: outstanding probes per socket; each reply triggers the next probe.").Default("32").IntVar(&m.Window)
+	c.Flag("packet-size", "UDP payload octets of a probe (STAMP minimum 44).").Default("44").IntVar(&m.PacketSize)
+	c.Flag("duration", "D: measured period per reflector.").Default("10s").DurationVar(&m.Duration)
+	c.Flag("warmup", "Load before the measured period.").Default("2s").DurationVar(&m.Warmup)
+	c.Flag("drain", "After sending stops, wait this long at most for outstanding replies; what is still missing is lost.").Default("1s").DurationVar(&m.Drain)
+	c.Flag("loss-timeout", "An unanswered probe is replaced after this, so that a lost packet does not shrink the window.").Default("200ms").DurationVar(&m.LossTimeout)
+	c.Flag("cpu.reflector", "CPU list the reflectors under test are pinned to (taskset -c); empty: no pinning.").Default("1").StringVar(&m.CPUReflector)
+	c.Flag("cpu.generator", "CPU list this tool (the load generator) is pinned to; empty: no pinning.").Default("0").StringVar(&m.CPUGenerator)
+	c.Flag("rounds", "Measure baseline and llama_exporter this many times, alternating.").Default("1").IntVar(&m.Rounds)
+	c.Flag("generator", "poll: the generator busy-polls its sockets (its CPU then reads 100%; see empty receive calls for its headroom); block: it sleeps in the netpoller between replies.").Default("block").EnumVar(&m.Generator, "poll", "block")
+	c.Flag("gso", "Send each batch of probes as one UDP GSO write (UDP_SEGMENT); the reflector still receives one datagram per probe.").Default("true").BoolVar(&m.GSO)
+	c.Flag("sample-every", "Keep the RTT of one reply in this many.").Default("16").IntVar(&m.SampleEvery)
+	return m
+}
+
+// check validates the flags without touching the system.
+func (m *reflectorMode) check() error {
+	switch {
+	case m.Sockets < 1 || m.Sockets > 256:
+		return fmt.Errorf("--sockets=%d: want 1..256", m.Sockets)
+	case m.Window < 1 || m.Window > 4096:
+		return fmt.Errorf("--window=%d: want 1..4096", m.Window)
+	case m.PacketSize < 44 || m.PacketSize > 1472:
+		return fmt.Errorf("--packet-size=%d: want 44..1472", m.PacketSize)
+	case m.Duration <= 0 || m.Duration > 10*time.Minute:
+		return fmt.Errorf("--duration=%v: want more than 0 and at most 10m", m.Duration)
+	case m.Warmup < 0 || m.Warmup > time.Minute:
+		return fmt.Errorf("--warmup=%v: want 0..1m", m.Warmup)
+	case m.Drain <= 0 || m.Drain > 30*time.Second:
+		return fmt.Errorf("--drain=%v: want more than 0 and at most 30s", m.Drain)
+	case m.LossTimeout < 10*time.Millisecond || m.LossTimeout > 10*time.Second:
+		return fmt.Errorf("--loss-timeout=%v: want 10ms..10s", m.LossTimeout)
+	case m.Rounds < 1 || m.Rounds > 20:
+		return fmt.Errorf("--rounds=%d: want 1..20", m.Rounds)
+	case m.SampleEvery < 1:
+		return fmt.Errorf("--sample-every=%d: want at least 1", m.SampleEvery)
+	case m.Baseline == "none" && m.ef.Binary == "":
+		return errors.New("nothing to measure: --baseline=none and no --exporter.binary")
+	case m.Baseline == "inprocess" && m.CPUReflector != "" && m.CPUReflector == m.CPUGenerator:
+		return errors.New("--baseline=inprocess needs --cpu.reflector different from --cpu.generator")
+	}
+	for _, c := range []struct{ name, v string }{{"cpu.reflector", m.CPUReflector}, {"cpu.generator", m.CPUGenerator}} {
+		if c.v != "" {
+			if _, err := parseCPUList(c.v); err != nil {
+				return fmt.Errorf("--%s: %w", c.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (m *reflectorMode) validate() error {
+	if err := m.check(); err != nil {
+		return err
+	}
+	if err := validCPUFlag("cpu.reflector", m.CPUReflector); err != nil {
+		return err
+	}
+	if err := validCPUFlag("cpu.generator", m.CPUGenerator); err != nil {
+		return err
+	}
+	return m.ef.validate()
+}
+
+// reflResult is one measured run of one reflector.
+type reflResult struct {
+	Impl          string
+	Round         int
+	Elapsed       time.Duration
+	RepliesPerSec float64
+	SentPerSec    float64
+	Total         genTotals
+	RTT           map[float64]float64
+	RTTSamples    int
+	ReflectorCPU  float64 // % of one core, -1 unknown
+	GeneratorCPU  float64
+	// EmptyRecvPct is the share of the generator's receive calls that
+	// found nothing (its headroom when polling); AvgBatch the replies per
+	// non-empty receive call.
+	EmptyRecvPct float64
+	AvgBatch     float64
+	Machine      machineMeter
+	// Receive-buffer drops on the reflector's sockets over the run (-1
+	// when unknown) and on the generator's.
+	ReflectorDrops int64
+	GeneratorDrops uint64
+}
+
+func (r *reflResult) lost() uint64 {
+	if r.Total.Received > r.Total.Sent {
+		return 0
+	}
+	return r.Total.Sent - r.Total.Received
+}
+
+func (r *reflResult) lossRatio() float64 {
+	if r.Total.Sent == 0 {
+		return math.NaN()
+	}
+	return float64(r.lost()) / float64(r.Total.Sent)
+}
+
+// reflectorUnderTest is a started reflector.
+type reflectorUnderTest struct {
+	addr netip.AddrPort
+	kind replyKind
+	cpu  func() (time.Duration, error)
+	dead func() error // non-nil error once the reflector has died
+	stop func()
+	// inSelf: the reflector is a thread of this process, whose CPU must
+	// not be counted as the generator's.
+	inSelf bool
+	pid    int // of a reflector process, for its socket drops; 0 if inSelf
+}
+
+func (m *reflectorMode) run(e *env) error {
+	if m.CPUGenerator != "" {
+		cpus, _ := parseCPUList(m.CPUGenerator)
+		if err := pinSelf(cpus); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(e.out, "# reflector: closed loop, %d sockets x %d outstanding %d-octet probes, warm-up %v, measured %v, drain %v; reflector on CPU %s, generator on CPU %s (GOMAXPROCS %d)\n",
+		m.Sockets, m.Window, m.PacketSize, m.Warmup, m.Duration, m.Drain, orNone(m.CPUReflector), orNone(m.CPUGenerator), runtime.GOMAXPROCS(0))
+	type impl struct {
+		name  string
+		start func() (*reflectorUnderTest, error)
+	}
+	var impls []impl
+	if m.Baseline != "none" {
+		impls = append(impls, impl{"baseline-echo", func() (*reflectorUnderTest, error) { return m.startBaseline(e) }})
+	}
+	if m.ef.Binary != "" {
+		impls = append(impls, impl{"llama_exporter", func() (*reflectorUnderTest, error) { return m.startExporter(e) }})
+	}
+	var baseRates, realRates []float64
+	for round := 1; round <= m.Rounds; round++ {
+		var base *reflResult
+		for _, im := range impls {
+			logf("round %d: starting %s", round, im.name)
+			r, err := im.start()
+			if err != nil {
+				return fmt.Errorf("%s: %w", im.name, err)
+			}
+			res, err := m.measure(e, im.name, r)
+			r.stop()
+			if err != nil {
+				return fmt.Errorf("%s: %w", im.name, err)
+			}
+			res.Round = round
+			m.report(e, res, base)
+			if im.name == "baseline-echo" {
+				base = res
+				baseRates = append(baseRates, res.RepliesPerSec)
+			} else {
+				realRates = append(realRates, res.RepliesPerSec)
+			}
+		}
+	}
+	if m.Rounds > 1 && len(baseRates) > 0 && len(realRates) > 0 {
+		b, r := median(baseRates), median(realRates)
+		fmt.Fprintf(e.out, "reflector summary over %d rounds: median baseline %.0f replies/s, median llama_exporter %.0f replies/s, ratio %.2f\n", m.Rounds, b, r, r/b)
+		jsonLine(e.out, map[string]any{"mode": "reflector", "impl": "summary", "rounds": m.Rounds,
+			"baseline_replies_per_s_median": math.Round(b), "llama_exporter_replies_per_s_median": math.Round(r), "ratio": round2(r / b)})
+	}
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(any)"
+	}
+	return s
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return math.NaN()
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// budget is how long one reflector lives at most: a safety limit for the
+// echo subprocess in case the tool dies without killing it.
+func (m *reflectorMode) budget() time.Duration {
+	return m.Warmup + m.Duration + m.Drain + time.Minute
+}
+
+func (m *reflectorMode) startBaseline(e *env) (*reflectorUnderTest, error) {
+	if m.Baseline == "inprocess" {
+		return m.startInprocessEcho(e)
+	}
+	port, err := freeUDPPort("127.0.0.1")
+	if err != nil {
+		return nil, err
+	}
+	addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
+	c, err := e.sup.start("echo", m.CPUReflector, selfExe(), "echo", "--listen="+addr.String(), "--for="+m.budget().String())
+	if err != nil {
+		return nil, err
+	}
+	return m.ready(e, addr, replyEcho, c)
+}
+
+func (m *reflectorMode) startExporter(e *env) (*reflectorUnderTest, error) {
+	port, err := freeUDPPort("127.0.0.1")
+	if err != nil {
+		return nil, err
+	}
+	addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
+	c, err := e.sup.start("llama_exporter", m.CPUReflector, m.ef.argv(
+		"--reflector.listen-address="+addr.String(),
+		"--web.listen-address=127.0.0.1:0",
+		"--reflector.max-pps=0", "--reflector.max-pps-per-source=0",
+	)...)
+	if err != nil {
+		return nil, err
+	}
+	return m.ready(e, addr, replySTAMP, c)
+}
+
+func (m *reflectorMode) ready(e *env, addr netip.AddrPort, kind replyKind, c *child) (*reflectorUnderTest, error) {
+	dead := func() error {
+		if c.Exited() {
+			return c.exitError()
+		}
+		return nil
+	}
+	r := &reflectorUnderTest{addr: addr, kind: kind, dead: dead, pid: c.PID,
+		cpu:  func() (time.Duration, error) { return processCPU(c.PID) },
+		stop: func() { e.sup.stop(c, 3*time.Second) }}
+	if err := waitReflector(e.ctx, addr, kind, 10*time.Second, dead); err != nil {
+		r.stop()
+		return nil, err
+	}
+	return r, nil
+}
+
+// startInprocessEcho runs the echo loop in a goroutine locked to an OS
+// thread pinned to --cpu.reflector. Its CPU is that thread's.
+func (m *reflectorMode) startInprocessEcho(e *env) (*reflectorUnderTest, error) {
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, err
+	}
+	// The echo goroutine needs a P of its own next to the generator's
+	// (its thread is pinned elsewhere), while it runs.
+	procs := runtime.GOMAXPROCS(0)
+	runtime.GOMAXPROCS(procs + 1)
+	tids := make(chan int, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		// The thread goes back to the pool afterwards (rather than exit,
+		// which would fire the parent-death signal of any child it once
+		// forked), so it gets the affinity it had back.
+		var prev unix.CPUSet
+		unix.SchedGetaffinity(0, &prev)
+		defer unix.SchedSetaffinity(0, &prev)
+		if m.CPUReflector != "" {
+			cpus, _ := parseCPUList(m.CPUReflector)
+			if err := unix.SchedSetaffinity(0, cpuSet(cpus)); err != nil {
+				logf("inprocess echo: pinning: %v", err)
+			}
+		}
+		tids <- unix.Gettid()
+		echoLoop(conn)
+	}()
+	tid := <-tids
+	addr := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	r := &reflectorUnderTest{addr: addr, kind: replyEcho, inSelf: true,
+		cpu:  func() (time.Duration, error) { return threadCPU(tid) },
+		dead: func() error { return nil },
+		stop: func() { conn.Close(); <-done; runtime.GOMAXPROCS(procs) }}
+	if err := waitReflector(e.ctx, addr, replyEcho, 5*time.Second, nil); err != nil {
+		r.stop()
+		return nil, err
+	}
+	return r, nil
+}
+
+func (m *reflectorMode) measure(e *env, impl string, r *reflectorUnderTest) (*reflResult, error) {
+	g, err := newGenerator(genConfig{Target: r.addr, Kind: r.kind, Sockets: m.Sockets, Window: m.Window,
+		PacketSize: m.PacketSize, LossTimeout: m.LossTimeout, SampleEvery: m.SampleEvery, Poll: m.Generator == "poll", GSO: m.GSO})
+	if err != nil {
+		return nil, err
+	}
+	var reflDrops0 uint64
+	if r.pid != 0 {
+		reflDrops0 = processUDPDrops(r.pid)
+	}
+	g.start()
+	if err := sleepCtx(e.ctx, m.Warmup); err != nil {
+		g.stop(0)
+		return nil, err
+	}
+	reflCPU := newCPUMeter(r.cpu)
+	genCPU := newCPUMeter(func() (time.Duration, error) {
+		self := selfCPU()
+		if r.inSelf {
+			t, err := r.cpu()
+			return self - t, err
+		}
+		return self, nil
+	})
+	var machine machineMeter
+	t0 := g.totals()
+	start := time.Now()
+	machine.start()
+	reflCPU.start()
+	genCPU.start()
+	g.measuring.Store(true)
+	err = sleepCtx(e.ctx, m.Duration)
+	t1 := g.totals()
+	elapsed := time.Since(start)
+	reflCPU.stop()
+	genCPU.stop()
+	machine.stop()
+	g.measuring.Store(false)
+	if err != nil {
+		g.stop(0)
+		return nil, err
+	}
+	genDrops := processUDPDrops(os.Getpid())
+	if err := g.stop(m.Drain); err != nil {
+		return nil, err
+	}
+	reflDrops := int64(-1)
+	if r.pid != 0 {
+		reflDrops = int64(processUDPDrops(r.pid) - reflDrops0)
+	}
+	if err := r.dead(); err != nil {
+		return nil, err
+	}
+	res := &reflResult{
+		Impl: impl, Elapsed: elapsed,
+		RepliesPerSec:  float64(t1.Received-t0.Received) / elapsed.Seconds(),
+		SentPerSec:     float64(t1.Sent-t0.Sent) / elapsed.Seconds(),
+		Total:          g.totals(),
+		ReflectorCPU:   reflCPU.Percent(),
+		GeneratorCPU:   genCPU.Percent(),
+		Machine:        machine,
+		ReflectorDrops: reflDrops,
+		GeneratorDrops: genDrops,
+	}
+	if calls := t1.RecvCalls - t0.RecvCalls; calls > 0 {
+		empty := t1.EmptyRecvs - t0.EmptyRecvs
+		res.EmptyRecvPct = 100 * float64(empty) / float64(calls)
+		if calls > empty {
+			res.AvgBatch = float64(t1.Received-t0.Received) / float64(calls-empty)
+		}
+	}
+	rtts := g.sampledRTTs()
+	res.RTTSamples = len(rtts)
+	res.RTT = durationQuantiles(rtts, 0.5, 0.99, 0.999)
+	return res, nil
+}
+
+func (m *reflectorMode) report(e *env, r *reflResult, base *reflResult) {
+	ratio := math.NaN()
+	if base != nil && base.RepliesPerSec > 0 {
+		ratio = r.RepliesPerSec / base.RepliesPerSec
+	}
+	line := fmt.Sprintf("reflector %-15s round %d: %9.0f replies/s  sent %d received %d lost %d (%.4f%%) late %d dup %d stray %d  socket drops: reflector %s generator %d  rtt p50 %s p99 %s p99.9 %s  cpu: reflector %s generator %s",
+		r.Impl, r.Round, r.RepliesPerSec, r.Total.Sent, r.Total.Received, r.lost(), 100*r.lossRatio(),
+		r.Total.Late, r.Total.Dup, r.Total.Stray, dropsString(r.ReflectorDrops), r.GeneratorDrops,
+		fmtSeconds(r.RTT[0.5]), fmtSeconds(r.RTT[0.99]), fmtSeconds(r.RTT[0.999]),
+		fmtPct(r.ReflectorCPU), fmtPct(r.GeneratorCPU))
+	line += fmt.Sprintf(" (%.0f%% of its receive calls empty, %.1f replies per batch); machine: %s", r.EmptyRecvPct, r.AvgBatch, fmtCPUUsage(r.Machine.Usage))
+	if !math.IsNaN(ratio) {
+		line += fmt.Sprintf("  ratio to baseline %.2f", ratio)
+	}
+	if r.ReflectorCPU >= 0 && r.ReflectorCPU < 90 {
+		line += "  [reflector below 90% of its core: it was not the bottleneck, this rate is a lower bound (generator or other load on the machine)]"
+	}
+	fmt.Fprintln(e.out, line)
+	jsonLine(e.out, map[string]any{
+		"mode": "reflector", "impl": r.Impl, "round": r.Round,
+		"sockets": m.Sockets, "window": m.Window, "packet_size": m.PacketSize,
+		"cpu_reflector": m.CPUReflector, "cpu_generator": m.CPUGenerator,
+		"duration_s":                  round2(r.Elapsed.Seconds()),
+		"replies_per_s":               math.Round(r.RepliesPerSec),
+		"sent_per_s":                  math.Round(r.SentPerSec),
+		"sent":                        r.Total.Sent,
+		"received":                    r.Total.Received,
+		"lost":                        r.lost(),
+		"loss_ratio":                  r.lossRatio(),
+		"late":                        r.Total.Late,
+		"duplicates":                  r.Total.Dup,
+		"stray":                       r.Total.Stray,
+		"replaced":                    r.Total.TimedOut,
+		"reflector_socket_drops":      nullIfNegative(r.ReflectorDrops),
+		"generator_socket_drops":      r.GeneratorDrops,
+		"gso":                         m.GSO,
+		"machine_busy_pct":            r.Machine.JSON(),
+		"rtt_p50_us":                  micros(r.RTT[0.5]),
+		"rtt_p99_us":                  micros(r.RTT[0.99]),
+		"rtt_p999_us":                 micros(r.RTT[0.999]),
+		"rtt_samples":                 r.RTTSamples,
+		"reflector_cpu_pct":           round2(r.ReflectorCPU),
+		"generator_cpu_pct":           round2(r.GeneratorCPU),
+		"generator":                   m.Generator,
+		"generator_empty_recv_pct":    round2(r.EmptyRecvPct),
+		"generator_replies_per_batch": round2(r.AvgBatch),
+		"ratio_to_baseline":           round2(ratio),
+	})
+}
+
+func dropsString(n int64) string {
+	if n < 0 {
+		return "n/a"
+	}
+	return fmt.Sprint(n)
+}
+
+func nullIfNegative(n int64) any {
+	if n < 0 {
+		return nil
+	}
+	return n
+}

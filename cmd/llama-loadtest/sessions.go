@@ -1,0 +1,655 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+)
+
+// sessionsMode is "llama-loadtest sessions": N probe sessions in one
+// exporter, its CPU and memory in steady state, /probe latency and loss.
+type sessionsMode struct {
+	cmd               *kingpin.CmdClause
+	ef                exporterFlags
+	Sessions          int
+	Interval          time.Duration
+	ProbeTimeout      time.Duration
+	Window            time.Duration
+	Flows             int
+	Duration          time.Duration
+	Warmup            time.Duration
+	CreateConcurrency int
+	CreateTimeout     time.Duration
+	ScrapeRate        float64
+	ScrapeConcurrency int
+	Reflector         string
+	CPUExporter       string
+	CPUReflector      string
+	Sweep             bool
+	SweepConcurrency  int
+}
+
+// maxSessions bounds --sessions: targets are 127.x.y.z with x from 1 to
+// 254 and z from 1 to 254.
+const maxSessions = 254 * 256 * 254
+
+func addSessionsCmd(app *kingpin.Application) *sessionsMode {
+	m := &sessionsMode{}
+	c := app.Command("sessions", "Start N probe sessions in one llama_exporter (one /probe per distinct loopback target) and measure its CPU, RSS and /probe latency in steady state, and the loss it reports.")
+	m.cmd = c
+	addExporterFlags(c, &m.ef, true)
+	c.Flag("sessions", "N: probe sessions (distinct targets 127.1.0.1, 127.1.0.2, ... on one reflector port).").Default("10000").IntVar(&m.Sessions)
+	c.Flag("interval", "Module interval: time between two probes of one session.").Default("1s").DurationVar(&m.Interval)
+	c.Flag("probe-timeout", "Module timeout.").Default("1s").DurationVar(&m.ProbeTimeout)
+	c.Flag("window", "Module window.").Default("30s").DurationVar(&m.Window)
+	c.Flag("flows", "Module flows (source ports).").Default("8").IntVar(&m.Flows)
+	c.Flag("duration", "D: measured steady-state period.").Default("30s").DurationVar(&m.Duration)
+	c.Flag("warmup", "Wait after the last session is created before measuring.").Default("5s").DurationVar(&m.Warmup)
+	c.Flag("create.concurrency", "Concurrent first /probe requests while creating sessions (each waits for its first probe).").Default("256").IntVar(&m.CreateConcurrency)
+	c.Flag("create.timeout", "Give up if creating the sessions takes longer.").Default("3m").DurationVar(&m.CreateTimeout)
+	c.Flag("scrape.rate", "/probe scrapes per second of random targets during the measured period.").Default("20").Float64Var(&m.ScrapeRate)
+	c.Flag("scrape.concurrency", "Concurrent scrapes at most during the measured period.").Default("8").IntVar(&m.ScrapeConcurrency)
+	c.Flag("reflector", "separate: a second llama_exporter process reflects (its CPU is reported apart); embedded: the exporter's own reflector.").Default("separate").EnumVar(&m.Reflector, "separate", "embedded")
+	c.Flag("cpu.exporter", "CPU list to pin the exporter to; empty: no pinning.").StringVar(&m.CPUExporter)
+	c.Flag("cpu.reflector", "CPU list to pin the separate reflector to; empty: no pinning.").StringVar(&m.CPUReflector)
+	c.Flag("sweep", "After the measured period, scrape every target once and sum the loss counters.").Default("true").BoolVar(&m.Sweep)
+	c.Flag("sweep.concurrency", "Concurrent scrapes in the final sweep.").Default("32").IntVar(&m.SweepConcurrency)
+	return m
+}
+
+func (m *sessionsMode) check() error {
+	switch {
+	case m.Sessions < 1 || m.Sessions > maxSessions:
+		return fmt.Errorf("--sessions=%d: want 1..%d", m.Sessions, maxSessions)
+	case m.Interval < time.Millisecond || m.Interval > time.Minute:
+		return fmt.Errorf("--interval=%v: want 1ms..1m", m.Interval)
+	case m.ProbeTimeout < time.Millisecond || m.ProbeTimeout > time.Minute:
+		return fmt.Errorf("--probe-timeout=%v: want 1ms..1m", m.ProbeTimeout)
+	case m.Window < m.Interval || m.Window > time.Hour:
+		return fmt.Errorf("--window=%v: want --interval..1h", m.Window)
+	case m.Flows < 1 || m.Flows > 1024:
+		return fmt.Errorf("--flows=%d: want 1..1024", m.Flows)
+	case m.Duration <= 0 || m.Duration > 30*time.Minute:
+		return fmt.Errorf("--duration=%v: want more than 0 and at most 30m", m.Duration)
+	case m.Warmup < 0 || m.Warmup > 10*time.Minute:
+		return fmt.Errorf("--warmup=%v: want 0..10m", m.Warmup)
+	case m.CreateConcurrency < 1 || m.CreateConcurrency > 4096:
+		return fmt.Errorf("--create.concurrency=%d: want 1..4096", m.CreateConcurrency)
+	case m.CreateTimeout <= 0:
+		return fmt.Errorf("--create.timeout=%v: want more than 0", m.CreateTimeout)
+	case m.ScrapeRate < 0 || m.ScrapeRate > 10000 || math.IsNaN(m.ScrapeRate):
+		return fmt.Errorf("--scrape.rate=%v: want 0..10000", m.ScrapeRate)
+	case m.ScrapeConcurrency < 1 || m.ScrapeConcurrency > 1024:
+		return fmt.Errorf("--scrape.concurrency=%d: want 1..1024", m.ScrapeConcurrency)
+	case m.SweepConcurrency < 1 || m.SweepConcurrency > 1024:
+		return fmt.Errorf("--sweep.concurrency=%d: want 1..1024", m.SweepConcurrency)
+	case m.Reflector == "embedded" && m.CPUReflector != "":
+		return errors.New("--cpu.reflector needs --reflector=separate")
+	}
+	return nil
+}
+
+func (m *sessionsMode) validate() error {
+	if err := m.check(); err != nil {
+		return err
+	}
+	if err := validCPUFlag("cpu.exporter", m.CPUExporter); err != nil {
+		return err
+	}
+	if err := validCPUFlag("cpu.reflector", m.CPUReflector); err != nil {
+		return err
+	}
+	return m.ef.validate()
+}
+
+// sessionTarget is the i-th target (0-based): a distinct loopback address,
+// 127.1.0.1, 127.1.0.2, ... 127.1.0.254, 127.1.1.1, ... (last octets 0 and
+// 255 are skipped), all reaching one reflector bound to 0.0.0.0:port.
+func sessionTarget(i, port int) string {
+	hi, lo := i/254, i%254+1
+	a := netip.AddrFrom4([4]byte{127, byte(1 + hi/256), byte(hi % 256), byte(lo)})
+	return netip.AddrPortFrom(a, uint16(port)).String()
+}
+
+// durationMS formats d for the YAML config in milliseconds, which every
+// duration parser accepts.
+func durationMS(d time.Duration) string {
+	if d%time.Millisecond != 0 {
+		return d.String()
+	}
+	return fmt.Sprintf("%dms", d.Milliseconds())
+}
+
+const sessionsModule = "loadtest"
+
+func (m *sessionsMode) config(port int) string {
+	return fmt.Sprintf(`# written by llama-loadtest sessions
+modules:
+  %s:
+    prober: stamp
+    interval: %s
+    timeout: %s
+    window: %s
+    flows: %d
+    port: %d
+    ip_protocol: ip4
+`, sessionsModule, durationMS(m.Interval), durationMS(m.ProbeTimeout), durationMS(m.Window), m.Flows, port)
+}
+
+func probeURL(webAddr, module, target string, debug bool) string {
+	q := url.Values{"module": {module}, "target": {target}}
+	if debug {
+		q.Set("debug", "true")
+	}
+	return "http://" + webAddr + "/probe?" + q.Encode()
+}
+
+// latencies collects request latencies from several goroutines.
+type latencies struct {
+	mu   sync.Mutex
+	d    []time.Duration
+	errs int
+	err  error
+}
+
+func (l *latencies) add(d time.Duration, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err != nil {
+		l.errs++
+		if l.err == nil {
+			l.err = err
+		}
+		return
+	}
+	l.d = append(l.d, d)
+}
+
+// stats returns p50, p90, p99 and max in seconds.
+func (l *latencies) stats() (p50, p90, p99, maxv float64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	q := durationQuantiles(l.d, 0.5, 0.9, 0.99, 1)
+	return q[0.5], q[0.9], q[0.99], q[1]
+}
+
+func (m *sessionsMode) run(e *env) error {
+	ctx := e.ctx
+	rport, err := freeUDPPort("0.0.0.0")
+	if err != nil {
+		return err
+	}
+	webPort, err := freeTCPPort()
+	if err != nil {
+		return err
+	}
+	webAddr := fmt.Sprintf("127.0.0.1:%d", webPort)
+	cfgPath := filepath.Join(e.dir, "loadtest.yml")
+	if err := os.WriteFile(cfgPath, []byte(m.config(rport)), 0o644); err != nil {
+		return err
+	}
+	reflFlags := []string{fmt.Sprintf("--reflector.listen-address=0.0.0.0:%d", rport),
+		"--reflector.max-pps=0", "--reflector.max-pps-per-source=0"}
+	firstTarget, _ := netip.ParseAddrPort(sessionTarget(0, rport))
+
+	// The reflector.
+	var refl *child
+	reflWeb := webAddr
+	if m.Reflector == "separate" {
+		p, err := freeTCPPort()
+		if err != nil {
+			return err
+		}
+		reflWeb = fmt.Sprintf("127.0.0.1:%d", p)
+		refl, err = e.sup.start("reflector", m.CPUReflector, m.ef.argv(append(reflFlags, "--web.listen-address="+reflWeb)...)...)
+		if err != nil {
+			return err
+		}
+		if err := waitHTTPReady(ctx, refl, reflWeb, 15*time.Second); err != nil {
+			return err
+		}
+		if err := waitReflector(ctx, firstTarget, replySTAMP, 10*time.Second, deadFunc(refl)); err != nil {
+			return err
+		}
+	}
+
+	// The exporter.
+	args := []string{"--config.file=" + cfgPath, "--web.listen-address=" + webAddr,
+		fmt.Sprintf("--probe.max-targets=%d", 2*m.Sessions+100)}
+	if m.Reflector == "separate" {
+		args = append(args, "--no-reflector")
+	} else {
+		args = append(args, reflFlags...)
+	}
+	exp, err := e.sup.start("exporter", m.CPUExporter, m.ef.argv(args...)...)
+	if err != nil {
+		return err
+	}
+	if err := waitHTTPReady(ctx, exp, webAddr, 15*time.Second); err != nil {
+		return err
+	}
+	if refl == nil {
+		if err := waitReflector(ctx, firstTarget, replySTAMP, 10*time.Second, deadFunc(exp)); err != nil {
+			return err
+		}
+	}
+	mem0, _ := processMem(exp.PID)
+	fmt.Fprintf(e.out, "# sessions: %d targets 127.1.0.1.. port %d, module interval %v timeout %v window %v flows %d, reflector %s; exporter pid %d on CPU %s, reflector on CPU %s; idle exporter RSS %s\n",
+		m.Sessions, rport, m.Interval, m.ProbeTimeout, m.Window, m.Flows, m.Reflector, exp.PID, orNone(m.CPUExporter), orNone(m.CPUReflector), fmtBytes(mem0.RSS))
+
+	client := &http.Client{
+		Transport: &http.Transport{MaxIdleConns: 4096, MaxIdleConnsPerHost: m.CreateConcurrency + m.ScrapeConcurrency + m.SweepConcurrency,
+			DisableCompression: true},
+		Timeout: 60 * time.Second,
+	}
+	defer client.CloseIdleConnections()
+
+	// Create the sessions.
+	logf("creating %d sessions, %d at a time", m.Sessions, m.CreateConcurrency)
+	createStart := time.Now()
+	created, err := m.create(ctx, client, webAddr, rport, exp)
+	createTime := time.Since(createStart)
+	if err != nil {
+		return err
+	}
+	cp50, _, cp99, cmax := created.lat.stats()
+	metrics, _, err := fetchMetrics(ctx, client, "http://"+webAddr+"/metrics")
+	if err != nil {
+		return err
+	}
+	nSessions := metrics.get("llama_exporter_sessions")
+	memCreated, _ := processMem(exp.PID)
+	fmt.Fprintf(e.out, "sessions created: %d of %d in %.1fs (%.0f/s); first /probe p50 %s p99 %s max %s; non-200 %d, errors %d; probe_success=1 on first scrape %d; llama_exporter_sessions %.0f; exporter RSS %s\n",
+		created.ok, m.Sessions, createTime.Seconds(), float64(created.ok)/createTime.Seconds(),
+		fmtSeconds(cp50), fmtSeconds(cp99), fmtSeconds(cmax), created.non200, created.lat.errs, created.success, nSessions, fmtBytes(memCreated.RSS))
+	if created.ok < m.Sessions {
+		logf("warning: only %d of %d sessions created (first error: %v)", created.ok, m.Sessions, created.firstErr)
+	}
+
+	logf("warm-up %v", m.Warmup)
+	if err := sleepCtx(ctx, m.Warmup); err != nil {
+		return err
+	}
+
+	// Steady state.
+	logf("measuring %v, %.0f scrapes/s", m.Duration, m.ScrapeRate)
+	reflMetrics0, _, err := fetchMetrics(ctx, client, "http://"+reflWeb+"/metrics")
+	if err != nil {
+		return err
+	}
+	expMeter := newCPUMeter(func() (time.Duration, error) { return processCPU(exp.PID) })
+	var reflMeter *cpuMeter
+	if refl != nil {
+		reflMeter = newCPUMeter(func() (time.Duration, error) { return processCPU(refl.PID) })
+	}
+	var machine machineMeter
+	expDrops0 := processUDPDrops(exp.PID)
+	var reflDrops0 uint64
+	if refl != nil {
+		reflDrops0 = processUDPDrops(refl.PID)
+	}
+	start := time.Now()
+	machine.start()
+	expMeter.start()
+	reflMeter.start()
+	scr := &latencies{}
+	var skipped atomic.Int64
+	issued := m.steady(ctx, client, webAddr, rport, scr, &skipped)
+	expMeter.stop()
+	reflMeter.stop()
+	machine.stop()
+	elapsed := time.Since(start)
+	expDrops := processUDPDrops(exp.PID) - expDrops0
+	var reflDrops uint64
+	if refl != nil {
+		reflDrops = processUDPDrops(refl.PID) - reflDrops0
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if exp.Exited() {
+		return exp.exitError()
+	}
+	reflMetrics1, _, err := fetchMetrics(ctx, client, "http://"+reflWeb+"/metrics")
+	if err != nil {
+		return err
+	}
+	memEnd, _ := processMem(exp.PID)
+	st, _ := readProcStat(fmt.Sprintf("/proc/%d/stat", exp.PID))
+	expMetrics, _, err := fetchMetrics(ctx, client, "http://"+webAddr+"/metrics")
+	if err != nil {
+		return err
+	}
+	reflPPS := (reflMetrics1.get("llama_reflector_packets_reflected_total") - reflMetrics0.get("llama_reflector_packets_reflected_total")) / elapsed.Seconds()
+	throttled := reflMetrics1.get("llama_reflector_packets_throttled_total")
+	expectedPPS := float64(m.Sessions) / m.Interval.Seconds()
+	sp50, sp90, sp99, smax := scr.stats()
+
+	fmt.Fprintf(e.out, "sessions steady state %d sessions over %.1fs: exporter CPU %.2fs = %s of one core (%.2f µs per probe), reflector CPU %s; probes reflected %.0f/s (expected %.0f/s); throttled %.0f\n",
+		m.Sessions, elapsed.Seconds(), expMeter.CPU.Seconds(), fmtPct(expMeter.Percent()),
+		1e6*expMeter.CPU.Seconds()/(expectedPPS*elapsed.Seconds()), fmtPct(reflMeter.Percent()), reflPPS, expectedPPS, throttled)
+	fmt.Fprintf(e.out, "sessions receive-buffer drops over the period: exporter sockets %d, reflector sockets %d; machine: %s\n",
+		expDrops, reflDrops, fmtCPUUsage(machine.Usage))
+	fmt.Fprintf(e.out, "sessions exporter memory: RSS %s (%.1f KiB per session over idle), peak %s, threads %d\n",
+		fmtBytes(memEnd.RSS), (float64(memEnd.RSS)-float64(mem0.RSS))/1024/float64(m.Sessions), fmtBytes(memEnd.HWM), st.Threads)
+	fmt.Fprintf(e.out, "sessions /probe latency over %d scrapes (%d started, %d errors, %d skipped with all %d workers busy): p50 %s p90 %s p99 %s max %s\n",
+		len(scr.d), issued, scr.errs, skipped.Load(), m.ScrapeConcurrency, fmtSeconds(sp50), fmtSeconds(sp90), fmtSeconds(sp99), fmtSeconds(smax))
+	if scr.err != nil {
+		logf("first scrape error: %v", scr.err)
+	}
+
+	res := map[string]any{
+		"mode": "sessions", "sessions": m.Sessions, "sessions_created": created.ok, "sessions_gauge": nSessions,
+		"interval_s": m.Interval.Seconds(), "timeout_s": m.ProbeTimeout.Seconds(), "window_s": m.Window.Seconds(), "flows": m.Flows,
+		"reflector": m.Reflector, "cpu_exporter": m.CPUExporter, "cpu_reflector": m.CPUReflector,
+		"create_s": round2(createTime.Seconds()), "create_first_probe_p50_ms": round2(cp50 * 1e3), "create_first_probe_p99_ms": round2(cp99 * 1e3),
+		"duration_s":                round2(elapsed.Seconds()),
+		"exporter_cpu_s":            round2(expMeter.CPU.Seconds()),
+		"exporter_cpu_pct":          round2(expMeter.Percent()),
+		"exporter_cpu_us_per_probe": round2(1e6 * expMeter.CPU.Seconds() / (expectedPPS * elapsed.Seconds())),
+		"reflector_cpu_pct":         round2(reflMeter.Percent()),
+		"exporter_rss_mib":          round2(float64(memEnd.RSS) / (1 << 20)),
+		"exporter_rss_idle_mib":     round2(float64(mem0.RSS) / (1 << 20)),
+		"exporter_rss_peak_mib":     round2(float64(memEnd.HWM) / (1 << 20)),
+		"exporter_threads":          st.Threads,
+		"expected_pps":              math.Round(expectedPPS),
+		"reflected_pps":             math.Round(reflPPS),
+		"reflector_throttled":       throttled,
+		"send_errors":               expMetrics.get("llama_exporter_send_errors_total"),
+		"replies_unmatched":         expMetrics.get("llama_exporter_replies_unmatched_total"),
+		"scrape_rate":               m.ScrapeRate,
+		"exporter_socket_drops":     expDrops,
+		"reflector_socket_drops":    reflDrops,
+		"machine_busy_pct":          machine.JSON(),
+		"scrapes":                   len(scr.d),
+		"scrapes_started":           issued,
+		"scrape_errors":             scr.errs,
+		"probe_latency_p50_ms":      round2(sp50 * 1e3),
+		"probe_latency_p90_ms":      round2(sp90 * 1e3),
+		"probe_latency_p99_ms":      round2(sp99 * 1e3),
+		"probe_latency_max_ms":      round2(smax * 1e3),
+	}
+
+	if m.Sweep {
+		logf("sweeping all %d targets", m.Sessions)
+		sw, err := m.sweep(ctx, client, webAddr, rport)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.out, "sessions loss over all %d targets (%d scraped in %.1fs): sent %.0f received %.0f lost %.0f (%.4f%%) late %.0f duplicated %.0f reordered %.0f; window: sent %.0f lost %.0f (%.4f%%); targets with probe_success 0: %d; window p50 RTT median %s, window p99 RTT max %s\n",
+			m.Sessions, sw.scraped, sw.took.Seconds(), sw.sent, sw.received, sw.lost, 100*ratio(sw.lost, sw.sent), sw.late, sw.dup, sw.reordered,
+			sw.wsent, sw.wlost, 100*ratio(sw.wlost, sw.wsent), sw.down, fmtSeconds(sw.p50Median), fmtSeconds(sw.p99Max))
+		for k, v := range map[string]any{
+			"sum_sent": sw.sent, "sum_received": sw.received, "sum_lost": sw.lost, "loss_ratio": ratio(sw.lost, sw.sent),
+			"sum_late": sw.late, "sum_duplicated": sw.dup, "sum_reordered": sw.reordered,
+			"window_sent": sw.wsent, "window_lost": sw.wlost, "window_loss_ratio": ratio(sw.wlost, sw.wsent),
+			"targets_down": sw.down, "sweep_errors": sw.errs, "window_rtt_p50_median_us": micros(sw.p50Median), "window_rtt_p99_max_us": micros(sw.p99Max),
+		} {
+			res[k] = v
+		}
+	}
+	jsonLine(e.out, res)
+	return nil
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return math.NaN()
+	}
+	return a / b
+}
+
+func deadFunc(c *child) func() error {
+	return func() error {
+		if c.Exited() {
+			return c.exitError()
+		}
+		return nil
+	}
+}
+
+type createResult struct {
+	lat      latencies
+	ok       int
+	non200   int
+	success  int
+	firstErr error
+}
+
+// create requests /probe once for every target, CreateConcurrency at a
+// time. The first scrape of a session waits for its first probe, so the
+// scrape timeout header is generous.
+func (m *sessionsMode) create(ctx context.Context, client *http.Client, webAddr string, port int, exp *child) (*createResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.CreateTimeout)
+	defer cancel()
+	res := &createResult{}
+	var mu sync.Mutex
+	idx := make(chan int)
+	var wg sync.WaitGroup
+	for range m.CreateConcurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range idx {
+				t0 := time.Now()
+				code, body, err := get(ctx, client, probeURL(webAddr, sessionsModule, sessionTarget(i, port), false), 10)
+				d := time.Since(t0)
+				mu.Lock()
+				switch {
+				case err != nil:
+					if res.firstErr == nil {
+						res.firstErr = err
+					}
+				case code != http.StatusOK:
+					res.non200++
+					if res.firstErr == nil {
+						res.firstErr = fmt.Errorf("HTTP %d: %s", code, body)
+					}
+				default:
+					res.ok++
+					if v, ok := sampleValue(body, "probe_success"); ok && v == 1 {
+						res.success++
+					}
+				}
+				mu.Unlock()
+				if code == http.StatusOK {
+					res.lat.add(d, nil)
+				} else {
+					res.lat.add(d, errors.New("failed"))
+				}
+			}
+		}()
+	}
+	progress := time.NewTicker(5 * time.Second)
+	defer progress.Stop()
+feed:
+	for i := range m.Sessions {
+		for {
+			select {
+			case idx <- i:
+				continue feed
+			case <-progress.C:
+				mu.Lock()
+				logf("  %d sessions created", res.ok)
+				mu.Unlock()
+				if exp.Exited() {
+					break feed
+				}
+			case <-ctx.Done():
+				break feed
+			}
+		}
+	}
+	close(idx)
+	wg.Wait()
+	if exp.Exited() {
+		return nil, exp.exitError()
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("creating sessions: %w (%d created)", err, res.ok)
+	}
+	return res, nil
+}
+
+// get fetches url and returns the status and body; timeoutHeader, when
+// positive, is sent as X-Prometheus-Scrape-Timeout-Seconds.
+func get(ctx context.Context, client *http.Client, u string, timeoutHeader float64) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Accept", "text/plain;version=0.0.4")
+	if timeoutHeader > 0 {
+		req.Header.Set("X-Prometheus-Scrape-Timeout-Seconds", fmt.Sprint(timeoutHeader))
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// steady scrapes random targets at ScrapeRate for Duration and returns how
+// many scrapes it started.
+func (m *sessionsMode) steady(ctx context.Context, client *http.Client, webAddr string, port int, scr *latencies, skipped *atomic.Int64) (issued int) {
+	ctx, cancel := context.WithTimeout(ctx, m.Duration)
+	defer cancel()
+	jobs := make(chan int, m.ScrapeConcurrency)
+	var wg sync.WaitGroup
+	for range m.ScrapeConcurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				t0 := time.Now()
+				code, body, err := get(ctx, client, probeURL(webAddr, sessionsModule, sessionTarget(i, port), false), 10)
+				if ctx.Err() != nil {
+					return // cut short by the end of the period: not a sample
+				}
+				if err == nil && code != http.StatusOK {
+					err = fmt.Errorf("HTTP %d: %.200s", code, body)
+				}
+				scr.add(time.Since(t0), err)
+			}
+		}()
+	}
+	var tick <-chan time.Time
+	if m.ScrapeRate > 0 {
+		t := time.NewTicker(time.Duration(float64(time.Second) / m.ScrapeRate))
+		defer t.Stop()
+		tick = t.C
+	}
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-tick:
+			select {
+			case jobs <- rand.IntN(m.Sessions):
+				issued++
+			default:
+				skipped.Add(1)
+			}
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	return issued
+}
+
+type sweepResult struct {
+	scraped, errs, down                        int
+	sent, received, lost, late, dup, reordered float64
+	wsent, wlost                               float64
+	p50Median, p99Max                          float64
+	took                                       time.Duration
+}
+
+// sweep scrapes every target once and sums its counters.
+func (m *sessionsMode) sweep(ctx context.Context, client *http.Client, webAddr string, port int) (*sweepResult, error) {
+	start := time.Now()
+	res := &sweepResult{}
+	var mu sync.Mutex
+	var p50s, p99s []float64
+	idx := make(chan int)
+	var wg sync.WaitGroup
+	var firstErr error
+	for range m.SweepConcurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range idx {
+				mfs, _, err := fetchMetrics(ctx, client, probeURL(webAddr, sessionsModule, sessionTarget(i, port), false))
+				mu.Lock()
+				if err != nil {
+					res.errs++
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					continue
+				}
+				res.scraped++
+				res.sent += mfs.get("llama_probe_packets_sent_total")
+				res.received += mfs.get("llama_probe_packets_received_total")
+				res.lost += mfs.get("llama_probe_packets_lost_total")
+				res.late += mfs.get("llama_probe_packets_late_total")
+				res.dup += mfs.get("llama_probe_packets_duplicated_total")
+				res.reordered += mfs.get("llama_probe_packets_reordered_total")
+				res.wsent += mfs.get("llama_probe_window_packets_sent")
+				res.wlost += mfs.get("llama_probe_window_packets_lost")
+				if mfs.get("probe_success") != 1 {
+					res.down++
+				}
+				if v := mfs.summaryQuantile("llama_probe_window_rtt_seconds", 0.5); !math.IsNaN(v) {
+					p50s = append(p50s, v)
+				}
+				if v := mfs.summaryQuantile("llama_probe_window_rtt_seconds", 0.99); !math.IsNaN(v) {
+					p99s = append(p99s, v)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+feed:
+	for i := range m.Sessions {
+		select {
+		case idx <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(idx)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if firstErr != nil {
+		logf("sweep: %d errors, first: %v", res.errs, firstErr)
+	}
+	slices.Sort(p50s)
+	slices.Sort(p99s)
+	res.p50Median = quantile(p50s, 0.5)
+	res.p99Max = quantile(p99s, 1)
+	res.took = time.Since(start)
+	return res, nil
+}
