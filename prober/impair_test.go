@@ -172,7 +172,8 @@ func TestDuplicatesAndReorderingCountedExactly(t *testing.T) {
 
 // TestKernelTimestampedRTTThroughDelay checks that kernel timestamps are
 // used on loopback and that a fixed 5 ms delay each way shows as 10 ms
-// (± 200 µs) above the RTT through an undelayed relay.
+// (± 200 µs) above the RTT through an undelayed relay, comparing the
+// minimum RTTs of 500 probes each.
 func TestKernelTimestampedRTTThroughDelay(t *testing.T) {
 	if testing.Short() {
 		t.Skip("an accuracy measurement: not under -short (nor -race)")
@@ -199,12 +200,16 @@ func TestKernelTimestampedRTTThroughDelay(t *testing.T) {
 		return d.RTTCount >= 500 && p.RTTCount >= 500
 	})
 	if !d.KernelTimestamps || !p.KernelTimestamps || d.TimestampFallbacks > d.Received/100 {
-		t.Fatalf("kernel timestamps: delayed %v, plain %v; fallbacks %d of %d", d.KernelTimestamps, p.KernelTimestamps, d.TimestampFallbacks, d.Received)
+		t.Fatalf("kernel timestamps: delayed %v, plain %v; fallbacks %d of %d and %d of %d", d.KernelTimestamps, p.KernelTimestamps, d.TimestampFallbacks, d.Received, p.TimestampFallbacks, p.Received)
 	}
-	diff := d.Quantiles[0.5] - p.Quantiles[0.5]
-	t.Logf("p50 delayed %.1fµs, plain %.1fµs, difference %.1fµs", d.Quantiles[0.5]*1e6, p.Quantiles[0.5]*1e6, diff*1e6)
+	// The relay is never early but can be late when its goroutine waits
+	// for a CPU, so its own lateness is best excluded at the minimum: the
+	// probes it released on time.
+	diff := d.RTTMin - p.RTTMin
+	t.Logf("min delayed %.1fµs, plain %.1fµs, difference %.1fµs; p50 %.1fµs and %.1fµs",
+		d.RTTMin*1e6, p.RTTMin*1e6, diff*1e6, d.Quantiles[0.5]*1e6, p.Quantiles[0.5]*1e6)
 	if math.Abs(diff-0.010) > 200e-6 {
-		t.Errorf("p50 difference %.1fµs, want 10000 ± 200µs", diff*1e6)
+		t.Errorf("minimum RTT difference %.1fµs, want 10000 ± 200µs", diff*1e6)
 	}
 }
 

@@ -59,7 +59,7 @@ type Manager struct {
 	pools    map[string]*pool
 	sched    *scheduler
 	m        *managerMetrics
-	sendBuf  []byte // used only by the scheduler goroutine
+	dirty    []*flowConn // flow sockets with probes queued; scheduler goroutine only
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -85,10 +85,9 @@ func NewManager(o Options, reg prometheus.Registerer, logger *slog.Logger) *Mana
 		sessions:       make(map[sessionKey]*Session),
 		pools:          make(map[string]*pool),
 		m:              newManagerMetrics(reg),
-		sendBuf:        make([]byte, maxDatagram),
 		stop:           make(chan struct{}),
 	}
-	m.sched = newScheduler(m.send)
+	m.sched = newScheduler(m.sendRound)
 	m.wg.Add(2)
 	go func() { defer m.wg.Done(); m.sched.run() }()
 	go func() { defer m.wg.Done(); m.maintain() }()
@@ -236,63 +235,6 @@ func (m *Manager) Sessions() []*Session {
 		return strings.Compare(a.Target, b.Target)
 	})
 	return out
-}
-
-// send is the scheduler's callback: one probe of s at monotonic time now.
-// It runs on the scheduler goroutine only, so sendBuf needs no lock; the
-// octets past the STAMP header stay zero (RFC 8762 MBZ / padding).
-func (m *Manager) send(s *Session, _ int64) {
-	buf := m.sendBuf[:s.cfg.PacketSize]
-	// T1 on the monotonic clock for RTT arithmetic, on the wall clock in
-	// the packet where the RFC asks for it.
-	seq, flow, dst := s.recordSend(mono())
-	if s.cfg.Prober == config.ProberLLAMA {
-		m.sendLegacy(s, seq, flow, dst)
-		return
-	}
-	p := stamp.SenderPacket{
-		Sequence:      seq,
-		Timestamp:     stamp.NewTimestamp(time.Now()),
-		ErrorEstimate: senderErrorEstimate,
-		SSID:          s.ssid,
-	}
-	// PacketSize is at least the base packet's size: config enforces it.
-	if a := s.pool.sendAuth; a != nil {
-		p.MarshalAuthWith(buf, a)
-		appendTLVs(buf[stamp.AuthSenderPacketLen:], s.cfg.DSCP)
-	} else {
-		p.MarshalTo(buf)
-		appendTLVs(buf[stamp.SenderPacketLen:], s.cfg.DSCP)
-	}
-	m.transmit(s, seq, flow, dst, buf)
-}
-
-// sendLegacy sends probe seq of s as a Dropbox LLAMA probe (DESIGN §8):
-// its signature carries the session's SSID and the sequence number, which
-// LLAMA reflectors echo byte for byte.
-func (m *Manager) sendLegacy(s *Session, seq uint32, flow int, dst netip.AddrPort) {
-	p := legacy.Probe{TOS: byte(s.cfg.DSCP << 2), Sent: uint64(time.Now().UnixNano())}
-	putLegacySignature(&p.Signature, s.ssid, seq)
-	buf, err := p.MarshalTo(m.sendBuf[:0], s.cfg.PacketSize)
-	if err != nil {
-		m.logger.Error("encoding a legacy probe", "module", s.Module, "err", err)
-		return
-	}
-	m.transmit(s, seq, flow, dst, buf)
-}
-
-// transmit sends one encoded probe on its flow's socket.
-func (m *Manager) transmit(s *Session, seq uint32, flow int, dst netip.AddrPort, buf []byte) {
-	conns, err := s.pool.sockets(family(dst.Addr()))
-	if err == nil {
-		err = conns[flow].send(buf, dst, s, seq)
-	}
-	if err != nil {
-		// The probe stays sent and will be lost: an unreachable network
-		// is loss to the user, and the session goes on.
-		m.m.sendErrors.WithLabelValues(s.Module).Inc()
-		m.logger.Debug("probe send failed", "module", s.Module, "target", s.Target, "err", err)
-	}
 }
 
 // legacyMarker ends the signature of our legacy probes, telling their

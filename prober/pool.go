@@ -8,6 +8,9 @@ import (
 	"net/netip"
 	"sync"
 
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+
 	"github.com/llama-exporter/llama_exporter/config"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
 	"github.com/llama-exporter/llama_exporter/legacy"
@@ -85,6 +88,8 @@ type flowConn struct {
 	*udpsock.Conn
 	port uint16 // local UDP port: the flow's identity
 
+	out *outBatch // this round's probes; scheduler goroutine only
+
 	mu      sync.Mutex
 	sends   uint32 // datagrams sent: the OPT_ID key of the next one
 	pending [txRing]txPending
@@ -95,19 +100,6 @@ type txPending struct {
 	s   *Session
 	seq uint32
 	key uint32
-}
-
-// send writes probe seq of s and collects the kernel's transmit timestamps.
-func (fc *flowConn) send(b []byte, dst netip.AddrPort, s *Session, seq uint32) error {
-	fc.mu.Lock()
-	fc.pending[fc.sends%txRing] = txPending{s: s, seq: seq, key: fc.sends}
-	_, err := fc.WriteToUDPAddrPort(b, dst)
-	if err == nil {
-		fc.sends++
-	}
-	fc.mu.Unlock()
-	fc.drainTx()
-	return err
 }
 
 // drainTx hands every queued transmit timestamp to its session.
@@ -190,6 +182,7 @@ func (p *pool) sockets(fam int) ([]*flowConn, error) {
 		}
 		fc := &flowConn{Conn: c, port: c.LocalAddr().(*net.UDPAddr).AddrPort().Port()}
 		fc.onTx = fc.txTimestamp
+		fc.out = newOutBatch(fc, p.cfg.PacketSize)
 		cs = append(cs, fc)
 	}
 	p.ttl[fam] = cs[0].InitialTTL()
@@ -260,10 +253,23 @@ func (p *pool) lookup(from netip.AddrPort, ssid uint16) *Session {
 	return nil
 }
 
-// receive is one socket's reply loop; its buffers are allocated once.
+// recvBatch is how many replies one recvmmsg(2) reads per flow socket.
+const recvBatch = 32
+
+// receive is one socket's reply loop, reading up to recvBatch replies per
+// system call; its buffers are allocated once (golang.org/x/net's ReadBatch
+// allocates the sender's net.UDPAddr).
 func (p *pool) receive(c *flowConn) {
-	buf := make([]byte, maxDatagram)
-	oob := make([]byte, udpsock.OOBSize)
+	var bc batchConn = ipv4.NewPacketConn(c.UDPConn)
+	if c.IPv6() {
+		bc = ipv6.NewPacketConn(c.UDPConn)
+	}
+	msgs := make([]ipv4.Message, recvBatch)
+	bufs := make([][]byte, recvBatch)
+	for i := range msgs {
+		bufs[i] = make([]byte, maxDatagram)
+		msgs[i] = ipv4.Message{Buffers: [][]byte{bufs[i]}, OOB: make([]byte, udpsock.OOBSize)}
+	}
 	var rp stamp.ReflectorPacket
 	var r reply
 	var auth *stamp.Authenticator // this loop's own: HMAC state is not shareable
@@ -273,7 +279,7 @@ func (p *pool) receive(c *flowConn) {
 		auth, base = stamp.NewAuthenticator(p.cfg.AuthKey), stamp.AuthReflectorPacketLen
 	}
 	for {
-		n, from, meta, err := c.ReadMeta(buf, oob)
+		n, err := bc.ReadBatch(msgs, 0)
 		t4 := mono()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
@@ -281,37 +287,46 @@ func (p *pool) receive(c *flowConn) {
 			}
 			continue // ICMP errors surface here on Linux; the probe is lost
 		}
-		if legacyProber {
-			p.receiveLegacy(buf[:n], from, t4, meta, c)
-			continue
-		}
-		if auth != nil {
-			err = rp.UnmarshalAuthWith(buf[:n], auth) // a bad HMAC is bad data
-		} else {
-			err = rp.UnmarshalBinary(buf[:n])
-		}
-		if err != nil {
-			p.stats.badReply()
-			continue
-		}
-		s := p.lookup(from, rp.SSID)
-		if s == nil {
-			p.stats.unmatched()
-			continue
-		}
-		// The reply may overtake our own read of the error queue.
-		c.drainTx()
-		r = reply{seq: rp.SenderSequence, reflSeq: rp.Sequence, t4: t4, rxKernel: meta.KernelRX,
-			dwell: int64(rp.Dwell()), senderTTL: -1, dscp: -1, dscp2: -1}
-		if rp.SenderTTL != 255 {
-			r.senderTTL = int(rp.SenderTTL)
-		}
-		if meta.TOS >= 0 {
-			r.dscp = meta.TOS >> 2
-		}
-		r.dscp2 = receivedDSCP(buf[base:n])
-		if !s.onReply(&r) {
-			p.stats.unmatched()
+		for i := range msgs[:n] {
+			m := &msgs[i]
+			ua, ok := m.Addr.(*net.UDPAddr)
+			if !ok {
+				continue
+			}
+			from := ua.AddrPort()
+			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+			meta := udpsock.ParseMeta(m.OOB[:m.NN])
+			b := bufs[i][:m.N]
+			if legacyProber {
+				p.receiveLegacy(b, from, t4, meta)
+				continue
+			}
+			if auth != nil {
+				err = rp.UnmarshalAuthWith(b, auth) // a bad HMAC is bad data
+			} else {
+				err = rp.UnmarshalBinary(b)
+			}
+			if err != nil {
+				p.stats.badReply()
+				continue
+			}
+			s := p.lookup(from, rp.SSID)
+			if s == nil {
+				p.stats.unmatched()
+				continue
+			}
+			r = reply{seq: rp.SenderSequence, reflSeq: rp.Sequence, t4: t4, rxKernel: meta.KernelRX,
+				dwell: int64(rp.Dwell()), senderTTL: -1, dscp: -1, dscp2: -1}
+			if rp.SenderTTL != 255 {
+				r.senderTTL = int(rp.SenderTTL)
+			}
+			if meta.TOS >= 0 {
+				r.dscp = meta.TOS >> 2
+			}
+			r.dscp2 = receivedDSCP(b[base:])
+			if !s.onReply(&r) {
+				p.stats.unmatched()
+			}
 		}
 	}
 }
@@ -332,7 +347,7 @@ func (p *pool) close() {
 // receiveLegacy handles one reply of the llama prober: our probe echoed by a
 // Dropbox LLAMA (or UDProbe, or our own) reflector. LLAMA has no reflector
 // timestamps, TTL or Class of Service.
-func (p *pool) receiveLegacy(b []byte, from netip.AddrPort, t4 int64, meta udpsock.Meta, c *flowConn) {
+func (p *pool) receiveLegacy(b []byte, from netip.AddrPort, t4 int64, meta udpsock.Meta) {
 	var lp legacy.Probe
 	if lp.UnmarshalBinary(b) != nil {
 		p.stats.badReply()
@@ -348,7 +363,6 @@ func (p *pool) receiveLegacy(b []byte, from netip.AddrPort, t4 int64, meta udpso
 		p.stats.unmatched()
 		return
 	}
-	c.drainTx()
 	r := reply{seq: seq, reflSeq: seq, t4: t4, rxKernel: meta.KernelRX, senderTTL: -1, dscp: -1, dscp2: -1}
 	if meta.TOS >= 0 {
 		r.dscp = meta.TOS >> 2

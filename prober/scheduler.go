@@ -7,11 +7,18 @@ import (
 	"time"
 )
 
+// tick is the scheduler's resolution: after a round it sleeps at least
+// this long, and a round sends every probe due by then, batched per
+// socket. A probe leaves at most a tick late (its T1 is timestamped when it
+// does), and the process wakes at most 1/tick times a second however many
+// sessions it runs.
+const tick = time.Millisecond
+
 // scheduler is the one timing loop of the process: a min-heap of sessions by
 // next due time (monotonic ns) and a single timer, instead of a timer or a
 // goroutine per session.
 type scheduler struct {
-	send func(s *Session, now int64)
+	send func(due []*Session)
 
 	mu   sync.Mutex
 	h    sessionHeap
@@ -20,7 +27,7 @@ type scheduler struct {
 	done chan struct{}
 }
 
-func newScheduler(send func(*Session, int64)) *scheduler {
+func newScheduler(send func([]*Session)) *scheduler {
 	return &scheduler{send: send, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 }
 
@@ -43,21 +50,21 @@ func (sc *scheduler) run() {
 	defer close(sc.done)
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
+	var due []*Session
 	for {
 		sc.mu.Lock()
-		var wait time.Duration = -1
-		var s *Session
 		now := mono()
-		switch {
-		case len(sc.h) == 0:
-		case sc.h[0].closed.Load():
-			heap.Pop(&sc.h)
-			sc.mu.Unlock()
-			continue
-		case sc.h[0].due > now:
-			wait = time.Duration(sc.h[0].due - now)
-		default:
-			s = sc.h[0]
+		due = due[:0]
+		for len(sc.h) > 0 {
+			s := sc.h[0]
+			if s.closed.Load() {
+				heap.Pop(&sc.h)
+				continue
+			}
+			if s.due > now {
+				break
+			}
+			due = append(due, s)
 			if !s.phased {
 				// After the first probe: a random phase within one interval.
 				s.phased = true
@@ -72,10 +79,14 @@ func (sc *scheduler) run() {
 			}
 			heap.Fix(&sc.h, 0)
 		}
+		wait := time.Duration(-1)
+		if len(sc.h) > 0 {
+			wait = max(time.Duration(sc.h[0].due-now), tick)
+		}
 		sc.mu.Unlock()
-		if s != nil {
-			sc.send(s, now)
-			continue
+		if len(due) > 0 {
+			sc.send(due)
+			clear(due) // let closed sessions go
 		}
 		if wait >= 0 {
 			t.Reset(wait)

@@ -1,0 +1,161 @@
+package prober
+
+import (
+	"net"
+	"net/netip"
+	"time"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+
+	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/legacy"
+	"github.com/llama-exporter/llama_exporter/stamp"
+)
+
+// sendBatch is how many probes one sendmmsg(2) carries per flow socket.
+const sendBatch = 64
+
+// batchConn is the batched I/O of golang.org/x/net's ipv4 and ipv6
+// PacketConns (their Message types are the same).
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+// outBatch is a flow socket's probes of one scheduler round, written with
+// one sendmmsg(2). It belongs to the scheduler goroutine; its buffers are
+// allocated once.
+type outBatch struct {
+	bc    batchConn
+	msgs  []ipv4.Message
+	bufs  [][]byte
+	addrs []net.UDPAddr
+	meta  []txPending // the session and sequence number of each message
+	n     int
+}
+
+func newOutBatch(c *flowConn, maxSize int) *outBatch {
+	b := &outBatch{
+		msgs:  make([]ipv4.Message, sendBatch),
+		bufs:  make([][]byte, sendBatch),
+		addrs: make([]net.UDPAddr, sendBatch),
+		meta:  make([]txPending, sendBatch),
+	}
+	if c.IPv6() {
+		b.bc = ipv6.NewPacketConn(c.UDPConn)
+	} else {
+		b.bc = ipv4.NewPacketConn(c.UDPConn)
+	}
+	for i := range sendBatch {
+		b.bufs[i] = make([]byte, maxSize)
+		b.addrs[i].IP = make(net.IP, net.IPv6len)
+		b.msgs[i] = ipv4.Message{Buffers: [][]byte{nil}, Addr: &b.addrs[i]}
+	}
+	return b
+}
+
+// queue encodes probe seq of s to dst as the next message of fc's batch,
+// flushing first when the batch is full.
+func (m *Manager) queue(fc *flowConn, s *Session, seq uint32, dst netip.AddrPort) {
+	b := fc.out
+	if b.n == sendBatch {
+		m.flush(fc)
+	}
+	if b.n == 0 {
+		m.dirty = append(m.dirty, fc)
+	}
+	buf, ok := m.encode(s, seq, b.bufs[b.n][:s.cfg.PacketSize])
+	if !ok {
+		return
+	}
+	a16 := dst.Addr().As16()
+	copy(b.addrs[b.n].IP, a16[:])
+	b.addrs[b.n].Port = int(dst.Port())
+	b.msgs[b.n].Buffers[0] = buf
+	b.meta[b.n] = txPending{s: s, seq: seq}
+	b.n++
+}
+
+// flush writes fc's batch and collects its kernel transmit timestamps. A
+// message the kernel refuses (ENETUNREACH, EPERM, …) is counted as a send
+// error, its probe stays sent and will be lost, and the rest go on.
+func (m *Manager) flush(fc *flowConn) {
+	b := fc.out
+	for from := 0; from < b.n; {
+		// The socket numbers every datagram it sends (OPT_ID): register the
+		// keys the messages will get before the kernel can report them.
+		fc.mu.Lock()
+		for i := from; i < b.n; i++ {
+			p := b.meta[i]
+			p.key = fc.sends + uint32(i-from)
+			fc.pending[p.key%txRing] = p
+		}
+		fc.mu.Unlock()
+		w, err := b.bc.WriteBatch(b.msgs[from:b.n], 0)
+		w = max(w, 0)
+		fc.mu.Lock()
+		fc.sends += uint32(w)
+		fc.mu.Unlock()
+		from += w
+		if err != nil && from < b.n {
+			s := b.meta[from].s
+			m.m.sendErrors.WithLabelValues(s.Module).Inc()
+			m.logger.Debug("probe send failed", "module", s.Module, "target", s.Target, "err", err)
+			from++
+		}
+	}
+	b.n = 0
+	fc.drainTx()
+}
+
+// sendRound is the scheduler's callback: one probe of each session in
+// due, at monotonic time now, batched per flow socket.
+func (m *Manager) sendRound(due []*Session) {
+	for _, s := range due {
+		seq, flow, dst := s.recordSend(mono())
+		conns, err := s.pool.sockets(family(dst.Addr()))
+		if err != nil {
+			m.m.sendErrors.WithLabelValues(s.Module).Inc()
+			continue
+		}
+		m.queue(conns[flow], s, seq, dst)
+	}
+	for _, fc := range m.dirty {
+		m.flush(fc)
+	}
+	clear(m.dirty)
+	m.dirty = m.dirty[:0]
+}
+
+// encode writes probe seq of s into buf (PacketSize octets) and returns the
+// datagram: STAMP (RFC 8762), authenticated or not, or a legacy LLAMA probe.
+// T1 is on the monotonic clock for RTT arithmetic (recordSend) and on the
+// wall clock in the packet, where the RFC asks for it.
+func (m *Manager) encode(s *Session, seq uint32, buf []byte) ([]byte, bool) {
+	if s.cfg.Prober == config.ProberLLAMA {
+		p := legacy.Probe{TOS: byte(s.cfg.DSCP << 2), Sent: uint64(time.Now().UnixNano())}
+		putLegacySignature(&p.Signature, s.ssid, seq)
+		out, err := p.MarshalTo(buf[:0], s.cfg.PacketSize)
+		if err != nil {
+			m.logger.Error("encoding a legacy probe", "module", s.Module, "err", err)
+			return nil, false
+		}
+		return out, true
+	}
+	p := stamp.SenderPacket{
+		Sequence:      seq,
+		Timestamp:     stamp.NewTimestamp(time.Now()),
+		ErrorEstimate: senderErrorEstimate,
+		SSID:          s.ssid,
+	}
+	// PacketSize is at least the base packet's size: config enforces it.
+	if a := s.pool.sendAuth; a != nil {
+		p.MarshalAuthWith(buf, a)
+		appendTLVs(buf[stamp.AuthSenderPacketLen:], s.cfg.DSCP)
+	} else {
+		p.MarshalTo(buf)
+		appendTLVs(buf[stamp.SenderPacketLen:], s.cfg.DSCP)
+	}
+	return buf, true
+}
