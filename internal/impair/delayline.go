@@ -45,7 +45,11 @@ type direction struct {
 
 	wake chan struct{} // poked (without blocking) when state changes
 
-	received, sent, dropped, duplicated, reordered atomic.Uint64
+	received, sent, dropped, duplicated, reordered, outOfOrder atomic.Uint64
+
+	// Owned by the delay line goroutine: the highest sequence number sent.
+	maxSeq  uint32
+	seenSeq bool
 }
 
 func newDirection(r *Relay, forward bool, im Impairment, rng *rand.Rand) *direction {
@@ -66,6 +70,7 @@ func (d *direction) counts() Counts {
 		Dropped:    d.dropped.Load(),
 		Duplicated: d.duplicated.Load(),
 		Reordered:  d.reordered.Load(),
+		OutOfOrder: d.outOfOrder.Load(),
 	}
 }
 
@@ -203,6 +208,16 @@ func waitPrecisely(t time.Time) {
 
 // send writes the copies of p with the given DSCP and counts them.
 func (d *direction) send(p packet, dscp int) {
+	if f := d.r.seqOf.Load(); f != nil {
+		if seq, ok := (*f)(p.data); ok {
+			switch {
+			case d.seenSeq && seq < d.maxSeq:
+				d.outOfOrder.Add(1)
+			case !d.seenSeq || seq > d.maxSeq:
+				d.maxSeq, d.seenSeq = seq, true
+			}
+		}
+	}
 	for range p.copies {
 		var err error
 		if d.forward {

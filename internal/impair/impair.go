@@ -27,6 +27,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -94,6 +95,11 @@ type Counts struct {
 	// datagram; one flushed after ReorderFlush with nothing following is not
 	// counted.
 	Reordered uint64
+	// OutOfOrder counts datagrams sent after one with a higher sequence
+	// number (RFC 4737 §3.3), as numbered by the function given to
+	// SetSequence: what a receiver sees as reordered, whatever the cause
+	// (held back, or overtaken inside the relay).
+	OutOfOrder uint64
 }
 
 // maxDatagram is the size of the receive buffers: the largest UDP payload.
@@ -120,6 +126,8 @@ type Relay struct {
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
+
+	seqOf atomic.Pointer[func([]byte) (uint32, bool)]
 
 	// lnTOS is the DSCP currently applied to ln (-1: default). Only the
 	// backward delay line goroutine touches it.
@@ -196,6 +204,10 @@ func (r *Relay) SetImpairment(forward, backward Impairment) {
 	r.fwd.set(forward)
 	r.bwd.set(backward)
 }
+
+// SetSequence gives the relay a way to read a datagram's sequence number,
+// for Counts.OutOfOrder; f reports false for datagrams without one.
+func (r *Relay) SetSequence(f func([]byte) (uint32, bool)) { r.seqOf.Store(&f) }
 
 // Forward returns the counters of the client→upstream direction.
 func (r *Relay) Forward() Counts { return r.fwd.counts() }
