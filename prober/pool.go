@@ -92,6 +92,7 @@ type flowConn struct {
 
 	mu      sync.Mutex
 	sends   uint32 // datagrams sent: the OPT_ID key of the next one
+	stamped uint32 // transmit timestamps read
 	pending [txRing]txPending
 	onTx    func(key uint32, ts int64) // bound once: no allocation per drain
 }
@@ -102,14 +103,21 @@ type txPending struct {
 	key uint32
 }
 
-// drainTx hands every queued transmit timestamp to its session.
+// drainTx hands every queued transmit timestamp to its session, reading at
+// most as many as are still awaited.
 func (fc *flowConn) drainTx() {
-	fc.DrainTxTimestamps(fc.onTx)
+	fc.mu.Lock()
+	awaited := int(fc.sends - fc.stamped)
+	fc.mu.Unlock()
+	if awaited > 0 {
+		fc.DrainTxTimestamps(fc.onTx, awaited)
+	}
 }
 
 func (fc *flowConn) txTimestamp(key uint32, ts int64) {
 	fc.mu.Lock()
 	p := fc.pending[key%txRing]
+	fc.stamped++
 	fc.mu.Unlock()
 	if p.s != nil && p.key == key {
 		p.s.onTxTimestamp(p.seq, ts)

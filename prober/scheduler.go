@@ -7,12 +7,13 @@ import (
 	"time"
 )
 
-// tick is the scheduler's resolution: after a round it sleeps at least
-// this long, and a round sends every probe due by then, batched per
+// maxTick is the scheduler's coarsest resolution: after a round it sleeps
+// at least one tick, and a round sends every probe due by then, batched per
 // socket. A probe leaves at most a tick late (its T1 is timestamped when it
 // does), and the process wakes at most 1/tick times a second however many
-// sessions it runs.
-const tick = time.Millisecond
+// sessions it runs. The tick is finer (a quarter of the shortest interval)
+// when a module probes faster, so that no session is slowed down.
+const maxTick = 5 * time.Millisecond
 
 // scheduler is the one timing loop of the process: a min-heap of sessions by
 // next due time (monotonic ns) and a single timer, instead of a timer or a
@@ -22,13 +23,14 @@ type scheduler struct {
 
 	mu   sync.Mutex
 	h    sessionHeap
+	tick time.Duration // min(maxTick, shortest interval / 4)
 	wake chan struct{}
 	stop chan struct{}
 	done chan struct{}
 }
 
 func newScheduler(send func([]*Session)) *scheduler {
-	return &scheduler{send: send, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	return &scheduler{send: send, tick: maxTick, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 }
 
 // add schedules s: its first probe at once (so a first scrape is answered
@@ -37,6 +39,7 @@ func newScheduler(send func([]*Session)) *scheduler {
 func (sc *scheduler) add(s *Session) {
 	sc.mu.Lock()
 	s.due = mono()
+	sc.tick = max(min(sc.tick, time.Duration(s.interval)/4), 10*time.Microsecond)
 	heap.Push(&sc.h, s)
 	sc.mu.Unlock()
 	select {
@@ -81,7 +84,7 @@ func (sc *scheduler) run() {
 		}
 		wait := time.Duration(-1)
 		if len(sc.h) > 0 {
-			wait = max(time.Duration(sc.h[0].due-now), tick)
+			wait = max(time.Duration(sc.h[0].due-now), sc.tick)
 		}
 		sc.mu.Unlock()
 		if len(due) > 0 {

@@ -76,6 +76,7 @@ type Conn struct {
 	txMu    sync.Mutex
 	txFn    func(key uint32, ts int64)
 	txErr   error
+	txLimit int
 	txBuf   [64]byte
 	txOOB   [OOBSize]byte
 	txDrain func(fd uintptr)
@@ -309,10 +310,14 @@ func softwareTimestamp(data []byte) int64 {
 // before it) and the kernel's software transmit time in Unix nanoseconds.
 // It is safe for concurrent use and does not allocate. It returns the first
 // error other than EAGAIN from recvmsg(2).
-func (c *Conn) DrainTxTimestamps(f func(key uint32, ts int64)) error {
+//
+// limit bounds how many timestamps are read: when the caller knows how
+// many it awaits, the final empty read (EAGAIN) is saved; limit <= 0 reads
+// until the queue is empty.
+func (c *Conn) DrainTxTimestamps(f func(key uint32, ts int64), limit int) error {
 	c.txMu.Lock()
 	defer c.txMu.Unlock()
-	c.txFn, c.txErr = f, nil
+	c.txFn, c.txErr, c.txLimit = f, nil, limit
 	if err := c.rc.Control(c.txDrain); err != nil {
 		return err
 	}
@@ -322,7 +327,7 @@ func (c *Conn) DrainTxTimestamps(f func(key uint32, ts int64)) error {
 
 // drain is the body of DrainTxTimestamps, run with the socket's fd.
 func (c *Conn) drain(fd uintptr) {
-	for {
+	for n := 0; c.txLimit <= 0 || n < c.txLimit; n++ {
 		iov := unix.Iovec{Base: &c.txBuf[0]}
 		iov.SetLen(len(c.txBuf))
 		msg := unix.Msghdr{Iov: &iov, Iovlen: 1, Control: &c.txOOB[0]}

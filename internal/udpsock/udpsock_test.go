@@ -35,7 +35,7 @@ func TestKernelTimestampsOnLoopback(t *testing.T) {
 			keys := map[uint32]int64{}
 			deadline := time.Now().Add(2 * time.Second)
 			for len(keys) < n && time.Now().Before(deadline) {
-				if err := a.DrainTxTimestamps(func(k uint32, ts int64) { keys[k] = ts }); err != nil {
+				if err := a.DrainTxTimestamps(func(k uint32, ts int64) { keys[k] = ts }, 0); err != nil {
 					t.Fatal(err)
 				}
 			}
