@@ -235,7 +235,7 @@ func TestFloodFlowSockets(t *testing.T) {
 	for sent := 0; sent < floodDatagrams; {
 		sn := ft.checkNoLoss(t, fmt.Sprintf("after %d hostile datagrams", sent))
 		for end := min(sent+floodBatch, floodDatagrams); sent < end; sent++ {
-			n, isShort := floodHostile(rng, buf, s.ssid, sn.Sent)
+			n, isShort := floodHostile(rng, buf, uint16(s.ssid.Load()), sn.Sent)
 			to := ft.flows[sent%len(ft.flows)]
 			if _, err := conns[sent%len(conns)].WriteToUDPAddrPort(buf[:n], to); err != nil {
 				t.Fatalf("sending hostile datagram %d to %v: %v", sent, to, err)
@@ -350,7 +350,7 @@ func TestFloodForgedRepliesFromReflector(t *testing.T) {
 	}{
 		{"wrong SSID", func(sent uint64) []byte {
 			ssid := uint16(rng.Uint32())
-			for ssid == 0 || ssid == s.ssid {
+			for ssid == 0 || ssid == uint16(s.ssid.Load()) {
 				ssid = uint16(rng.Uint32())
 			}
 			return floodForged(rng, ssid, uint32(sent)+uint32(rng.IntN(1<<20)))
@@ -359,7 +359,7 @@ func TestFloodForgedRepliesFromReflector(t *testing.T) {
 			return floodForged(rng, 0, uint32(sent)+1<<31+uint32(rng.IntN(1<<20)))
 		}},
 		{"own SSID, far sequence number", func(sent uint64) []byte {
-			return floodForged(rng, s.ssid, uint32(sent)+1<<31+uint32(rng.IntN(1<<20)))
+			return floodForged(rng, uint16(s.ssid.Load()), uint32(sent)+1<<31+uint32(rng.IntN(1<<20)))
 		}},
 		{"under 44 octets", func(uint64) []byte {
 			b := make([]byte, rng.IntN(stamp.ReflectorPacketLen))

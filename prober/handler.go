@@ -158,7 +158,7 @@ func (s *Session) waitFirst(ctx context.Context) {
 func writeDebug(w http.ResponseWriter, s *Session, sn Snapshot, mod *config.Module) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	var b strings.Builder
-	fmt.Fprintf(&b, "Session module=%s target=%s dst=%s src=%s ssid=%d\n\n", s.Module, s.Target, sn.Dst, sn.Src, s.ssid)
+	fmt.Fprintf(&b, "Session module=%s target=%s dst=%s src=%s ssid=%d\n\n", s.Module, s.Target, sn.Dst, sn.Src, s.ssid.Load())
 	fmt.Fprintf(&b, "Counters: sent=%d received=%d lost=%d late=%d duplicated=%d reordered=%d\n",
 		sn.Sent, sn.Received, sn.Lost, sn.Late, sn.Duplicated, sn.Reordered)
 	fmt.Fprintf(&b, "Window: span=%.3fs sent=%d lost=%d loss_ratio=%g\n", sn.Window, sn.WindowSent, sn.WindowLost, sn.LossRatio)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -42,8 +43,9 @@ type BadTargetError struct{ Err error }
 func (e *BadTargetError) Error() string { return e.Err.Error() }
 func (e *BadTargetError) Unwrap() error { return e.Err }
 
-// resolveEvery is how often a hostname target is resolved again (DESIGN §5).
-const resolveEvery = time.Minute
+// defaultResolveEvery is how often a hostname target is resolved again
+// (DESIGN §5).
+const defaultResolveEvery = time.Minute
 
 type sessionKey struct{ module, target string }
 
@@ -53,6 +55,8 @@ type Manager struct {
 	logger         *slog.Logger
 	maxTargets     int
 	userTimestamps bool
+	lookup         lookupFunc    // net.DefaultResolver's; replaced in tests
+	resolveEvery   time.Duration // how often hostnames are resolved again
 
 	mu       sync.Mutex
 	sessions map[sessionKey]*Session
@@ -82,6 +86,8 @@ func NewManager(o Options, reg prometheus.Registerer, logger *slog.Logger) *Mana
 		logger:         logger,
 		maxTargets:     o.MaxTargets,
 		userTimestamps: o.UserTimestamps,
+		lookup:         net.DefaultResolver.LookupNetIP,
+		resolveEvery:   defaultResolveEvery,
 		sessions:       make(map[sessionKey]*Session),
 		pools:          make(map[string]*pool),
 		m:              newManagerMetrics(reg),
@@ -160,7 +166,7 @@ func (m *Manager) Get(ctx context.Context, module string, cfg *config.Module, ta
 		m.m.rejected.WithLabelValues(ReasonLimit).Inc()
 		return nil, false, ErrLimit
 	}
-	addr, err := resolve(ctx, host, cfg)
+	addr, err := resolve(ctx, m.lookup, host, cfg)
 	if err != nil {
 		return nil, false, err
 	}
@@ -306,7 +312,7 @@ func (m *Manager) maintain() {
 				continue
 			}
 			s.mu.Lock()
-			due := !s.resolving && now-s.resolvedAt >= int64(resolveEvery)
+			due := !s.resolving && now-s.resolvedAt >= int64(m.resolveEvery)
 			if due {
 				s.resolving = true
 			}
@@ -325,7 +331,7 @@ func (m *Manager) maintain() {
 func (m *Manager) reresolve(s *Session) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	addr, err := resolve(ctx, s.host, s.cfg)
+	addr, err := resolve(ctx, m.lookup, s.host, s.cfg)
 	s.mu.Lock()
 	s.resolving = false
 	s.resolvedAt = mono()

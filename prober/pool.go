@@ -205,21 +205,28 @@ func (p *pool) sockets(fam int) ([]*flowConn, error) {
 	return cs, nil
 }
 
-// register makes s reachable for replies from dst and assigns its SSID.
+// register makes s reachable for replies from dst. A session keeps its
+// SSID for life unless another session of the pool already uses it with
+// dst (after an address change); SSIDs are never 0, which TWAMP-Light
+// reflectors send back when they ignore the field.
 func (p *pool) register(s *Session, dst netip.AddrPort) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for {
-		p.nextSSID++
-		if p.nextSSID == 0 {
-			continue // 0 means "no SSID" to TWAMP-Light reflectors
+	ssid := uint16(s.ssid.Load())
+	if _, taken := p.sessions[demuxKey{dst, ssid}]; ssid == 0 || taken {
+		for {
+			p.nextSSID++
+			if p.nextSSID == 0 {
+				continue
+			}
+			if _, taken := p.sessions[demuxKey{dst, p.nextSSID}]; !taken {
+				break
+			}
 		}
-		if _, taken := p.sessions[demuxKey{dst, p.nextSSID}]; !taken {
-			break
-		}
+		ssid = p.nextSSID
+		s.ssid.Store(uint32(ssid))
 	}
-	s.ssid = p.nextSSID
-	p.sessions[demuxKey{dst, s.ssid}] = s
+	p.sessions[demuxKey{dst, ssid}] = s
 	p.byAddr[dst] = append(p.byAddr[dst], s)
 }
 
@@ -227,8 +234,8 @@ func (p *pool) register(s *Session, dst netip.AddrPort) {
 func (p *pool) unregister(s *Session, dst netip.AddrPort) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.sessions[demuxKey{dst, s.ssid}] == s {
-		delete(p.sessions, demuxKey{dst, s.ssid})
+	if k := (demuxKey{dst, uint16(s.ssid.Load())}); p.sessions[k] == s {
+		delete(p.sessions, k)
 	}
 	list := p.byAddr[dst]
 	for i, o := range list {

@@ -135,7 +135,7 @@ func (m *Manager) sendRound(due []*Session) {
 func (m *Manager) encode(s *Session, seq uint32, buf []byte) ([]byte, bool) {
 	if s.cfg.Prober == config.ProberLLAMA {
 		p := legacy.Probe{TOS: byte(s.cfg.DSCP << 2), Sent: uint64(time.Now().UnixNano())}
-		putLegacySignature(&p.Signature, s.ssid, seq)
+		putLegacySignature(&p.Signature, uint16(s.ssid.Load()), seq)
 		out, err := p.MarshalTo(buf[:0], s.cfg.PacketSize)
 		if err != nil {
 			m.logger.Error("encoding a legacy probe", "module", s.Module, "err", err)
@@ -147,7 +147,7 @@ func (m *Manager) encode(s *Session, seq uint32, buf []byte) ([]byte, bool) {
 		Sequence:      seq,
 		Timestamp:     stamp.NewTimestamp(time.Now()),
 		ErrorEstimate: senderErrorEstimate,
-		SSID:          s.ssid,
+		SSID:          uint16(s.ssid.Load()),
 	}
 	// PacketSize is at least the base packet's size: config enforces it.
 	if a := s.pool.sendAuth; a != nil {

@@ -100,7 +100,7 @@ type Session struct {
 	cfg    *config.Module // immutable for the session's life
 	host   string         // host part of Target
 	port   uint16
-	ssid   uint16
+	ssid   atomic.Uint32 // RFC 8972 SSID, 16 bits; changes only on an address change
 	pool   *pool
 
 	interval, timeout, window int64 // ns

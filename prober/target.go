@@ -43,15 +43,18 @@ func ParseTarget(target string, defaultPort int) (host string, port uint16, err 
 	return h, uint16(n), nil
 }
 
+// lookupFunc resolves a host name, as net.Resolver.LookupNetIP does.
+type lookupFunc func(ctx context.Context, network, host string) ([]netip.Addr, error)
+
 // resolve returns host's address in the module's preferred family
 // (ip_protocol), falling back to the other family unless
 // ip_protocol_fallback is false, as blackbox_exporter does. An IP literal
 // is used as it is.
-func resolve(ctx context.Context, host string, m *config.Module) (netip.Addr, error) {
+func resolve(ctx context.Context, lookup lookupFunc, host string, m *config.Module) (netip.Addr, error) {
 	if a, err := netip.ParseAddr(host); err == nil {
 		return a.Unmap(), nil
 	}
-	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	addrs, err := lookup(ctx, "ip", host)
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("resolving %q: %w", host, err)
 	}
