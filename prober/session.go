@@ -42,16 +42,18 @@ const (
 	dirBackward               // reflected, the reply was lost
 )
 
-// slot is one probe in a session's ring. 40 octets, no pointers.
+// slot is one probe in a session's ring. 48 octets, no pointers.
 type slot struct {
-	sent     int64 // monotonic ns at send (user-space T1)
-	txKernel int64 // kernel software TX timestamp, Unix ns; 0 if none
-	rtt      int64 // ns, (T4 - T1) - (T3 - T2), when received
-	seq      uint32
-	flow     uint16
-	state    probeState
-	dir      lossDirection
-	late     bool // a reply came after timeout
+	sent      int64 // monotonic ns at send (user-space T1)
+	arr       int64 // reply's arrival, Unix ns (kernel receive timestamp)
+	txKernel  int64 // kernel software TX timestamp, Unix ns; 0 if none
+	rtt       int64 // ns, (T4 - T1) - (T3 - T2), when received
+	seq       uint32
+	flow      uint16
+	state     probeState
+	dir       lossDirection
+	late      bool // a reply came after timeout
+	reordered bool // counted as reordered
 }
 
 // Counters are a session's cumulative counts since it started.
@@ -126,7 +128,7 @@ type Session struct {
 	swept      uint32 // every probe below swept is decided
 	c          Counters
 	maxSeq     uint32 // highest sequence number answered in time
-	maxArr     int64  // its kernel receive time, Unix ns; 0 if unknown
+	maxArr     int64  // latest arrival of an answered probe, Unix ns
 	anyReply   bool
 	firstSent  int64         // monotonic ns of the first probe; -1 before
 	sentFirst  chan struct{} // closed when the first probe is sent
@@ -328,7 +330,7 @@ func (s *Session) onReply(r *reply) bool {
 	s.inFlight--
 	s.c.Received++
 	s.win.lastReceivedSentTime = max(s.win.lastReceivedSentTime, sl.sent)
-	s.reorderLocked(r)
+	s.reorderLocked(r, sl)
 	s.hist.Observe(float64(rtt) / 1e9)
 	if r.dwell > 0 {
 		s.dwellHist.Observe(float64(r.dwell) / 1e9)
@@ -339,25 +341,61 @@ func (s *Session) onReply(r *reply) bool {
 	return true
 }
 
-// reorderLocked counts a reply that arrived after one with a higher
-// sequence number (RFC 4737 §3.3). Replies of different flows are read by
-// different goroutines, so the order of arrival is the kernel's receive
-// timestamp where there is one, not the order they are processed in.
-func (s *Session) reorderLocked(r *reply) {
+// reorderScan bounds how far back a reply looks for earlier-numbered
+// replies that arrived after it: reordering deeper than this many probes is
+// not counted.
+const reorderScan = 64
+
+// epochUnix is epoch in Unix ns: monotonic times plus it approximate the
+// kernel's receive timestamps where those are missing.
+var epochUnix = epoch.UnixNano()
+
+// reorderLocked counts, once, every reply that arrived after a reply with a
+// higher sequence number (RFC 4737 §3.3). Arrival is the kernel's receive
+// timestamp where there is one: replies of different flows are read by
+// different goroutines, so the order they are processed in is not the order
+// they arrived in, and either may come first. In order, neither scan runs.
+func (s *Session) reorderLocked(r *reply, sl *slot) {
 	arr := r.rxKernel
-	switch {
-	case !s.anyReply:
+	if arr == 0 {
+		arr = epochUnix + r.t4
+	}
+	sl.arr = arr
+	if !s.anyReply {
 		s.anyReply = true
 		s.maxSeq, s.maxArr = r.seq, arr
-	case r.seq < s.maxSeq:
-		if arr == 0 || s.maxArr == 0 || arr > s.maxArr {
-			s.c.Reordered++
+		return
+	}
+	if r.seq < s.maxSeq {
+		// Did a higher-numbered reply, already processed, arrive first?
+		for j := r.seq + 1; j != s.maxSeq+1; j++ {
+			if o := s.slotLocked(j); o != nil && o.state == stateReceived && o.arr < arr {
+				s.markReorderedLocked(sl)
+				break
+			}
 		}
-	default:
-		if arr != 0 && s.maxArr != 0 && arr < s.maxArr {
-			s.c.Reordered++ // the previous highest came in after this one
+	} else {
+		s.maxSeq = r.seq
+	}
+	if arr < s.maxArr {
+		// Did lower-numbered replies, already processed, arrive after this one?
+		for k, i := r.seq-1, 0; i < reorderScan && k != r.seq; k, i = k-1, i+1 {
+			o := s.slotLocked(k)
+			if o == nil {
+				break
+			}
+			if o.state == stateReceived && o.arr > arr {
+				s.markReorderedLocked(o)
+			}
 		}
-		s.maxSeq, s.maxArr = r.seq, arr
+	}
+	s.maxArr = max(s.maxArr, arr)
+}
+
+func (s *Session) markReorderedLocked(sl *slot) {
+	if !sl.reordered {
+		sl.reordered = true
+		s.c.Reordered++
 	}
 }
 

@@ -313,3 +313,23 @@ func TestReorderingJudgedByArrivalTime(t *testing.T) {
 		t.Fatalf("reordered %d, want 1 (probe 2 arrived after probe 3)", sn.Reordered)
 	}
 }
+
+// TestReorderingWhateverTheProcessingOrder delivers the same arrivals
+// (probe 1 overtakes probe 0; probe 2 comes last) in every processing
+// order: exactly one reordered reply every time.
+func TestReorderingWhateverTheProcessingOrder(t *testing.T) {
+	const wall = int64(1_800_000_000) * 1e9
+	arrivals := map[uint32]int64{0: 20 * ms, 1: 10 * ms, 2: 30 * ms}
+	for _, order := range [][]uint32{{0, 1, 2}, {0, 2, 1}, {1, 0, 2}, {1, 2, 0}, {2, 0, 1}, {2, 1, 0}} {
+		s := testSession(t)
+		for i := range int64(3) {
+			s.recordSend(i * ms)
+		}
+		for _, seq := range order {
+			s.onReply(&reply{seq: seq, reflSeq: seq, t4: 40 * ms, rxKernel: wall + arrivals[seq], senderTTL: -1, dscp: -1, dscp2: -1})
+		}
+		if sn := s.snapshot(50 * ms); sn.Reordered != 1 {
+			t.Errorf("processing order %v: reordered %d, want 1 (probe 0 arrived after probe 1)", order, sn.Reordered)
+		}
+	}
+}
