@@ -161,7 +161,11 @@ func writeDebug(w http.ResponseWriter, s *Session, sn Snapshot, mod *config.Modu
 	fmt.Fprintf(&b, "Session module=%s target=%s dst=%s src=%s ssid=%d\n\n", s.Module, s.Target, sn.Dst, sn.Src, s.ssid.Load())
 	fmt.Fprintf(&b, "Counters: sent=%d received=%d lost=%d late=%d duplicated=%d reordered=%d\n",
 		sn.Sent, sn.Received, sn.Lost, sn.Late, sn.Duplicated, sn.Reordered)
-	fmt.Fprintf(&b, "Window: span=%.3fs sent=%d lost=%d loss_ratio=%g\n", sn.Window, sn.WindowSent, sn.WindowLost, sn.LossRatio)
+	fmt.Fprintf(&b, "Path: timestamps=%s (fallbacks %d) stateful_reflector=%v forward_lost=%d backward_lost=%d hops=%d (changes %d) dscp_remarked forward=%d backward=%d\n",
+		timestamps(sn.KernelTimestamps), sn.TimestampFallbacks, sn.Stateful, sn.ForwardLost, sn.BackwardLost,
+		sn.Hops, sn.HopsChanges, sn.DSCPRemarkedForward, sn.DSCPRemarkedBackward)
+	fmt.Fprintf(&b, "Window: span=%.3fs sent=%d lost=%d (forward %d, backward %d) loss_ratio=%g\n",
+		sn.Window, sn.WindowSent, sn.WindowLost, sn.WindowForwardLost, sn.WindowBackwardLost, sn.LossRatio)
 	fmt.Fprintf(&b, "Window RTT: count=%d min=%s p50=%s p90=%s p99=%s p99.9=%s max=%s stddev=%s jitter=%s\n\n",
 		sn.RTTCount, secs(sn.RTTMin), secs(sn.Quantiles[0.5]), secs(sn.Quantiles[0.9]), secs(sn.Quantiles[0.99]),
 		secs(sn.Quantiles[0.999]), secs(sn.RTTMax), secs(sn.RTTStdDev), secs(sn.Jitter))
