@@ -8,7 +8,6 @@ package udpsock
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -269,17 +268,6 @@ func cmsg(oob *[]byte, level, typ int32, n int) []byte {
 	*oob = b
 	data := start + unix.CmsgLen(0)
 	return b[data : data+n]
-}
-
-// WriteMeta sends b to dst with the control messages oob (from
-// AppendSendMeta; may be empty). IPv4 destinations on an IPv6 socket are
-// not supported: Conns are single-family.
-func (c *Conn) WriteMeta(b, oob []byte, dst netip.AddrPort) error {
-	if c.v6 && dst.Addr().Is4() {
-		return errors.New("udpsock: IPv4 destination on an IPv6 socket")
-	}
-	_, _, err := c.WriteMsgUDPAddrPort(b, oob, dst)
-	return err
 }
 
 // Network returns "udp6" for an IPv6 address and "udp4" otherwise.
