@@ -206,7 +206,7 @@ func TestKernelTimestampedRTTThroughDelay(t *testing.T) {
 		d, p = sd.Snapshot(), sp.Snapshot()
 		return d.RTTCount >= 500 && p.RTTCount >= 500
 	})
-	if !d.KernelTimestamps || !p.KernelTimestamps || d.TimestampFallbacks > d.Received/100 {
+	if !d.KernelTimestamps || !p.KernelTimestamps || d.TimestampFallbacks > d.Received/100 || p.TimestampFallbacks > p.Received/100 {
 		t.Fatalf("kernel timestamps: delayed %v, plain %v; fallbacks %d of %d and %d of %d", d.KernelTimestamps, p.KernelTimestamps, d.TimestampFallbacks, d.Received, p.TimestampFallbacks, p.Received)
 	}
 	// The relay is never early but can be late when its goroutine waits

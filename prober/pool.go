@@ -103,8 +103,9 @@ type txPending struct {
 	key uint32
 }
 
-// drainTx hands every queued transmit timestamp to its session, reading at
-// most as many as are still awaited.
+// drainTx hands the queued transmit timestamps to their sessions. After a
+// batch was written (counted) it reads at most as many as are awaited,
+// saving the final empty read.
 func (fc *flowConn) drainTx() {
 	fc.mu.Lock()
 	awaited := int(fc.sends - fc.stamped)
@@ -112,6 +113,13 @@ func (fc *flowConn) drainTx() {
 	if awaited > 0 {
 		fc.DrainTxTimestamps(fc.onTx, awaited)
 	}
+}
+
+// drainTxAll reads every queued transmit timestamp, including those of a
+// batch whose write has not returned yet (so is not counted): a reply can
+// be back before sendmmsg(2) returns.
+func (fc *flowConn) drainTxAll() {
+	fc.DrainTxTimestamps(fc.onTx, 0)
 }
 
 func (fc *flowConn) txTimestamp(key uint32, ts int64) {
@@ -330,6 +338,7 @@ func (p *pool) receive(c *flowConn) {
 				p.stats.unmatched()
 				continue
 			}
+			p.collectTx(s, rp.SenderSequence, meta.KernelRX)
 			r = reply{seq: rp.SenderSequence, reflSeq: rp.Sequence, t4: t4, rxKernel: meta.KernelRX,
 				dwell: int64(rp.Dwell()), senderTTL: -1, dscp: -1, dscp2: -1}
 			if rp.SenderTTL != 255 {
@@ -359,6 +368,21 @@ func (p *pool) close() {
 	p.wg.Wait()
 }
 
+// collectTx reads the transmit timestamps of the flow socket probe seq of s
+// left from, when its reply overtook the scheduler's own read: on loopback
+// or a short path the reply can be back within microseconds.
+func (p *pool) collectTx(s *Session, seq uint32, rxKernel int64) {
+	if rxKernel == 0 || p.userTimestamps || !s.awaitsTxTimestamp(seq) {
+		return
+	}
+	p.mu.RLock()
+	cs := p.conns[family(s.Dst().Addr())]
+	p.mu.RUnlock()
+	if f := int(seq % uint32(p.cfg.Flows)); f < len(cs) {
+		cs[f].drainTxAll()
+	}
+}
+
 // receiveLegacy handles one reply of the llama prober: our probe echoed by a
 // Dropbox LLAMA (or UDProbe, or our own) reflector. LLAMA has no reflector
 // timestamps, TTL or Class of Service.
@@ -378,6 +402,7 @@ func (p *pool) receiveLegacy(b []byte, from netip.AddrPort, t4 int64, meta udpso
 		p.stats.unmatched()
 		return
 	}
+	p.collectTx(s, seq, meta.KernelRX)
 	r := reply{seq: seq, reflSeq: seq, t4: t4, rxKernel: meta.KernelRX, senderTTL: -1, dscp: -1, dscp2: -1}
 	if meta.TOS >= 0 {
 		r.dscp = meta.TOS >> 2

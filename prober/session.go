@@ -263,6 +263,16 @@ func (s *Session) onTxTimestamp(seq uint32, ts int64) {
 	}
 }
 
+// awaitsTxTimestamp reports whether probe seq is still pending without its
+// kernel transmit timestamp: its reply overtook the scheduler's read of the
+// error queue.
+func (s *Session) awaitsTxTimestamp(seq uint32) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sl := s.slotLocked(seq)
+	return sl != nil && sl.state == statePending && sl.txKernel == 0
+}
+
 // slotLocked returns probe seq's slot, or nil if it was never sent or its
 // slot has been reused.
 func (s *Session) slotLocked(seq uint32) *slot {
