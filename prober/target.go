@@ -24,6 +24,9 @@ func ParseTarget(target string, defaultPort int) (host string, port uint16, err 
 		return "", 0, fmt.Errorf("target %q is not host[:port]", target)
 	}
 	if a, err := netip.ParseAddr(target); err == nil {
+		if !validHost(target) {
+			return "", 0, fmt.Errorf("target %q is not host[:port]", target)
+		}
 		return a.String(), uint16(defaultPort), nil // bare IP, IPv6 included
 	}
 	h, p, err := net.SplitHostPort(target)
@@ -36,6 +39,9 @@ func ParseTarget(target string, defaultPort int) (host string, port uint16, err 
 	if h == "" {
 		return "", 0, fmt.Errorf("target %q has no host", target)
 	}
+	if !validHost(h) {
+		return "", 0, fmt.Errorf("target %q is not host[:port]", target)
+	}
 	n, err := strconv.ParseUint(p, 10, 32)
 	if err != nil || n == 0 || n > 65535 {
 		return "", 0, fmt.Errorf("target %q: port must be 1..65535", target)
@@ -45,6 +51,28 @@ func ParseTarget(target string, defaultPort int) (host string, port uint16, err 
 
 // lookupFunc resolves a host name, as net.Resolver.LookupNetIP does.
 type lookupFunc func(ctx context.Context, network, host string) ([]netip.Addr, error)
+
+// validHost accepts an IP address (an IPv6 zone, if any, must be an
+// interface name or index) or a host name of letters, digits, '.', '-' and
+// '_'.
+func validHost(h string) bool {
+	if a, err := netip.ParseAddr(h); err == nil {
+		return a.Zone() == "" || isNameToken(a.Zone())
+	}
+	return isNameToken(h)
+}
+
+func isNameToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
 
 // resolve returns host's address in the module's preferred family
 // (ip_protocol), falling back to the other family unless
