@@ -376,7 +376,7 @@ func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.M
 	tos = answerTLVs(reply[replyBase:], meta.TOS)
 	// T3 is filled in by the caller just before the send.
 	if auth != nil {
-		_, err = rp.MarshalAuthWith(reply, auth)
+		_, err = rp.MarshalAuthUnsealed(reply) // sealed once T3 is in
 	} else {
 		_, err = rp.MarshalTo(reply)
 	}

@@ -277,13 +277,26 @@ func (p *ReflectorPacket) MarshalAuthTo(b []byte, key []byte) (int, error) {
 // computed by a (which must not be nil) instead of a fresh key. It does not
 // allocate.
 func (p *ReflectorPacket) MarshalAuthWith(b []byte, a *Authenticator) (int, error) {
+	n, err := p.MarshalAuthUnsealed(b)
+	if err != nil {
+		return 0, err
+	}
+	if err := a.Seal(b); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// MarshalAuthUnsealed writes the authenticated Session-Reflector layout
+// (RFC 8762 §4.3.2) into b[:112] without the HMAC, for a reflector that
+// fills T3 last, just before sending, and then seals the packet once with
+// [Authenticator.Seal]. It returns 112, or 0 and an error matching
+// [ErrTooShort] if len(b) < [AuthReflectorPacketLen]. It does not allocate.
+func (p *ReflectorPacket) MarshalAuthUnsealed(b []byte) (int, error) {
 	if len(b) < AuthReflectorPacketLen {
 		return 0, errAuthReflectorShort
 	}
 	p.putAuth(b)
-	if err := a.Seal(b); err != nil {
-		return 0, err
-	}
 	return AuthReflectorPacketLen, nil
 }
 

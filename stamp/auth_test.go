@@ -605,3 +605,27 @@ func FuzzAuthReflectorPacket(f *testing.F) {
 		})
 	})
 }
+
+// MarshalAuthUnsealed followed by Seal gives what MarshalAuthWith gives, so
+// a reflector can fill T3 last and compute the HMAC once.
+func TestReflectorMarshalAuthUnsealedThenSeal(t *testing.T) {
+	a := stamp.NewAuthenticator([]byte("key"))
+	p := stamp.ReflectorPacket{Sequence: 3, Timestamp: 77, SSID: 9, ReceiveTimestamp: 70, SenderSequence: 5, SenderTTL: 61}
+	want := make([]byte, stamp.AuthReflectorPacketLen)
+	if _, err := p.MarshalAuthWith(want, a); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, stamp.AuthReflectorPacketLen)
+	if _, err := p.MarshalAuthUnsealed(got); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Seal(got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("unsealed+Seal\n%x\nMarshalAuthWith\n%x", got, want)
+	}
+	if _, err := p.MarshalAuthUnsealed(got[:111]); !errors.Is(err, stamp.ErrTooShort) {
+		t.Fatalf("short buffer: %v", err)
+	}
+}
