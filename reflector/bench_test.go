@@ -53,3 +53,26 @@ func BenchmarkReflect(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkReplyBatch measures collecting a batch of 32 replies from one
+// sender into a UDP GSO train and writing T3 into each (the send itself is
+// measured by cmd/llama-loadtest).
+func BenchmarkReplyBatch(b *testing.B) {
+	c, err := udpsock.Listen("udp4", netip.MustParseAddrPort("127.0.0.1:0"), udpsock.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	rb := newReplyBatch(c, discard)
+	reply := make([]byte, stamp.ReflectorPacketLen)
+	to := netip.MustParseAddrPort("198.18.0.1:40000")
+	t3 := stamp.NewTimestamp(time.Now())
+	b.ReportAllocs()
+	for b.Loop() {
+		for range batchSize {
+			rb.add(reply, to, netip.Addr{}, 0, -1, true)
+		}
+		rb.stampT3(t3, 4, nil)
+		rb.k = 0
+	}
+}

@@ -5,7 +5,6 @@
 package reflector
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -130,7 +129,7 @@ func listen(addr string, n int) ([]*udpsock.Conn, error) {
 		}
 		fams = []family{{udpsock.Network(ip.Unmap()), ip.Unmap()}}
 	}
-	opts := udpsock.Options{RecvMeta: true, RxTimestamps: true, ReusePort: n > 1, RecvBuffer: recvBuffer}
+	opts := udpsock.Options{RecvMeta: true, RxTimestamps: true, ReusePort: n > 1, RecvBuffer: recvBuffer, GRO: true}
 	var conns []*udpsock.Conn
 	for fi, f := range fams {
 		for i := range n {
@@ -203,28 +202,25 @@ type batchConn interface {
 	WriteBatch(ms []ipv4.Message, flags int) (int, error)
 }
 
-// serve is one socket's receive loop: it reads up to batchSize probes per
-// system call and answers them with one. Its buffers are allocated once, so
-// the reflection path does not allocate (golang.org/x/net's ReadBatch
-// allocates the sender's net.UDPAddr).
+// serve is one socket's receive loop: it reads up to batchSize buffers per
+// system call, each one datagram or, with UDP GRO, a run of datagrams of
+// one flow, and answers them with one sendmmsg(2), runs of replies to one
+// destination as UDP GSO buffers. Its buffers are allocated once, so the
+// reflection path does not allocate (golang.org/x/net's ReadBatch
+// allocates the sender's net.UDPAddr, once per buffer).
 func (r *Reflector) serve(c *udpsock.Conn) {
 	var bc batchConn = ipv4.NewPacketConn(c.UDPConn)
 	if c.IPv6() {
 		bc = ipv6.NewPacketConn(c.UDPConn)
 	}
 	in := make([]ipv4.Message, batchSize)
-	out := make([]ipv4.Message, batchSize)
 	inBufs := make([][]byte, batchSize)
-	outBufs := make([][]byte, batchSize)
-	outAddrs := make([]net.UDPAddr, batchSize)
-	var patchT3 [batchSize]bool // replies whose T3 is still to be written
 	for i := range batchSize {
 		inBufs[i] = make([]byte, maxDatagram)
-		outBufs[i] = make([]byte, maxDatagram)
 		in[i] = ipv4.Message{Buffers: [][]byte{inBufs[i]}, OOB: make([]byte, udpsock.OOBSize)}
-		outAddrs[i].IP = make(net.IP, net.IPv6len)
-		out[i] = ipv4.Message{Buffers: [][]byte{nil}, OOB: make([]byte, 0, udpsock.SendOOBSize), Addr: &outAddrs[i]}
 	}
+	replyBuf := make([]byte, maxDatagram)
+	out := newReplyBatch(c, r.logger)
 	var sessions *sessionTable
 	if !r.stateless {
 		sessions = newSessionTable()
@@ -237,6 +233,17 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 	// Bound to one address, the kernel picks it as the source: no
 	// IP_PKTINFO needed per reply.
 	wildcard := c.LocalAddr().(*net.UDPAddr).IP.IsUnspecified()
+	send := func() {
+		// T3 as late as possible, and one clock read for the batch: the
+		// replies are complete but for it (and, authenticated, the HMAC
+		// that covers it).
+		out.stampT3(stamp.NewTimestamp(time.Now()), t3At, auth)
+		sent, failed := out.flush(bc)
+		r.m.reflected.Add(float64(sent))
+		if failed > 0 {
+			r.m.sendErrs.Add(float64(failed))
+		}
+	}
 	for {
 		n, err := bc.ReadBatch(in, 0)
 		if err != nil {
@@ -247,8 +254,6 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 			continue
 		}
 		now := time.Now()
-		r.m.received.Add(float64(n))
-		k := 0
 		for i := range in[:n] {
 			m := &in[i]
 			ua, ok := m.Addr.(*net.UDPAddr)
@@ -262,56 +267,36 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 			if meta.KernelRX != 0 {
 				t2 = time.Unix(0, meta.KernelRX) // the kernel's receive time
 			}
-			reply, tos, isSTAMP, ok := r.reflect(inBufs[i][:m.N], outBufs[k], from, meta, t2, sessions, auth)
-			if !ok {
-				continue
-			}
-			o := &out[k]
-			o.Buffers[0] = reply
-			patchT3[k] = isSTAMP
 			src := meta.Dst
 			if !wildcard {
 				src = netip.Addr{}
 			}
-			if tos == 0 {
-				tos = -1 // the socket's default: no control message needed
+			data := inBufs[i][:m.N]
+			seg := len(data)
+			if meta.GROSize > 0 && meta.GROSize < seg {
+				seg = meta.GROSize // a run of datagrams of one flow (UDP GRO)
 			}
-			o.OOB = c.AppendSendMeta(o.OOB[:0], src, meta.IfIndex, tos)
-			a16 := from.Addr().As16()
-			copy(outAddrs[k].IP, a16[:])
-			outAddrs[k].Port = int(from.Port())
-			k++
-		}
-		// T3 as late as possible, and one clock read for the batch: the
-		// replies are complete but for it (and, authenticated, the HMAC
-		// that covers it).
-		t3 := uint64(stamp.NewTimestamp(time.Now()))
-		for j, o := range out[:k] {
-			if !patchT3[j] {
-				continue // a legacy probe goes back as it came
+			segments := 1 // also for an empty datagram, which is bad data
+			if seg > 0 {
+				segments = (len(data) + seg - 1) / seg
 			}
-			reply := o.Buffers[0]
-			binary.BigEndian.PutUint64(reply[t3At:t3At+8], t3)
-			if auth != nil {
-				auth.Seal(reply)
-			}
-		}
-		for sent := 0; sent < k; {
-			w, err := bc.WriteBatch(out[sent:k], 0)
-			if err != nil {
-				// One bad destination must not cost the rest of the batch.
-				r.logger.Debug("reflector write", "err", err)
-				if w <= 0 {
-					w = 1 // the message at the front failed: count it and go on
-					r.m.sendErrs.Inc()
-				} else {
-					r.m.reflected.Add(float64(w))
+			r.m.received.Add(float64(segments))
+			for j := range segments {
+				req := data[j*seg : min((j+1)*seg, len(data))]
+				reply, tos, isSTAMP, ok := r.reflect(req, replyBuf, from, meta, t2, sessions, auth)
+				if !ok {
+					continue
 				}
-			} else {
-				r.m.reflected.Add(float64(w))
+				if tos == 0 {
+					tos = -1 // the socket's default: no control message needed
+				}
+				if !out.add(reply, from, src, meta.IfIndex, tos, isSTAMP) {
+					send()
+					out.add(reply, from, src, meta.IfIndex, tos, isSTAMP)
+				}
 			}
-			sent += w
 		}
+		send()
 	}
 }
 

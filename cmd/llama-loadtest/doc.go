@@ -63,10 +63,13 @@
 // missing) and the generator, this process, to --cpu.generator (default
 // CPU 0, GOMAXPROCS 1), so the comparison is "on one core". The generator
 // is built to outrun the reflector: recvmmsg/sendmmsg on pre-built message
-// vectors, and each refill sent as one UDP GSO write (--gso, default on;
-// the loopback device segments it, so the reflector still receives one
-// datagram per probe). --generator=poll busy-polls instead of sleeping in
-// the netpoller.
+// vectors, and each refill sent as one UDP GSO write (--gso, default on).
+// Loopback hands such a train over as it is: a socket without UDP_GRO
+// (the baseline echo) receives it one datagram per probe, one with UDP_GRO
+// (llama_exporter's reflector) as one buffer, as it would after GRO on a
+// NIC when a sender's probes come back to back. --no-gso sends every probe
+// on its own, which takes the generator's CPU first. --generator=poll
+// busy-polls instead of sleeping in the netpoller.
 //
 // Output per reflector: replies/s over the measured period, sent,
 // received, lost (and ratio), late, duplicated and stray replies,

@@ -70,9 +70,10 @@ type genConfig struct {
 	// netpoller, so that no reply has to wake the generator up.
 	Poll bool
 	// GSO: send a batch of probes as one UDP_SEGMENT write (Linux UDP
-	// GSO). The loopback device segments it before delivery, so the
-	// reflector receives ordinary datagrams, but the generator pays for one
-	// route lookup and one skb per batch instead of per probe.
+	// GSO): the generator pays for one route lookup and one skb per batch
+	// instead of per probe. Loopback delivers the train whole: a reflector
+	// socket with UDP_GRO reads it as one buffer, any other socket one
+	// datagram per probe.
 	GSO bool
 }
 

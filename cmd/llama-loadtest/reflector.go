@@ -55,7 +55,7 @@ func addReflectorCmd(app *kingpin.Application) *reflectorMode {
 	c.Flag("cpu.generator", "CPU list this tool (the load generator) is pinned to; empty: no pinning.").Default("0").StringVar(&m.CPUGenerator)
 	c.Flag("rounds", "Measure baseline and llama_exporter this many times, alternating.").Default("1").IntVar(&m.Rounds)
 	c.Flag("generator", "poll: the generator busy-polls its sockets (its CPU then reads 100%; see empty receive calls for its headroom); block: it sleeps in the netpoller between replies.").Default("block").EnumVar(&m.Generator, "poll", "block")
-	c.Flag("gso", "Send each batch of probes as one UDP GSO write (UDP_SEGMENT); the reflector still receives one datagram per probe.").Default("true").BoolVar(&m.GSO)
+	c.Flag("gso", "Send each batch of probes as one UDP GSO write (UDP_SEGMENT); a reflector socket without UDP_GRO receives one datagram per probe, one with UDP_GRO the train as one buffer.").Default("true").BoolVar(&m.GSO)
 	c.Flag("sample-every", "Keep the RTT of one reply in this many.").Default("16").IntVar(&m.SampleEvery)
 	return m
 }

@@ -46,6 +46,11 @@ type Options struct {
 	// (SOF_TIMESTAMPING_TX_SOFTWARE | OPT_ID | OPT_TSONLY); read them with
 	// DrainTxTimestamps.
 	TxTimestamps bool
+	// GRO asks the kernel to hand over runs of datagrams of one flow as one
+	// buffer (UDP_GRO, Linux 5.0); Meta.GROSize then gives the size of
+	// each datagram in it. It is best effort: Conn.GRO reports whether the
+	// kernel accepted it.
+	GRO bool
 }
 
 // Meta is what the kernel reported about one received datagram.
@@ -60,15 +65,21 @@ type Meta struct {
 	// ECN); -1 when unknown.
 	TOS int
 	// KernelRX is the kernel's software receive timestamp in nanoseconds
-	// since the Unix epoch (CLOCK_REALTIME); 0 when missing.
+	// since the Unix epoch (CLOCK_REALTIME); 0 when missing. A GRO buffer
+	// has one timestamp for all its datagrams.
 	KernelRX int64
+	// GROSize is, when the kernel coalesced several datagrams of one flow
+	// into the buffer (Options.GRO), the size in octets of each of them but
+	// the last, which may be shorter; 0 for a single datagram.
+	GROSize int
 }
 
 // Conn is a UDP socket of one address family with control-message support.
 type Conn struct {
 	*net.UDPConn
-	v6 bool
-	rc syscall.RawConn
+	v6  bool
+	gro bool
+	rc  syscall.RawConn
 
 	// Error-queue draining state, reused so that DrainTxTimestamps does
 	// not allocate; guarded by txMu.
@@ -87,10 +98,14 @@ type Conn struct {
 // Errors are those of bind(2) and setsockopt(2), wrapped with the address.
 func Listen(network string, laddr netip.AddrPort, o Options) (*Conn, error) {
 	v6 := network == "udp6"
+	gro := false
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
 		err := rc.Control(func(fd uintptr) {
 			serr = setOptions(int(fd), v6, o)
+			// Best effort: a kernel without UDP_GRO delivers datagrams
+			// one by one, which is correct, only slower.
+			gro = o.GRO && unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 1) == nil
 		})
 		if err != nil {
 			return err
@@ -107,7 +122,7 @@ func Listen(network string, laddr netip.AddrPort, o Options) (*Conn, error) {
 		uc.Close()
 		return nil, err
 	}
-	c := &Conn{UDPConn: uc, v6: v6, rc: rc}
+	c := &Conn{UDPConn: uc, v6: v6, gro: gro, rc: rc}
 	c.txDrain = c.drain
 	return c, nil
 }
@@ -170,6 +185,10 @@ func setOptions(fd int, v6 bool, o Options) error {
 // IPv6 reports whether the socket is an IPv6 socket.
 func (c *Conn) IPv6() bool { return c.v6 }
 
+// GRO reports whether the kernel accepted Options.GRO: reads may then
+// return several datagrams in one buffer (see Meta.GROSize).
+func (c *Conn) GRO() bool { return c.gro }
+
 // ReadMeta reads one datagram into b, using oob (at least OOBSize octets) for
 // control messages. It returns the payload length in octets, the sender
 // with any IPv4-mapped address unmapped, and the parsed control messages.
@@ -211,6 +230,8 @@ func ParseMeta(oob []byte) Meta {
 			m.TOS = int(int32(binary.NativeEndian.Uint32(data)))
 		case h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPING:
 			m.KernelRX = softwareTimestamp(data)
+		case h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_GRO && len(data) >= 4:
+			m.GROSize = int(int32(binary.NativeEndian.Uint32(data))) // an int (udp_cmsg_recv)
 		}
 	}
 	return m
@@ -245,6 +266,18 @@ func (c *Conn) AppendSendMeta(oob []byte, src netip.Addr, ifIndex, tos int) []by
 	if tos >= 0 {
 		binary.NativeEndian.PutUint32(cmsg(&oob, unix.IPPROTO_IP, unix.IP_TOS, 4), uint32(tos))
 	}
+	return oob
+}
+
+// AppendSegmentSize appends to oob the control message that makes the kernel
+// send one buffer as datagrams of size octets each, the last possibly
+// shorter (UDP_SEGMENT, Linux UDP GSO, 4.18). The kernel refuses the send
+// with EINVAL when size plus headers exceeds the route's MTU or the buffer
+// holds more than 64 datagrams, and with EIO when the outgoing device cannot
+// checksum them. It does not allocate when oob has SendOOBSize octets of
+// capacity.
+func AppendSegmentSize(oob []byte, size int) []byte {
+	binary.NativeEndian.PutUint16(cmsg(&oob, unix.IPPROTO_UDP, unix.UDP_SEGMENT, 2), uint16(size))
 	return oob
 }
 
