@@ -1,7 +1,6 @@
 package prober
 
 import (
-	"container/heap"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -38,9 +37,8 @@ func newScheduler(send func([]*Session)) *scheduler {
 // that sessions started together do not probe in bursts.
 func (sc *scheduler) add(s *Session) {
 	sc.mu.Lock()
-	s.due = mono()
 	sc.tick = max(min(sc.tick, time.Duration(s.interval)/4), 10*time.Microsecond)
-	heap.Push(&sc.h, s)
+	sc.h.push(heapEntry{due: mono(), s: s})
 	sc.mu.Unlock()
 	select {
 	case sc.wake <- struct{}{}:
@@ -59,28 +57,29 @@ func (sc *scheduler) run() {
 		now := mono()
 		due = due[:0]
 		for len(sc.h) > 0 {
-			s := sc.h[0]
-			if s.closed.Load() {
-				heap.Pop(&sc.h)
-				continue
-			}
-			if s.due > now {
+			e := &sc.h[0]
+			if e.due > now {
 				break
+			}
+			s := e.s
+			if s.closed.Load() {
+				sc.h.pop()
+				continue
 			}
 			due = append(due, s)
 			if !s.phased {
 				// After the first probe: a random phase within one interval.
 				s.phased = true
-				s.due = now + 1 + rand.Int64N(s.interval)
+				e.due = now + 1 + rand.Int64N(s.interval)
 			} else {
-				s.due += s.interval
+				e.due += s.interval
 			}
-			if s.due <= now {
+			if e.due <= now {
 				// Fell behind (a stalled process): skip the missed slots
 				// rather than sending them in a burst.
-				s.due = now + s.interval
+				e.due = now + s.interval
 			}
-			heap.Fix(&sc.h, 0)
+			sc.h.down(0)
 		}
 		wait := time.Duration(-1)
 		if len(sc.h) > 0 {
@@ -108,26 +107,55 @@ func (sc *scheduler) close() {
 	<-sc.done
 }
 
-// sessionHeap orders sessions by due time.
-type sessionHeap []*Session
+// heapEntry is a session and its next due time (monotonic ns), kept in the
+// heap itself so that ordering never touches the sessions' memory.
+type heapEntry struct {
+	due int64
+	s   *Session
+}
 
-func (h sessionHeap) Len() int           { return len(h) }
-func (h sessionHeap) Less(i, j int) bool { return h[i].due < h[j].due }
-func (h sessionHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].heapIndex = i
-	h[j].heapIndex = j
+// sessionHeap is a binary min-heap of sessions by due time.
+type sessionHeap []heapEntry
+
+func (h *sessionHeap) push(e heapEntry) {
+	*h = append(*h, e)
+	h.up(len(*h) - 1)
 }
-func (h *sessionHeap) Push(x any) {
-	s := x.(*Session)
-	s.heapIndex = len(*h)
-	*h = append(*h, s)
-}
-func (h *sessionHeap) Pop() any {
+
+// pop removes the first entry.
+func (h *sessionHeap) pop() {
 	old := *h
-	s := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	s.heapIndex = -1
-	return s
+	n := len(old) - 1
+	old[0] = old[n]
+	old[n] = heapEntry{} // let the session go
+	*h = old[:n]
+	h.down(0)
+}
+
+func (h sessionHeap) up(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if h[p].due <= h[i].due {
+			return
+		}
+		h[p], h[i] = h[i], h[p]
+		i = p
+	}
+}
+
+func (h sessionHeap) down(i int) {
+	for {
+		c := 2*i + 1
+		if c >= len(h) {
+			return
+		}
+		if r := c + 1; r < len(h) && h[r].due < h[c].due {
+			c = r
+		}
+		if h[i].due <= h[c].due {
+			return
+		}
+		h[i], h[c] = h[c], h[i]
+		i = c
+	}
 }

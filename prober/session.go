@@ -114,9 +114,7 @@ type Session struct {
 	closed     atomic.Bool
 
 	// Owned by the scheduler.
-	due       int64
-	heapIndex int
-	phased    bool
+	phased bool
 
 	mu         sync.Mutex
 	dst        netip.AddrPort

@@ -188,6 +188,14 @@ func TestSessionTableBounded(t *testing.T) {
 	if _, ok := st.next(extra, 1000); ok {
 		t.Fatal("table grew past its bound")
 	}
+	// A full table is not scanned again for every new session.
+	before := st.sweeps
+	for i := range 1000 {
+		st.next(sessionKey{from: netip.AddrPortFrom(netip.MustParseAddr("198.18.0.3"), uint16(i)), to: base}, 1001)
+	}
+	if st.sweeps-before != 1 {
+		t.Fatalf("%d sweeps of a full table within one second, want 1", st.sweeps-before)
+	}
 	if n, ok := st.next(extra, 1000+sessionIdle); !ok || n != 0 || len(st.m) != 1 {
 		t.Fatalf("after the idle time: ok %v, n %d, %d sessions; want the idle ones evicted", ok, n, len(st.m))
 	}

@@ -31,6 +31,7 @@ type sessionState struct {
 type sessionTable struct {
 	m         map[sessionKey]*sessionState
 	lastSweep int64
+	sweeps    int // for tests
 }
 
 func newSessionTable() *sessionTable {
@@ -43,7 +44,9 @@ func newSessionTable() *sessionTable {
 func (t *sessionTable) next(k sessionKey, now int64) (uint32, bool) {
 	st := t.m[k]
 	if st == nil {
-		if len(t.m) >= maxSessions || now-t.lastSweep >= sessionIdle {
+		// A full table is swept at most once a second: a sender opening
+		// sessions from ever new ports must not make every packet a scan.
+		if (len(t.m) >= maxSessions && now != t.lastSweep) || now-t.lastSweep >= sessionIdle {
 			t.sweep(now)
 		}
 		if len(t.m) >= maxSessions {
@@ -61,6 +64,7 @@ func (t *sessionTable) next(k sessionKey, now int64) (uint32, bool) {
 // sweep forgets sessions idle for sessionIdle seconds.
 func (t *sessionTable) sweep(now int64) {
 	t.lastSweep = now
+	t.sweeps++
 	for k, st := range t.m {
 		if now-st.lastSeen >= sessionIdle {
 			delete(t.m, k)

@@ -87,9 +87,20 @@ type Conn struct {
 	txFn    func(key uint32, ts int64)
 	txErr   error
 	txLimit int
-	txBuf   [64]byte
-	txOOB   [OOBSize]byte
+	tx      *txBatch // nil without Options.TxTimestamps
 	txDrain func(fd uintptr)
+}
+
+// txBatchSize is how many transmit timestamps one recvmmsg(2) reads.
+const txBatchSize = 32
+
+// txBatch is the recvmmsg(2) vector for the error queue, allocated once.
+// With OPT_TSONLY the messages carry no payload, only control messages.
+type txBatch struct {
+	msgs [txBatchSize]unix.Mmsghdr
+	iovs [txBatchSize]unix.Iovec
+	bufs [txBatchSize][16]byte
+	oobs [txBatchSize][OOBSize]byte
 }
 
 // Listen opens a UDP socket on laddr. network is "udp4" or "udp6"; an
@@ -124,6 +135,17 @@ func Listen(network string, laddr netip.AddrPort, o Options) (*Conn, error) {
 	}
 	c := &Conn{UDPConn: uc, v6: v6, gro: gro, rc: rc}
 	c.txDrain = c.drain
+	if o.TxTimestamps {
+		b := &txBatch{}
+		for i := range b.msgs {
+			b.iovs[i].Base = &b.bufs[i][0]
+			b.iovs[i].SetLen(len(b.bufs[i]))
+			b.msgs[i].Hdr.Iov = &b.iovs[i]
+			b.msgs[i].Hdr.Iovlen = 1
+			b.msgs[i].Hdr.Control = &b.oobs[i][0]
+		}
+		c.tx = b
+	}
 	return c, nil
 }
 
@@ -330,7 +352,7 @@ func softwareTimestamp(data []byte) int64 {
 // with the datagram's OPT_ID key (the count of datagrams sent on the socket
 // before it) and the kernel's software transmit time in Unix nanoseconds.
 // It is safe for concurrent use and does not allocate. It returns the first
-// error other than EAGAIN from recvmsg(2).
+// error other than EAGAIN from recvmmsg(2).
 //
 // limit bounds how many timestamps are read: when the caller knows how
 // many it awaits, the final empty read (EAGAIN) is saved; limit <= 0 reads
@@ -346,45 +368,67 @@ func (c *Conn) DrainTxTimestamps(f func(key uint32, ts int64), limit int) error 
 	return c.txErr
 }
 
-// drain is the body of DrainTxTimestamps, run with the socket's fd.
+// drain is the body of DrainTxTimestamps, run with the socket's fd: up to
+// txBatchSize timestamps per recvmmsg(2).
 func (c *Conn) drain(fd uintptr) {
-	for n := 0; c.txLimit <= 0 || n < c.txLimit; n++ {
-		iov := unix.Iovec{Base: &c.txBuf[0]}
-		iov.SetLen(len(c.txBuf))
-		msg := unix.Msghdr{Iov: &iov, Iovlen: 1, Control: &c.txOOB[0]}
-		msg.SetControllen(len(c.txOOB))
-		_, _, errno := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&msg)), unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
-		if errno != 0 {
-			if errno != unix.EAGAIN && errno != unix.EINTR {
-				c.txErr = errno
-			}
-			if errno != unix.EINTR {
-				return
-			}
+	b := c.tx
+	if b == nil {
+		return // no transmit timestamps asked for: nothing is queued
+	}
+	for n := 0; c.txLimit <= 0 || n < c.txLimit; {
+		want := txBatchSize
+		if c.txLimit > 0 {
+			want = min(want, c.txLimit-n)
+		}
+		for i := range want {
+			b.msgs[i].Hdr.SetControllen(OOBSize)
+			b.msgs[i].Hdr.Flags = 0
+		}
+		r, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[0])), uintptr(want),
+			unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT, 0, 0)
+		if errno == unix.EINTR {
 			continue
 		}
-		var ts int64
-		key, haveKey := uint32(0), false
-		oob := c.txOOB[:msg.Controllen]
-		for len(oob) > 0 {
-			h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
-			if err != nil {
-				break
+		if errno != 0 {
+			if errno != unix.EAGAIN {
+				c.txErr = errno
 			}
-			oob = rest
-			switch {
-			case h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPING:
-				ts = softwareTimestamp(data)
-			case (h.Level == unix.IPPROTO_IP && h.Type == unix.IP_RECVERR) ||
-				(h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_RECVERR):
-				if len(data) >= 16 && data[4] == unix.SO_EE_ORIGIN_TIMESTAMPING {
-					key, haveKey = binary.NativeEndian.Uint32(data[12:16]), true
-				}
+			return
+		}
+		got := int(r)
+		for i := range got {
+			c.txMessage(b.oobs[i][:b.msgs[i].Hdr.Controllen])
+		}
+		n += got
+		if got < want {
+			return // the queue is empty: no final EAGAIN read needed
+		}
+	}
+}
+
+// txMessage hands the transmit timestamp in the control messages of one
+// error-queue message to txFn.
+func (c *Conn) txMessage(oob []byte) {
+	var ts int64
+	key, haveKey := uint32(0), false
+	for len(oob) > 0 {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			break
+		}
+		oob = rest
+		switch {
+		case h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPING:
+			ts = softwareTimestamp(data)
+		case (h.Level == unix.IPPROTO_IP && h.Type == unix.IP_RECVERR) ||
+			(h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_RECVERR):
+			if len(data) >= 16 && data[4] == unix.SO_EE_ORIGIN_TIMESTAMPING {
+				key, haveKey = binary.NativeEndian.Uint32(data[12:16]), true
 			}
 		}
-		if haveKey && ts != 0 {
-			c.txFn(key, ts)
-		}
+	}
+	if haveKey && ts != 0 {
+		c.txFn(key, ts)
 	}
 }
 

@@ -85,3 +85,82 @@ func TestAppendSendMetaAllocatesNothing(t *testing.T) {
 		t.Fatalf("AppendSendMeta: %v allocs", n)
 	}
 }
+
+// TestDrainTxTimestampsInBatches: more timestamps than one recvmmsg(2)
+// reads come out in order, exactly limit of them when limit is set, and
+// the rest on the next drain.
+func TestDrainTxTimestampsInBatches(t *testing.T) {
+	lo := netip.MustParseAddrPort("127.0.0.1:0")
+	a, err := Listen("udp4", lo, Options{TxTimestamps: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Listen("udp4", lo, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	dst := b.LocalAddr().(interface{ AddrPort() netip.AddrPort }).AddrPort()
+	const n, limit = 3*txBatchSize + 5, txBatchSize + 7
+	for range n {
+		if _, err := a.WriteToUDPAddrPort([]byte("probe"), dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var keys []uint32
+	collect := func(k uint32, _ int64) { keys = append(keys, k) }
+	if err := a.DrainTxTimestamps(collect, limit); err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != limit {
+		t.Fatalf("%d timestamps read with limit %d", len(keys), limit)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for len(keys) < n && time.Now().Before(deadline) {
+		if err := a.DrainTxTimestamps(collect, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, k := range keys {
+		if k != uint32(i) {
+			t.Fatalf("timestamp %d has key %d; %d read of %d", i, k, len(keys), n)
+		}
+	}
+	if len(keys) != n {
+		t.Fatalf("%d timestamps, want %d", len(keys), n)
+	}
+}
+
+// TestGROSize: a UDP GSO train reaches a UDP_GRO socket on loopback as one
+// buffer whose control messages give the size of each datagram.
+func TestGROSize(t *testing.T) {
+	lo := netip.MustParseAddrPort("127.0.0.1:0")
+	a, err := Listen("udp4", lo, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Listen("udp4", lo, Options{GRO: true, RecvMeta: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if !b.GRO() {
+		t.Fatal("UDP_GRO refused")
+	}
+	dst := b.LocalAddr().(interface{ AddrPort() netip.AddrPort }).AddrPort()
+	train := make([]byte, 3*100+40)
+	if _, _, err := a.WriteMsgUDPAddrPort(train, AppendSegmentSize(nil, 100), dst); err != nil {
+		t.Fatal(err)
+	}
+	buf, oob := make([]byte, 2048), make([]byte, OOBSize)
+	b.SetReadDeadline(time.Now().Add(2 * time.Second))
+	got, _, m, err := b.ReadMeta(buf, oob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != len(train) || m.GROSize != 100 || m.TTL != 64 {
+		t.Fatalf("read %d octets, GRO size %d, TTL %d; want %d, 100 and 64", got, m.GROSize, m.TTL, len(train))
+	}
+}
