@@ -62,6 +62,7 @@ type Manager struct {
 	sessions map[sessionKey]*Session
 	pools    map[string]*pool
 	sched    *scheduler
+	rounds   *roundSignal // nil with user-space timestamps
 	m        *managerMetrics
 	dirty    []*flowConn // flow sockets with probes queued; scheduler goroutine only
 	stop     chan struct{}
@@ -94,6 +95,10 @@ func NewManager(o Options, reg prometheus.Registerer, logger *slog.Logger) *Mana
 		stop:           make(chan struct{}),
 	}
 	m.sched = newScheduler(m.sendRound)
+	if !m.userTimestamps {
+		m.rounds = newRoundSignal()
+		m.sched.onRound = m.rounds.broadcast
+	}
 	m.wg.Add(2)
 	go func() { defer m.wg.Done(); m.sched.run() }()
 	go func() { defer m.wg.Done(); m.maintain() }()
@@ -198,7 +203,7 @@ func (m *Manager) Get(ctx context.Context, module string, cfg *config.Module, ta
 			badReply:  m.m.badReplies.WithLabelValues(module).Inc,
 			unmatched: m.m.unmatched.WithLabelValues(module).Inc,
 		})
-		p.userTimestamps = m.userTimestamps
+		p.userTimestamps, p.rounds = m.userTimestamps, m.rounds
 		m.pools[module] = p
 	}
 	if _, err := p.sockets(family(addr)); err != nil {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -38,6 +39,10 @@ type pool struct {
 	stats  *poolStats
 
 	userTimestamps bool // do not ask for kernel timestamps
+	// rounds paces the receive loops when replies carry kernel receive
+	// timestamps; nil: every reply is read as soon as it arrives.
+	rounds *roundSignal
+	done   chan struct{} // closed by close
 	// sendAuth seals authenticated probes (auth_key_file); used by the
 	// scheduler goroutine only. nil in unauthenticated mode.
 	sendAuth *stamp.Authenticator
@@ -68,6 +73,7 @@ func newPool(module string, cfg *config.Module, logger *slog.Logger, stats *pool
 		sessions: make(map[demuxKey]*Session),
 		byAddr:   make(map[netip.AddrPort][]*Session),
 		nextSSID: uint16(mono()),
+		done:     make(chan struct{}),
 	}
 }
 
@@ -303,7 +309,8 @@ func (p *pool) receive(c *flowConn) {
 	}
 	for {
 		n, err := bc.ReadBatch(msgs, 0)
-		t4 := mono()
+		now := time.Now() // one clock read for the batch: monotonic and wall
+		t4, wall := int64(now.Sub(epoch)), now.UnixNano()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -320,8 +327,9 @@ func (p *pool) receive(c *flowConn) {
 			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 			meta := udpsock.ParseMeta(m.OOB[:m.NN])
 			b := bufs[i][:m.N]
+			arrived := arrival(t4, wall, meta.KernelRX)
 			if legacyProber {
-				p.receiveLegacy(b, from, t4, meta)
+				p.receiveLegacy(b, from, arrived, meta)
 				continue
 			}
 			if auth != nil {
@@ -339,7 +347,7 @@ func (p *pool) receive(c *flowConn) {
 				continue
 			}
 			p.collectTx(s, rp.SenderSequence, meta.KernelRX)
-			r = reply{seq: rp.SenderSequence, reflSeq: rp.Sequence, t4: t4, rxKernel: meta.KernelRX,
+			r = reply{seq: rp.SenderSequence, reflSeq: rp.Sequence, t4: arrived, rxKernel: meta.KernelRX,
 				dwell: int64(rp.Dwell()), senderTTL: -1, dscp: -1, dscp2: -1}
 			if rp.SenderTTL != 255 {
 				r.senderTTL = int(rp.SenderTTL)
@@ -352,12 +360,43 @@ func (p *pool) receive(c *flowConn) {
 				p.stats.unmatched()
 			}
 		}
+		if p.rounds != nil && n < len(msgs) {
+			// Drained: the next replies are read after the next round.
+			select {
+			case <-p.rounds.next():
+			case <-p.done:
+				return
+			}
+		}
 	}
+}
+
+// maxReadDelay bounds how long a reply may have waited in the socket by its
+// kernel receive timestamp; a longer wait means the wall clock stepped, and
+// the read time is used instead.
+const maxReadDelay = time.Second
+
+// arrival returns a reply's arrival in monotonic ns: the read time t4 moved
+// back by how long the kernel's receive timestamp rxKernel (Unix ns, 0 if
+// none) says the reply waited, judged against the wall time of the read.
+// So a reply read a round after it came is still timed, and judged against
+// the timeout, by when it came.
+func arrival(t4, wall, rxKernel int64) int64 {
+	if rxKernel == 0 {
+		return t4
+	}
+	if d := wall - rxKernel; d >= 0 && d < int64(maxReadDelay) {
+		return t4 - d
+	}
+	return t4
 }
 
 // close closes every socket and waits for the receive loops.
 func (p *pool) close() {
 	p.mu.Lock()
+	if !p.closed {
+		close(p.done)
+	}
 	p.closed = true
 	for _, cs := range p.conns {
 		for _, c := range cs {

@@ -19,6 +19,10 @@ const maxTick = 5 * time.Millisecond
 // goroutine per session.
 type scheduler struct {
 	send func(due []*Session)
+	// onRound, when set, is called after every round, and rounds then run
+	// at least once a tick while there are sessions, so that replies read
+	// once per round (see roundSignal) wait at most a tick.
+	onRound func()
 
 	mu   sync.Mutex
 	h    sessionHeap
@@ -84,11 +88,17 @@ func (sc *scheduler) run() {
 		wait := time.Duration(-1)
 		if len(sc.h) > 0 {
 			wait = max(time.Duration(sc.h[0].due-now), sc.tick)
+			if sc.onRound != nil {
+				wait = sc.tick
+			}
 		}
 		sc.mu.Unlock()
 		if len(due) > 0 {
 			sc.send(due)
 			clear(due) // let closed sessions go
+		}
+		if sc.onRound != nil {
+			sc.onRound()
 		}
 		if wait >= 0 {
 			t.Reset(wait)
