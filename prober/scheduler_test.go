@@ -38,3 +38,21 @@ func TestSessionHeapOrder(t *testing.T) {
 		t.Fatalf("pops out of order or lost: got %d entries, want %d", len(got), len(want))
 	}
 }
+
+func TestArrival(t *testing.T) {
+	const t4, wall = int64(50e9), int64(1_700_000_000e9)
+	for _, tc := range []struct {
+		name     string
+		rxKernel int64
+		want     int64
+	}{
+		{"no kernel timestamp", 0, t4},
+		{"waited 3 ms", wall - 3e6, t4 - 3e6},
+		{"kernel time after the read: the wall clock stepped back", wall + 1e6, t4},
+		{"waited over maxReadDelay: the wall clock stepped forward", wall - int64(maxReadDelay), t4},
+	} {
+		if got := arrival(t4, wall, tc.rxKernel); got != tc.want {
+			t.Errorf("%s: arrival %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
