@@ -19,6 +19,8 @@ var (
 	descWinSent    = gaugeDesc("llama_probe_window_packets_sent", "Decided probes in the window.")
 	descWinLost    = gaugeDesc("llama_probe_window_packets_lost", "Lost probes in the window.")
 	descWinLoss    = gaugeDesc("llama_probe_window_loss_ratio", "Lost / sent probes in the window, 0..1; NaN before any probe is decided.")
+	descRTT        = prometheus.NewDesc("llama_probe_rtt_seconds", "Round-trip time of answered probes, (T4 - T1) - (T3 - T2), in seconds.", nil, nil)
+	descDwell      = prometheus.NewDesc("llama_probe_reflector_dwell_seconds", "Time the reflector held each probe, T3 - T2 from its reply, in seconds.", nil, nil)
 	descWinRTT     = prometheus.NewDesc("llama_probe_window_rtt_seconds", "RTT quantiles of the window's answered probes, in seconds.", nil, nil)
 	descWinMin     = gaugeDesc("llama_probe_window_rtt_min_seconds", "Smallest RTT in the window, in seconds.")
 	descWinMax     = gaugeDesc("llama_probe_window_rtt_max_seconds", "Largest RTT in the window, in seconds.")
@@ -66,8 +68,9 @@ func (c sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descLate, sn.Late)
 	counter(descDuplicated, sn.Duplicated)
 	counter(descReordered, sn.Reordered)
-	c.s.hist.Collect(ch)
-	c.s.dwellHist.Collect(ch)
+	rtt, dwell := c.s.histogramMetrics()
+	ch <- rtt
+	ch <- dwell
 	counter(descHopsChange, sn.HopsChanges)
 	counter(descFallbacks, sn.TimestampFallbacks)
 	ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedForward), "forward")

@@ -105,10 +105,9 @@ type Session struct {
 	ssid   atomic.Uint32 // RFC 8972 SSID, 16 bits; changes only on an address change
 	pool   *pool
 
-	interval, timeout, window int64 // ns
-	created                   int64 // monotonic ns
-	hist                      prometheus.Histogram
-	dwellHist                 prometheus.Histogram
+	interval, timeout, window int64      // ns
+	created                   int64      // monotonic ns
+	hist, dwellHist           *histogram // RTT and reflector dwell; guarded by mu
 
 	lastScrape atomic.Int64 // monotonic ns of the last scrape that named it
 	closed     atomic.Bool
@@ -160,22 +159,8 @@ func newSession(module string, cfg *config.Module, target, host string, port uin
 		sentFirst: make(chan struct{}),
 		flows:     make([]flowState, cfg.Flows),
 		hops:      -1,
-		hist: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:                            "llama_probe_rtt_seconds",
-			Help:                            "Round-trip time of answered probes, (T4 - T1) - (T3 - T2), in seconds.",
-			Buckets:                         cfg.Buckets(),
-			NativeHistogramBucketFactor:     1.1,
-			NativeHistogramMaxBucketNumber:  160,
-			NativeHistogramMinResetDuration: time.Hour,
-		}),
-		dwellHist: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:                            "llama_probe_reflector_dwell_seconds",
-			Help:                            "Time the reflector held each probe, T3 - T2 from its reply, in seconds.",
-			Buckets:                         DefaultDwellBuckets,
-			NativeHistogramBucketFactor:     1.1,
-			NativeHistogramMaxBucketNumber:  160,
-			NativeHistogramMinResetDuration: time.Hour,
-		}),
+		hist:      newHistogram(descRTT, cfg.Buckets(), epoch.Add(time.Duration(now))),
+		dwellHist: newHistogram(descDwell, DefaultDwellBuckets, epoch.Add(time.Duration(now))),
 	}
 	if cfg.FlowMetrics {
 		s.flowSent = make([]uint64, cfg.Flows)
@@ -339,9 +324,9 @@ func (s *Session) onReply(r *reply) bool {
 	s.c.Received++
 	s.win.lastReceivedSentTime = max(s.win.lastReceivedSentTime, sl.sent)
 	s.reorderLocked(r, sl)
-	s.hist.Observe(float64(rtt) / 1e9)
+	s.hist.observe(float64(rtt) / 1e9)
 	if r.dwell > 0 {
-		s.dwellHist.Observe(float64(r.dwell) / 1e9)
+		s.dwellHist.observe(float64(r.dwell) / 1e9)
 	}
 	s.directionLocked(r, sl)
 	s.pathLocked(r)
@@ -588,6 +573,13 @@ func (s *Session) firstProbeDeadline() int64 {
 
 // Snapshot sweeps timed-out probes and summarises the window now.
 func (s *Session) Snapshot() Snapshot { return s.snapshot(mono()) }
+
+// histogramMetrics returns the RTT and dwell histograms as they are now.
+func (s *Session) histogramMetrics() (rtt, dwell prometheus.Metric) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hist.metric(), s.dwellHist.metric()
+}
 
 // snapshot is Snapshot at monotonic time now. Its cost does not depend
 // on the window's length.

@@ -1,0 +1,156 @@
+package prober
+
+import (
+	"math"
+	"sort"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// Native histogram parameters of the per-session histograms: the layout
+// that client_golang picks for NativeHistogramBucketFactor 1.1,
+// NativeHistogramMaxBucketNumber 160 and the default zero threshold.
+const (
+	nativeSchema        = 3 // bucket factor 2^(1/8) ≈ 1.09
+	nativeMaxBuckets    = 160
+	nativeMinSchema     = -4
+	nativeZeroThreshold = prometheus.DefNativeHistogramZeroThreshold
+)
+
+// nativeBounds[s] are the fraction bounds of schema s > 0 (up to
+// nativeSchema): 2^(j/2^s - 1) for j < 2^s, as math.Frexp returns
+// fractions in [0.5, 1).
+var nativeBounds = func() [nativeSchema + 1][]float64 {
+	var b [nativeSchema + 1][]float64
+	for s := 1; s <= nativeSchema; s++ {
+		n := 1 << s
+		b[s] = make([]float64, n)
+		for j := range n {
+			b[s][j] = math.Exp2(float64(j)/float64(n) - 1)
+		}
+	}
+	return b
+}()
+
+// histogram is one session's RTT (or dwell) histogram: classic buckets and
+// a native histogram, exposed as one Prometheus histogram. It does what
+// client_golang's Histogram does with the same options, but it is guarded by
+// the session's lock, which the reply path holds anyway: an observation is
+// plain increments and one small map update, where the lock-free histogram
+// pays atomics and a sync.Map lookup, the largest user-space cost of a
+// reply at 10,000 sessions. It never resets; when the native histogram
+// would need more than nativeMaxBuckets buckets, it halves its resolution,
+// as client_golang does within NativeHistogramMinResetDuration.
+// Observations must not be negative.
+type histogram struct {
+	desc    *prometheus.Desc
+	upper   []float64 // classic bucket upper bounds, ascending, without +Inf
+	counts  []uint64  // observations per classic bucket, the last one +Inf
+	count   uint64
+	sum     float64 // seconds
+	schema  int32
+	zero    uint64        // observations <= nativeZeroThreshold
+	native  map[int]int64 // observations per native bucket index
+	created time.Time
+}
+
+func newHistogram(desc *prometheus.Desc, upper []float64, created time.Time) *histogram {
+	return &histogram{
+		desc: desc, upper: upper, counts: make([]uint64, len(upper)+1),
+		schema: nativeSchema, native: make(map[int]int64), created: created,
+	}
+}
+
+// observe adds one value in seconds.
+func (h *histogram) observe(v float64) {
+	h.counts[sort.SearchFloat64s(h.upper, v)]++ // upper bounds are inclusive
+	h.count++
+	h.sum += v
+	if v <= nativeZeroThreshold {
+		h.zero++
+		return
+	}
+	h.native[nativeKey(v, h.schema)]++
+	for len(h.native) > nativeMaxBuckets && h.schema > nativeMinSchema {
+		h.halveResolution()
+	}
+}
+
+// nativeKey returns the index of the native bucket of schema schema that
+// holds v > 0: bucket i covers (2^((i-1)/2^schema), 2^(i/2^schema)].
+func nativeKey(v float64, schema int32) int {
+	if math.IsInf(v, 1) {
+		return math.MaxInt32
+	}
+	frac, exp := math.Frexp(v)
+	if schema > 0 {
+		b := nativeBounds[schema]
+		return sort.SearchFloat64s(b, frac) + (exp-1)*len(b)
+	}
+	key := exp
+	if frac == 0.5 {
+		key-- // a power of two is the upper bound of the bucket below
+	}
+	offset := (1 << -schema) - 1
+	return (key + offset) >> -schema
+}
+
+// halveResolution merges pairs of native buckets: bucket i of the current
+// schema lies in bucket ceil(i/2) of the next coarser one.
+func (h *histogram) halveResolution() {
+	merged := make(map[int]int64, len(h.native)/2+1)
+	for k, n := range h.native {
+		if k > 0 {
+			k++
+		}
+		merged[k/2] += n // Go's division truncates toward zero: ceil for k <= 0
+	}
+	h.native = merged
+	h.schema--
+}
+
+// metric returns the histogram's current state as a Prometheus metric with
+// both the classic buckets and the native histogram. The caller holds the
+// lock that guards h; the metric shares no memory with h.
+func (h *histogram) metric() prometheus.Metric {
+	buckets := make(map[float64]uint64, len(h.upper))
+	var cum uint64
+	for i, u := range h.upper {
+		cum += h.counts[i]
+		buckets[u] = cum
+	}
+	classic, err := prometheus.NewConstHistogramWithCreatedTimestamp(h.desc, h.count, h.sum, buckets, h.created)
+	if err != nil {
+		return prometheus.NewInvalidMetric(h.desc, err)
+	}
+	pos := make(map[int]int64, len(h.native))
+	for k, n := range h.native {
+		pos[k] = n
+	}
+	native, err := prometheus.NewConstNativeHistogram(h.desc, h.count, h.sum, pos, nil, h.zero, h.schema, nativeZeroThreshold, h.created)
+	if err != nil {
+		return prometheus.NewInvalidMetric(h.desc, err)
+	}
+	return dualHistogram{classic: classic, native: native}
+}
+
+// dualHistogram exposes a native histogram with the classic buckets of
+// another const histogram of the same data, as client_golang's Histogram
+// does when both are configured.
+type dualHistogram struct{ classic, native prometheus.Metric }
+
+func (d dualHistogram) Desc() *prometheus.Desc { return d.native.Desc() }
+
+func (d dualHistogram) Write(m *dto.Metric) error {
+	if err := d.native.Write(m); err != nil {
+		return err
+	}
+	var c dto.Metric
+	if err := d.classic.Write(&c); err != nil {
+		return err
+	}
+	m.Histogram.Bucket = c.Histogram.Bucket
+	return nil
+}
