@@ -10,6 +10,7 @@ type metrics struct {
 	badData   prometheus.Counter
 	throttled prometheus.Counter
 	sendErrs  prometheus.Counter
+	sessions  prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -38,9 +39,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "llama_reflector_send_errors_total",
 			Help: "Replies the kernel refused to send (received = reflected + bad_data + throttled + send_errors).",
 		}),
+		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "llama_reflector_sessions",
+			Help: "Test sessions (sender address and port, local address, SSID) the stateful reflector numbers, over all sockets; a socket holds at most 65536 and answers further sessions statelessly.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.up, m.received, m.reflected, m.badData, m.throttled, m.sendErrs)
+		reg.MustRegister(m.up, m.received, m.reflected, m.badData, m.throttled, m.sendErrs, m.sessions)
 	}
 	return m
 }

@@ -223,7 +223,8 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 	out := newReplyBatch(c, r.logger)
 	var sessions *sessionTable
 	if !r.stateless {
-		sessions = newSessionTable()
+		sessions = newSessionTable(r.m.sessions)
+		defer func() { r.m.sessions.Sub(float64(len(sessions.m))) }()
 	}
 	var auth *stamp.Authenticator // this loop's own: HMAC state is not shareable
 	t3At := 4                     // octet offset of T3 in a Session-Reflector packet

@@ -142,8 +142,8 @@ func TestReflectsSTAMP(t *testing.T) {
 			// The counter moves after the send returns, maybe after the
 			// reply arrived.
 			eventually(t, "reflected_total 1", func() bool { return testutil.ToFloat64(r.m.reflected) == 1 })
-			if n, err := testutil.GatherAndCount(reg); err != nil || n != 6 {
-				t.Errorf("%d reflector series, %v; want 6", n, err)
+			if n, err := testutil.GatherAndCount(reg); err != nil || n != 7 {
+				t.Errorf("%d reflector series, %v; want 7", n, err)
 			}
 		})
 	}
@@ -173,10 +173,18 @@ func TestStatefulNumbersEachSession(t *testing.T) {
 			t.Errorf("probe %d SSID %d: reflector sequence %d (sender %d), want %d", tc.seq, tc.ssid, rp.Sequence, rp.SenderSequence, tc.reflected)
 		}
 	}
+	if n := testutil.ToFloat64(r.m.sessions); n != 3 {
+		t.Errorf("llama_reflector_sessions %v, want 3", n)
+	}
+	r.Close()
+	if n := testutil.ToFloat64(r.m.sessions); n != 0 {
+		t.Errorf("llama_reflector_sessions %v after Close, want 0", n)
+	}
 }
 
 func TestSessionTableBounded(t *testing.T) {
-	st := newSessionTable()
+	size := prometheus.NewGauge(prometheus.GaugeOpts{Name: "sessions"})
+	st := newSessionTable(size)
 	base := netip.MustParseAddr("198.18.0.1")
 	for i := range maxSessions {
 		k := sessionKey{from: netip.AddrPortFrom(base, uint16(i)), to: base, ssid: uint16(i >> 16)}
@@ -198,6 +206,9 @@ func TestSessionTableBounded(t *testing.T) {
 	}
 	if n, ok := st.next(extra, 1000+sessionIdle); !ok || n != 0 || len(st.m) != 1 {
 		t.Fatalf("after the idle time: ok %v, n %d, %d sessions; want the idle ones evicted", ok, n, len(st.m))
+	}
+	if n := testutil.ToFloat64(size); n != 1 {
+		t.Fatalf("size gauge %v after eviction, want 1", n)
 	}
 }
 

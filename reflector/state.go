@@ -2,6 +2,8 @@ package reflector
 
 import (
 	"net/netip"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Stateful-mode bounds: a socket remembers at most maxSessions test
@@ -31,11 +33,12 @@ type sessionState struct {
 type sessionTable struct {
 	m         map[sessionKey]*sessionState
 	lastSweep int64
-	sweeps    int // for tests
+	sweeps    int              // for tests
+	size      prometheus.Gauge // sessions over all tables; may be nil
 }
 
-func newSessionTable() *sessionTable {
-	return &sessionTable{m: make(map[sessionKey]*sessionState)}
+func newSessionTable(size prometheus.Gauge) *sessionTable {
+	return &sessionTable{m: make(map[sessionKey]*sessionState), size: size}
 }
 
 // next returns the reflector sequence number for one more packet of the
@@ -54,6 +57,9 @@ func (t *sessionTable) next(k sessionKey, now int64) (uint32, bool) {
 		}
 		st = &sessionState{}
 		t.m[k] = st
+		if t.size != nil {
+			t.size.Inc()
+		}
 	}
 	n := st.count
 	st.count++
@@ -65,9 +71,13 @@ func (t *sessionTable) next(k sessionKey, now int64) (uint32, bool) {
 func (t *sessionTable) sweep(now int64) {
 	t.lastSweep = now
 	t.sweeps++
+	n := len(t.m)
 	for k, st := range t.m {
 		if now-st.lastSeen >= sessionIdle {
 			delete(t.m, k)
 		}
+	}
+	if t.size != nil {
+		t.size.Sub(float64(n - len(t.m)))
 	}
 }
