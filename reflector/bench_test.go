@@ -41,7 +41,7 @@ func BenchmarkReflect(b *testing.B) {
 			out := make([]byte, 1500)
 			from := netip.MustParseAddrPort("198.18.0.1:40000")
 			meta := udpsock.Meta{Dst: netip.MustParseAddr("198.18.0.2"), TTL: 62, TOS: 0xb8}
-			st := newSessionTable(nil)
+			st := newSessionTable(&sessionCount{})
 			now := time.Now()
 			b.ReportAllocs()
 			b.ResetTimer()

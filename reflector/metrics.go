@@ -41,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "llama_reflector_sessions",
-			Help: "Test sessions (sender address and port, local address, SSID) the stateful reflector numbers, over all sockets; a socket holds at most 65536 and answers further sessions statelessly.",
+			Help: "Test sessions (sender address and port, local address, SSID) the stateful reflector numbers, over all sockets; at most 262144, further sessions are answered statelessly.",
 		}),
 	}
 	if reg != nil {

@@ -64,6 +64,7 @@ type Reflector struct {
 	errEst    stamp.ErrorEstimate
 	stateless bool
 	authKey   []byte
+	sessions  sessionCount // stateful sessions over all sockets
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
@@ -83,6 +84,7 @@ func New(cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*Reflector
 		stateless: cfg.Stateless,
 		authKey:   cfg.AuthKey,
 	}
+	r.sessions.size = r.m.sessions
 	if cfg.MaxPPS > 0 {
 		r.global = rate.NewLimiter(rate.Limit(cfg.MaxPPS), burst(cfg.MaxPPS))
 	}
@@ -223,8 +225,8 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 	out := newReplyBatch(c, r.logger)
 	var sessions *sessionTable
 	if !r.stateless {
-		sessions = newSessionTable(r.m.sessions)
-		defer func() { r.m.sessions.Sub(float64(len(sessions.m))) }()
+		sessions = newSessionTable(&r.sessions)
+		defer func() { r.sessions.add(-len(sessions.m)) }()
 	}
 	var auth *stamp.Authenticator // this loop's own: HMAC state is not shareable
 	t3At := 4                     // octet offset of T3 in a Session-Reflector packet

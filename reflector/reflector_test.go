@@ -184,11 +184,18 @@ func TestStatefulNumbersEachSession(t *testing.T) {
 
 func TestSessionTableBounded(t *testing.T) {
 	size := prometheus.NewGauge(prometheus.GaugeOpts{Name: "sessions"})
-	st := newSessionTable(size)
+	count := &sessionCount{size: size}
+	st := newSessionTable(count)
 	base := netip.MustParseAddr("198.18.0.1")
+	// The bound is over all tables: fill it from two.
+	other := newSessionTable(count)
 	for i := range maxSessions {
 		k := sessionKey{from: netip.AddrPortFrom(base, uint16(i)), to: base, ssid: uint16(i >> 16)}
-		if _, ok := st.next(k, 1000); !ok {
+		tab := st
+		if i%4 == 0 {
+			tab = other
+		}
+		if _, ok := tab.next(k, 1000); !ok {
 			t.Fatalf("session %d refused below the bound", i)
 		}
 	}
@@ -207,8 +214,10 @@ func TestSessionTableBounded(t *testing.T) {
 	if n, ok := st.next(extra, 1000+sessionIdle); !ok || n != 0 || len(st.m) != 1 {
 		t.Fatalf("after the idle time: ok %v, n %d, %d sessions; want the idle ones evicted", ok, n, len(st.m))
 	}
-	if n := testutil.ToFloat64(size); n != 1 {
-		t.Fatalf("size gauge %v after eviction, want 1", n)
+	// The other table forgets its idle sessions at its own next sweep.
+	other.next(sessionKey{from: netip.MustParseAddrPort("198.18.0.2:2"), to: base}, 1000+sessionIdle)
+	if n := testutil.ToFloat64(size); n != 2 || count.n.Load() != 2 {
+		t.Fatalf("size gauge %v, count %d after eviction, want 2", n, count.n.Load())
 	}
 }
 

@@ -2,16 +2,34 @@ package reflector
 
 import (
 	"net/netip"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Stateful-mode bounds: a socket remembers at most maxSessions test
-// sessions, and forgets one idle for sessionIdle.
+// Stateful-mode bounds: the reflector remembers at most maxSessions test
+// sessions over all its sockets, and forgets one idle for sessionIdle. The
+// bound is shared rather than per socket because the kernel does not spread
+// senders evenly over SO_REUSEPORT sockets: on loopback, all flows of one
+// sender socket land on one reflector socket. About 120 octets each.
 const (
-	maxSessions = 1 << 16
+	maxSessions = 1 << 18
 	sessionIdle = 5 * 60 // seconds
 )
+
+// sessionCount is the number of sessions in all the tables of one
+// reflector, and its gauge.
+type sessionCount struct {
+	n    atomic.Int64
+	size prometheus.Gauge // may be nil
+}
+
+func (c *sessionCount) add(d int) {
+	c.n.Add(int64(d))
+	if c.size != nil {
+		c.size.Add(float64(d))
+	}
+}
 
 // sessionKey identifies a STAMP test session at the reflector: the
 // sender's address and port, the local address it was sent to (the local
@@ -33,12 +51,12 @@ type sessionState struct {
 type sessionTable struct {
 	m         map[sessionKey]*sessionState
 	lastSweep int64
-	sweeps    int              // for tests
-	size      prometheus.Gauge // sessions over all tables; may be nil
+	sweeps    int           // for tests
+	count     *sessionCount // shared by the reflector's tables
 }
 
-func newSessionTable(size prometheus.Gauge) *sessionTable {
-	return &sessionTable{m: make(map[sessionKey]*sessionState), size: size}
+func newSessionTable(count *sessionCount) *sessionTable {
+	return &sessionTable{m: make(map[sessionKey]*sessionState), count: count}
 }
 
 // next returns the reflector sequence number for one more packet of the
@@ -47,19 +65,20 @@ func newSessionTable(size prometheus.Gauge) *sessionTable {
 func (t *sessionTable) next(k sessionKey, now int64) (uint32, bool) {
 	st := t.m[k]
 	if st == nil {
-		// A full table is swept at most once a second: a sender opening
-		// sessions from ever new ports must not make every packet a scan.
-		if (len(t.m) >= maxSessions && now != t.lastSweep) || now-t.lastSweep >= sessionIdle {
+		// When full, this table is swept at most once a second: a sender
+		// opening sessions from ever new ports must not make every packet
+		// a scan.
+		full := t.count.n.Load() >= maxSessions
+		if (full && now != t.lastSweep) || now-t.lastSweep >= sessionIdle {
 			t.sweep(now)
+			full = t.count.n.Load() >= maxSessions
 		}
-		if len(t.m) >= maxSessions {
+		if full {
 			return 0, false
 		}
 		st = &sessionState{}
 		t.m[k] = st
-		if t.size != nil {
-			t.size.Inc()
-		}
+		t.count.add(1)
 	}
 	n := st.count
 	st.count++
@@ -77,7 +96,5 @@ func (t *sessionTable) sweep(now int64) {
 			delete(t.m, k)
 		}
 	}
-	if t.size != nil {
-		t.size.Sub(float64(n - len(t.m)))
-	}
+	t.count.add(len(t.m) - n)
 }
