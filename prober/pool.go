@@ -187,7 +187,8 @@ func (p *pool) sockets(fam int) ([]*flowConn, error) {
 	}
 	// A large receive buffer (a limit, not an allocation) absorbs bursts of
 	// replies, such as the first probes of many sessions started at once.
-	opts := udpsock.Options{RecvMeta: true, TOS: p.cfg.DSCP << 2, RecvBuffer: 4 << 20,
+	// Of the reply's control messages only the DSCP is used.
+	opts := udpsock.Options{RecvTOS: true, TOS: p.cfg.DSCP << 2, RecvBuffer: 4 << 20,
 		RxTimestamps: !p.userTimestamps, TxTimestamps: !p.userTimestamps}
 	cs = make([]*flowConn, 0, p.cfg.Flows)
 	for i := range p.cfg.Flows {

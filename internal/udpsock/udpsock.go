@@ -28,6 +28,10 @@ type Options struct {
 	// and traffic class control messages (IP_PKTINFO, IP_RECVTTL, IP_RECVTOS
 	// and their IPv6 counterparts), read back into Meta.
 	RecvMeta bool
+	// RecvTOS enables only the traffic class control message (IP_RECVTOS,
+	// IPV6_RECVTCLASS), for receivers that need nothing else of RecvMeta:
+	// each control message costs the kernel work on every datagram.
+	RecvTOS bool
 	// TOS is the IPv4 TOS / IPv6 Traffic Class octet of every datagram sent
 	// without a per-packet TOS; 0 leaves the kernel default.
 	TOS int
@@ -163,8 +167,10 @@ func setOptions(fd int, v6 bool, o Options) error {
 		if o.RecvMeta {
 			opts = append(opts,
 				opt{unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1, "IPV6_RECVPKTINFO"},
-				opt{unix.IPPROTO_IPV6, unix.IPV6_RECVHOPLIMIT, 1, "IPV6_RECVHOPLIMIT"},
-				opt{unix.IPPROTO_IPV6, unix.IPV6_RECVTCLASS, 1, "IPV6_RECVTCLASS"})
+				opt{unix.IPPROTO_IPV6, unix.IPV6_RECVHOPLIMIT, 1, "IPV6_RECVHOPLIMIT"})
+		}
+		if o.RecvMeta || o.RecvTOS {
+			opts = append(opts, opt{unix.IPPROTO_IPV6, unix.IPV6_RECVTCLASS, 1, "IPV6_RECVTCLASS"})
 		}
 		if o.TOS != 0 {
 			opts = append(opts, opt{unix.IPPROTO_IPV6, unix.IPV6_TCLASS, o.TOS, "IPV6_TCLASS"})
@@ -173,8 +179,10 @@ func setOptions(fd int, v6 bool, o Options) error {
 		if o.RecvMeta {
 			opts = append(opts,
 				opt{unix.IPPROTO_IP, unix.IP_PKTINFO, 1, "IP_PKTINFO"},
-				opt{unix.IPPROTO_IP, unix.IP_RECVTTL, 1, "IP_RECVTTL"},
-				opt{unix.IPPROTO_IP, unix.IP_RECVTOS, 1, "IP_RECVTOS"})
+				opt{unix.IPPROTO_IP, unix.IP_RECVTTL, 1, "IP_RECVTTL"})
+		}
+		if o.RecvMeta || o.RecvTOS {
+			opts = append(opts, opt{unix.IPPROTO_IP, unix.IP_RECVTOS, 1, "IP_RECVTOS"})
 		}
 		if o.TOS != 0 {
 			opts = append(opts, opt{unix.IPPROTO_IP, unix.IP_TOS, o.TOS, "IP_TOS"})

@@ -164,3 +164,37 @@ func TestGROSize(t *testing.T) {
 		t.Fatalf("read %d octets, GRO size %d, TTL %d; want %d, 100 and 64", got, m.GROSize, m.TTL, len(train))
 	}
 }
+
+// TestRecvTOSOnly: RecvTOS asks for the traffic class and nothing else.
+func TestRecvTOSOnly(t *testing.T) {
+	for _, network := range []string{"udp4", "udp6"} {
+		t.Run(network, func(t *testing.T) {
+			lo := netip.MustParseAddr("127.0.0.1")
+			if network == "udp6" {
+				lo = netip.IPv6Loopback()
+			}
+			a, err := Listen(network, netip.AddrPortFrom(lo, 0), Options{TOS: 46 << 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			b, err := Listen(network, netip.AddrPortFrom(lo, 0), Options{RecvTOS: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			dst := b.LocalAddr().(interface{ AddrPort() netip.AddrPort }).AddrPort()
+			if _, err := a.WriteToUDPAddrPort([]byte("probe"), dst); err != nil {
+				t.Fatal(err)
+			}
+			b.SetReadDeadline(time.Now().Add(2 * time.Second))
+			_, _, m, err := b.ReadMeta(make([]byte, 64), make([]byte, OOBSize))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.TOS>>2 != 46 || m.TTL != -1 || m.Dst.IsValid() {
+				t.Fatalf("meta %+v: want DSCP 46 and neither TTL nor destination", m)
+			}
+		})
+	}
+}
