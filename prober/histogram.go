@@ -38,28 +38,39 @@ var nativeBounds = func() [nativeSchema + 1][]float64 {
 // a native histogram, exposed as one Prometheus histogram. It does what
 // client_golang's Histogram does with the same options, but it is guarded by
 // the session's lock, which the reply path holds anyway: an observation is
-// plain increments and one small map update, where the lock-free histogram
-// pays atomics and a sync.Map lookup, the largest user-space cost of a
-// reply at 10,000 sessions. It never resets; when the native histogram
+// plain increments, most of them in the histogram's own memory, where the
+// lock-free histogram pays atomics and a sync.Map lookup, the largest
+// user-space cost of a reply at 10,000 sessions. It never resets; when the native histogram
 // would need more than nativeMaxBuckets buckets, it halves its resolution,
 // as client_golang does within NativeHistogramMinResetDuration.
 // Observations must not be negative.
 type histogram struct {
-	desc    *prometheus.Desc
-	upper   []float64 // classic bucket upper bounds, ascending, without +Inf
-	counts  []uint64  // observations per classic bucket, the last one +Inf
-	count   uint64
-	sum     float64 // seconds
-	schema  int32
-	zero    uint64        // observations <= nativeZeroThreshold
-	native  map[int]int64 // observations per native bucket index
+	desc   *prometheus.Desc
+	upper  []float64 // classic bucket upper bounds, ascending, without +Inf
+	counts []uint64  // observations per classic bucket, the last one +Inf
+	count  uint64
+	sum    float64 // seconds
+	schema int32
+	zero   uint64 // observations <= nativeZeroThreshold
+	// Native buckets: those in [near, near+len(nearby)) in nearby, the
+	// rest in far. A session's values cluster, so most observations are
+	// an increment in this struct's own memory rather than a map update.
+	near    int
+	nearSet bool
+	nearby  [nearbyBuckets]int64
+	far     map[int]int64
+	buckets int // populated native buckets, near and far
 	created time.Time
 }
+
+// nearbyBuckets native buckets (a factor of 2^(32/8) = 16 at schema 3)
+// around a session's first value are counted in place.
+const nearbyBuckets = 32
 
 func newHistogram(desc *prometheus.Desc, upper []float64, created time.Time) *histogram {
 	return &histogram{
 		desc: desc, upper: upper, counts: make([]uint64, len(upper)+1),
-		schema: nativeSchema, native: make(map[int]int64), created: created,
+		schema: nativeSchema, far: make(map[int]int64), created: created,
 	}
 }
 
@@ -72,10 +83,38 @@ func (h *histogram) observe(v float64) {
 		h.zero++
 		return
 	}
-	h.native[nativeKey(v, h.schema)]++
-	for len(h.native) > nativeMaxBuckets && h.schema > nativeMinSchema {
+	k := nativeKey(v, h.schema)
+	if !h.nearSet {
+		h.near, h.nearSet = k-nearbyBuckets/2, true
+	}
+	var n int64
+	if i := k - h.near; i >= 0 && i < nearbyBuckets {
+		h.nearby[i]++
+		n = h.nearby[i]
+	} else {
+		h.far[k]++
+		n = h.far[k]
+	}
+	if n == 1 {
+		h.buckets++
+	}
+	for h.buckets > nativeMaxBuckets && h.schema > nativeMinSchema {
 		h.halveResolution()
 	}
+}
+
+// nativeBuckets returns every populated native bucket, index to count.
+func (h *histogram) nativeBuckets() map[int]int64 {
+	m := make(map[int]int64, h.buckets)
+	for k, n := range h.far {
+		m[k] = n
+	}
+	for i, n := range h.nearby {
+		if n != 0 {
+			m[h.near+i] = n
+		}
+	}
+	return m
 }
 
 // nativeKey returns the index of the native bucket of schema schema that
@@ -100,15 +139,30 @@ func nativeKey(v float64, schema int32) int {
 // halveResolution merges pairs of native buckets: bucket i of the current
 // schema lies in bucket ceil(i/2) of the next coarser one.
 func (h *histogram) halveResolution() {
-	merged := make(map[int]int64, len(h.native)/2+1)
-	for k, n := range h.native {
-		if k > 0 {
-			k++
-		}
-		merged[k/2] += n // Go's division truncates toward zero: ceil for k <= 0
+	merged := make(map[int]int64, h.buckets/2+1)
+	for k, n := range h.nativeBuckets() {
+		merged[ceilHalf(k)] += n
 	}
-	h.native = merged
+	h.near = ceilHalf(h.near+nearbyBuckets/2) - nearbyBuckets/2 // same centre
+	clear(h.nearby[:])
+	clear(h.far)
+	for k, n := range merged {
+		if i := k - h.near; i >= 0 && i < nearbyBuckets {
+			h.nearby[i] = n
+		} else {
+			h.far[k] = n
+		}
+	}
+	h.buckets = len(merged)
 	h.schema--
+}
+
+// ceilHalf returns ceil(k/2): Go's division truncates toward zero.
+func ceilHalf(k int) int {
+	if k > 0 {
+		k++
+	}
+	return k / 2
 }
 
 // metric returns the histogram's current state as a Prometheus metric with
@@ -125,11 +179,7 @@ func (h *histogram) metric() prometheus.Metric {
 	if err != nil {
 		return prometheus.NewInvalidMetric(h.desc, err)
 	}
-	pos := make(map[int]int64, len(h.native))
-	for k, n := range h.native {
-		pos[k] = n
-	}
-	native, err := prometheus.NewConstNativeHistogram(h.desc, h.count, h.sum, pos, nil, h.zero, h.schema, nativeZeroThreshold, h.created)
+	native, err := prometheus.NewConstNativeHistogram(h.desc, h.count, h.sum, h.nativeBuckets(), nil, h.zero, h.schema, nativeZeroThreshold, h.created)
 	if err != nil {
 		return prometheus.NewInvalidMetric(h.desc, err)
 	}
