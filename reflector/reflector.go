@@ -236,7 +236,12 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 	// Bound to one address, the kernel picks it as the source: no
 	// IP_PKTINFO needed per reply.
 	wildcard := c.LocalAddr().(*net.UDPAddr).IP.IsUnspecified()
+	received := 0 // datagrams read and not yet counted
 	send := func() {
+		// Counted before their replies, so that received >= reflected
+		// whenever the counters are read.
+		r.m.received.Add(float64(received))
+		received = 0
 		// T3 as late as possible, and one clock read for the batch: the
 		// replies are complete but for it (and, authenticated, the HMAC
 		// that covers it).
@@ -283,7 +288,7 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 			if seg > 0 {
 				segments = (len(data) + seg - 1) / seg
 			}
-			r.m.received.Add(float64(segments))
+			received += segments
 			for j := range segments {
 				req := data[j*seg : min((j+1)*seg, len(data))]
 				reply, tos, isSTAMP, ok := r.reflect(req, replyBuf, from, meta, t2, sessions, auth)
