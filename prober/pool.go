@@ -9,9 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
-
 	"github.com/llama-exporter/llama_exporter/config"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
 	"github.com/llama-exporter/llama_exporter/legacy"
@@ -290,16 +287,8 @@ const recvBatch = 32
 // system call; its buffers are allocated once (golang.org/x/net's ReadBatch
 // allocates the sender's net.UDPAddr).
 func (p *pool) receive(c *flowConn) {
-	var bc batchConn = ipv4.NewPacketConn(c.UDPConn)
-	if c.IPv6() {
-		bc = ipv6.NewPacketConn(c.UDPConn)
-	}
-	msgs := make([]ipv4.Message, recvBatch)
-	bufs := make([][]byte, recvBatch)
-	for i := range msgs {
-		bufs[i] = make([]byte, maxDatagram)
-		msgs[i] = ipv4.Message{Buffers: [][]byte{bufs[i]}, OOB: make([]byte, udpsock.OOBSize)}
-	}
+	bc := c.Batch()
+	msgs := udpsock.NewReadBatch(recvBatch, maxDatagram)
 	var rp stamp.ReflectorPacket
 	var r reply
 	var auth *stamp.Authenticator // this loop's own: HMAC state is not shareable
@@ -327,7 +316,7 @@ func (p *pool) receive(c *flowConn) {
 			from := ua.AddrPort()
 			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 			meta := udpsock.ParseMeta(m.OOB[:m.NN])
-			b := bufs[i][:m.N]
+			b := m.Buffers[0][:m.N]
 			arrived := arrival(t4, wall, meta.KernelRX)
 			if legacyProber {
 				p.receiveLegacy(b, from, arrived, meta)

@@ -6,9 +6,9 @@ import (
 	"time"
 
 	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/udpsock"
 	"github.com/llama-exporter/llama_exporter/legacy"
 	"github.com/llama-exporter/llama_exporter/stamp"
 )
@@ -16,18 +16,11 @@ import (
 // sendBatch is how many probes one sendmmsg(2) carries per flow socket.
 const sendBatch = 64
 
-// batchConn is the batched I/O of golang.org/x/net's ipv4 and ipv6
-// PacketConns (their Message types are the same).
-type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
-}
-
 // outBatch is a flow socket's probes of one scheduler round, written with
 // one sendmmsg(2). It belongs to the scheduler goroutine; its buffers are
 // allocated once.
 type outBatch struct {
-	bc    batchConn
+	bc    udpsock.BatchConn
 	msgs  []ipv4.Message
 	bufs  [][]byte
 	addrs []net.UDPAddr
@@ -41,11 +34,7 @@ func newOutBatch(c *flowConn, maxSize int) *outBatch {
 		bufs:  make([][]byte, sendBatch),
 		addrs: make([]net.UDPAddr, sendBatch),
 		meta:  make([]txPending, sendBatch),
-	}
-	if c.IPv6() {
-		b.bc = ipv6.NewPacketConn(c.UDPConn)
-	} else {
-		b.bc = ipv4.NewPacketConn(c.UDPConn)
+		bc:    c.Batch(),
 	}
 	for i := range sendBatch {
 		b.bufs[i] = make([]byte, maxSize)

@@ -134,7 +134,7 @@ func (b *replyBatch) stampT3(t3 stamp.Timestamp, t3At int, auth *stamp.Authentic
 // flush sends the batch and empties it. It returns the replies sent and
 // the replies the kernel refused; one refused destination does not cost
 // the rest of the batch.
-func (b *replyBatch) flush(bc batchConn) (sent, failed int) {
+func (b *replyBatch) flush(bc udpsock.BatchConn) (sent, failed int) {
 	for i := 0; i < b.k; {
 		w, err := bc.WriteBatch(b.msgs[i:b.k], 0)
 		w = max(w, 0) // -1 with the error of the first message
@@ -164,7 +164,7 @@ func (b *replyBatch) flush(bc batchConn) (sent, failed int) {
 }
 
 // sendSplit sends the train of message i one datagram per message.
-func (b *replyBatch) sendSplit(bc batchConn, i int) (sent, failed int) {
+func (b *replyBatch) sendSplit(bc udpsock.BatchConn, i int) (sent, failed int) {
 	t, m := &b.trains[i], &b.msgs[i]
 	buf := m.Buffers[0]
 	ms := b.split[:0]

@@ -17,8 +17,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/time/rate"
 
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
@@ -197,13 +195,6 @@ func (r *Reflector) Close() error {
 // batchSize is how many datagrams one recvmmsg(2) / sendmmsg(2) moves.
 const batchSize = 32
 
-// batchConn is the batched I/O of golang.org/x/net's ipv4 and ipv6
-// PacketConns (their Message types are the same).
-type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
-}
-
 // serve is one socket's receive loop: it reads up to batchSize buffers per
 // system call, each one datagram or, with UDP GRO, a run of datagrams of
 // one flow, and answers them with one sendmmsg(2), runs of replies to one
@@ -211,16 +202,8 @@ type batchConn interface {
 // reflection path does not allocate (golang.org/x/net's ReadBatch
 // allocates the sender's net.UDPAddr, once per buffer).
 func (r *Reflector) serve(c *udpsock.Conn) {
-	var bc batchConn = ipv4.NewPacketConn(c.UDPConn)
-	if c.IPv6() {
-		bc = ipv6.NewPacketConn(c.UDPConn)
-	}
-	in := make([]ipv4.Message, batchSize)
-	inBufs := make([][]byte, batchSize)
-	for i := range batchSize {
-		inBufs[i] = make([]byte, maxDatagram)
-		in[i] = ipv4.Message{Buffers: [][]byte{inBufs[i]}, OOB: make([]byte, udpsock.OOBSize)}
-	}
+	bc := c.Batch()
+	in := udpsock.NewReadBatch(batchSize, maxDatagram)
 	replyBuf := make([]byte, maxDatagram)
 	out := newReplyBatch(c, r.logger)
 	var sessions *sessionTable
@@ -279,7 +262,7 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 			if !wildcard {
 				src = netip.Addr{}
 			}
-			data := inBufs[i][:m.N]
+			data := m.Buffers[0][:m.N]
 			seg := len(data)
 			if meta.GROSize > 0 && meta.GROSize < seg {
 				seg = meta.GROSize // a run of datagrams of one flow (UDP GRO)

@@ -1,8 +1,9 @@
 // Package udpsock is the Linux UDP socket layer shared by the prober and the
 // reflector: sockets with per-packet control messages (destination address,
 // TTL / Hop Limit, DSCP) on receive and source address and DSCP on send,
-// without a setsockopt per packet. It only uses golang.org/x/sys/unix and the
-// socket's SyscallConn, never conn.File().
+// without a setsockopt per packet, and their batched I/O through
+// golang.org/x/net. It uses golang.org/x/sys/unix and the socket's
+// SyscallConn, never conn.File().
 package udpsock
 
 import (
