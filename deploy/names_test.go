@@ -72,6 +72,7 @@ var exporterMetrics = map[string][]string{
 var readmeOnlyMetrics = []string{
 	"llama_exporter_replies_bad_data_total",
 	"llama_exporter_replies_unmatched_total",
+	"llama_reflector_sessions",
 }
 
 // legacyNames are the LLAMA fork's metric names that section 7 of
