@@ -98,9 +98,18 @@
 // its first probe), checks llama_exporter_sessions, waits --warmup, then
 // for --duration scrapes random targets at --scrape.rate per second.
 //
+// Baseline (--baseline, default on): before the sessions are created, a
+// plain per-packet Go prober (the hidden plain-prober subcommand, pinned
+// like the exporter) sends the same 44-octet STAMP probes to the same
+// targets at the same rate for --duration: one WriteToUDPAddrPort per probe
+// every 5 ms, one ReadFromUDPAddrPort per reply per flow socket, user-space
+// timestamps, counts only. Its CPU is what these packets cost any Go prober
+// on this host that day, so "exporter CPU / baseline CPU" compares the
+// exporter with the host's floor, as the echo loop does for the reflector.
+//
 // Output: creation time and first-scrape latency; over the steady period
 // the exporter's CPU (utime+stime from /proc/PID/stat, in % of one core
-// and µs per probe sent), the reflector's CPU, the probes reflected per
+// and µs per probe sent) and its ratio to the baseline's, the reflector's CPU, the probes reflected per
 // second against the N/interval expected, receive-buffer drops on the
 // exporter's and the reflector's sockets (from /proc/net/udp, by socket
 // inode), the exporter's RSS (VmRSS, VmHWM from /proc/PID/status) and

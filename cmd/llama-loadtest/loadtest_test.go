@@ -3,11 +3,15 @@
 package main
 
 import (
+	"bytes"
+	"io"
+	"log/slog"
 	"math"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/llama-exporter/llama_exporter/reflector"
 	"github.com/llama-exporter/llama_exporter/stamp"
 )
 
@@ -287,5 +291,39 @@ func TestDurationMS(t *testing.T) {
 		if got := durationMS(d); got != want {
 			t.Errorf("durationMS(%v) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+// TestPlainProber runs the sessions mode's baseline against a real
+// reflector: every probe is answered, and its result line reads back.
+func TestPlainProber(t *testing.T) {
+	r, err := reflector.New(reflector.Config{ListenAddresses: []string{"0.0.0.0:0"}}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Serve()
+	defer r.Close()
+	var out bytes.Buffer
+	// 300 targets every 100 ms for 500 ms: about 1,500 probes.
+	if err := runPlainProber(&out, int(r.Addrs()[0].Port()), 300, 2, 100*time.Millisecond, 500*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	res, err := parsePlainResult(out.Bytes())
+	if err != nil {
+		t.Fatalf("%v in %q", err, out.String())
+	}
+	if res.sent < 1000 || res.received != res.sent {
+		t.Errorf("sent %d, received %d: want about 1500 sent, all received", res.sent, res.received)
+	}
+	if res.meanRTT <= 0 || res.meanRTT > time.Second {
+		t.Errorf("mean RTT %v", res.meanRTT)
+	}
+	for _, bad := range []struct{ port, n, flows int }{{0, 10, 1}, {862, 0, 1}, {862, 10, 0}} {
+		if err := runPlainProber(io.Discard, bad.port, bad.n, bad.flows, time.Second, time.Second); err == nil {
+			t.Errorf("port %d, targets %d, flows %d accepted", bad.port, bad.n, bad.flows)
+		}
+	}
+	if _, err := parsePlainResult([]byte("no result\n")); err == nil {
+		t.Error("a log without a result line parsed")
 	}
 }

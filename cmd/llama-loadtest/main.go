@@ -102,6 +102,12 @@ func run(args []string, stdout io.Writer) int {
 	echoFor := echoCmd.Flag("for", "Exit after this long.").Default("15m").Duration()
 	burnCmd := app.Command("burn", "Busy-loop on one CPU.").Hidden()
 	burnFor := burnCmd.Flag("for", "Exit after this long.").Default("15m").Duration()
+	plainCmd := app.Command("plain-prober", "Per-packet Go UDP prober (the exporter's baseline in sessions mode).").Hidden()
+	plainPort := plainCmd.Flag("port", "Reflector port on the session targets.").Required().Int()
+	plainTargets := plainCmd.Flag("targets", "Targets 127.1.0.1.. (as in sessions mode).").Required().Int()
+	plainFlows := plainCmd.Flag("flows", "Sockets.").Default("8").Int()
+	plainInterval := plainCmd.Flag("interval", "Time between two probes of one target.").Default("1s").Duration()
+	plainFor := plainCmd.Flag("for", "Probe this long, then drain for a second and report.").Required().Duration()
 	pinCmd := app.Command("pin", "Run a command pinned to CPUs (when taskset is missing).").Hidden()
 	pinCPUs := pinCmd.Flag("cpus", "CPU list.").Required().String()
 	pinArgv := pinCmd.Arg("command", "Command and arguments.").Required().Strings()
@@ -117,6 +123,12 @@ func run(args []string, stdout io.Writer) int {
 	case echoCmd.FullCommand():
 		if err := runEcho(*echoListen, *echoFor); err != nil {
 			fmt.Fprintf(os.Stderr, "llama-loadtest echo: %v\n", err)
+			return 1
+		}
+		return 0
+	case plainCmd.FullCommand():
+		if err := runPlainProber(stdout, *plainPort, *plainTargets, *plainFlows, *plainInterval, *plainFor); err != nil {
+			fmt.Fprintf(os.Stderr, "llama-loadtest plain-prober: %v\n", err)
 			return 1
 		}
 		return 0

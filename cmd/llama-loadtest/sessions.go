@@ -43,6 +43,7 @@ type sessionsMode struct {
 	CPUReflector      string
 	Sweep             bool
 	SweepConcurrency  int
+	Baseline          bool
 }
 
 // maxSessions bounds --sessions: targets are 127.x.y.z with x from 1 to
@@ -70,6 +71,7 @@ func addSessionsCmd(app *kingpin.Application) *sessionsMode {
 	c.Flag("cpu.reflector", "CPU list to pin the separate reflector to; empty: no pinning.").StringVar(&m.CPUReflector)
 	c.Flag("sweep", "After the measured period, scrape every target once and sum the loss counters.").Default("true").BoolVar(&m.Sweep)
 	c.Flag("sweep.concurrency", "Concurrent scrapes in the final sweep.").Default("32").IntVar(&m.SweepConcurrency)
+	c.Flag("baseline", "Before creating the sessions, run a plain per-packet Go prober (one system call per probe and per reply, user-space timestamps, counts only) for --duration against the same targets at the same rate, pinned like the exporter, and report its CPU next to the exporter's.").Default("true").BoolVar(&m.Baseline)
 	return m
 }
 
@@ -253,6 +255,17 @@ func (m *sessionsMode) run(e *env) error {
 	fmt.Fprintf(e.out, "# sessions: %d targets 127.1.0.1.. port %d, module interval %v timeout %v window %v flows %d, reflector %s; exporter pid %d on CPU %s, reflector on CPU %s; idle exporter RSS %s\n",
 		m.Sessions, rport, m.Interval, m.ProbeTimeout, m.Window, m.Flows, m.Reflector, exp.PID, orNone(m.CPUExporter), orNone(m.CPUReflector), fmtBytes(mem0.RSS))
 
+	var base *baselineResult
+	if m.Baseline {
+		logf("baseline: plain per-packet Go prober for %v", m.Duration)
+		if base, err = m.baseline(e, rport); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.out, "sessions baseline, plain per-packet Go prober, same targets and rate: CPU %.2fs = %s of one core (%.2f µs per probe); sent %d received %d (loss %.4f%%), mean RTT %s\n",
+			base.cpu.CPU.Seconds(), fmtPct(base.cpu.Percent()), base.usPerProbe, base.sent, base.received,
+			100*ratio(float64(base.sent-min(base.sent, base.received)), float64(base.sent)), fmtSeconds(base.meanRTT.Seconds()))
+	}
+
 	client := &http.Client{
 		Transport: &http.Transport{MaxIdleConns: 4096, MaxIdleConnsPerHost: m.CreateConcurrency + m.ScrapeConcurrency + m.SweepConcurrency,
 			DisableCompression: true},
@@ -353,6 +366,9 @@ func (m *sessionsMode) run(e *env) error {
 	if scr.err != nil {
 		logf("first scrape error: %v", scr.err)
 	}
+	if base != nil {
+		fmt.Fprintf(e.out, "sessions exporter CPU / baseline CPU: %.2f\n", ratio(expMeter.CPU.Seconds()/elapsed.Seconds(), base.cpu.CPU.Seconds()/base.cpu.Wall.Seconds()))
+	}
 
 	res := map[string]any{
 		"mode": "sessions", "sessions": m.Sessions, "sessions_created": created.ok, "sessions_gauge": nSessions,
@@ -384,6 +400,13 @@ func (m *sessionsMode) run(e *env) error {
 		"probe_latency_p90_ms":      round2(sp90 * 1e3),
 		"probe_latency_p99_ms":      round2(sp99 * 1e3),
 		"probe_latency_max_ms":      round2(smax * 1e3),
+	}
+
+	if base != nil {
+		res["baseline_cpu_pct"] = round2(base.cpu.Percent())
+		res["baseline_cpu_us_per_probe"] = round2(base.usPerProbe)
+		res["baseline_sent"], res["baseline_received"] = base.sent, base.received
+		res["exporter_to_baseline_cpu"] = round2(ratio(expMeter.CPU.Seconds()/elapsed.Seconds(), base.cpu.CPU.Seconds()/base.cpu.Wall.Seconds()))
 	}
 
 	if m.Sweep {
@@ -652,4 +675,59 @@ feed:
 	res.p99Max = quantile(p99s, 1)
 	res.took = time.Since(start)
 	return res, nil
+}
+
+// baselineResult is the plain prober's run: its CPU over the measured
+// period and what it counted.
+type baselineResult struct {
+	plainResult
+	cpu        *cpuMeter
+	usPerProbe float64
+}
+
+// baseline runs the hidden plain-prober subcommand against the sessions'
+// targets for a short warm-up and then --duration, measuring its CPU over
+// the latter.
+func (m *sessionsMode) baseline(e *env, port int) (*baselineResult, error) {
+	const warm = 2 * time.Second
+	c, err := e.sup.start("plain-prober", m.CPUExporter, selfExe(), "plain-prober",
+		fmt.Sprintf("--port=%d", port), fmt.Sprintf("--targets=%d", m.Sessions), fmt.Sprintf("--flows=%d", m.Flows),
+		"--interval="+m.Interval.String(), "--for="+(warm+m.Duration).String())
+	if err != nil {
+		return nil, err
+	}
+	defer e.sup.stop(c, 3*time.Second)
+	if err := sleepCtx(e.ctx, warm); err != nil {
+		return nil, err
+	}
+	meter := newCPUMeter(func() (time.Duration, error) { return processCPU(c.PID) })
+	meter.start()
+	err = sleepCtx(e.ctx, m.Duration)
+	meter.stop()
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-c.done:
+	case <-time.After(15 * time.Second):
+		return nil, fmt.Errorf("plain prober (pid %d) did not finish", c.PID)
+	case <-e.ctx.Done():
+		return nil, e.ctx.Err()
+	}
+	if c.err != nil {
+		return nil, c.exitError()
+	}
+	if !meter.Available {
+		return nil, errors.New("plain prober: its CPU time could not be read")
+	}
+	log, err := os.ReadFile(c.Log)
+	if err != nil {
+		return nil, err
+	}
+	r, err := parsePlainResult(log)
+	if err != nil {
+		return nil, err
+	}
+	probes := float64(m.Sessions) / m.Interval.Seconds() * meter.Wall.Seconds()
+	return &baselineResult{plainResult: r, cpu: meter, usPerProbe: 1e6 * meter.CPU.Seconds() / probes}, nil
 }
