@@ -66,37 +66,44 @@ func BenchmarkHistogramObserve(b *testing.B) {
 	const n = 10000
 	upper := prometheus.ExponentialBuckets(50e-6, 2, 16)
 	desc := prometheus.NewDesc("h_seconds", "help", nil, nil)
-	values := make([]float64, 4096)
-	rng := rand.New(rand.NewPCG(5, 6))
-	for i := range values {
-		values[i] = 30e-6 * math.Pow(10, rng.Float64()) // 30 µs .. 300 µs
+	// narrow: RTTs of a quiet path, 30 µs .. 300 µs; wide: of a loaded host
+	// or a long path, 20 µs .. 20 ms, 80 native buckets.
+	for _, r := range []struct {
+		name   string
+		lo, hi float64
+	}{{"narrow", 30e-6, 300e-6}, {"wide", 20e-6, 20e-3}} {
+		values := make([]float64, 4096)
+		rng := rand.New(rand.NewPCG(5, 6))
+		for i := range values {
+			values[i] = r.lo * math.Pow(r.hi/r.lo, rng.Float64())
+		}
+		b.Run(r.name+"/session", func(b *testing.B) {
+			hs := make([]*histogram, n)
+			for i := range hs {
+				hs[i] = newHistogram(desc, upper, time.Now())
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				hs[i%n].observe(values[i%len(values)])
+				i++
+			}
+		})
+		b.Run(r.name+"/client_golang", func(b *testing.B) {
+			hs := make([]prometheus.Histogram, n)
+			for i := range hs {
+				hs[i] = prometheus.NewHistogram(prometheus.HistogramOpts{
+					Name: "h_seconds", Help: "help", Buckets: upper,
+					NativeHistogramBucketFactor: 1.1, NativeHistogramMaxBucketNumber: 160,
+					NativeHistogramMinResetDuration: time.Hour,
+				})
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				hs[i%n].Observe(values[i%len(values)])
+				i++
+			}
+		})
 	}
-	b.Run("session", func(b *testing.B) {
-		hs := make([]*histogram, n)
-		for i := range hs {
-			hs[i] = newHistogram(desc, upper, time.Now())
-		}
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			hs[i%n].observe(values[i%len(values)])
-			i++
-		}
-	})
-	b.Run("client_golang", func(b *testing.B) {
-		hs := make([]prometheus.Histogram, n)
-		for i := range hs {
-			hs[i] = prometheus.NewHistogram(prometheus.HistogramOpts{
-				Name: "h_seconds", Help: "help", Buckets: upper,
-				NativeHistogramBucketFactor: 1.1, NativeHistogramMaxBucketNumber: 160,
-				NativeHistogramMinResetDuration: time.Hour,
-			})
-		}
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			hs[i%n].Observe(values[i%len(values)])
-			i++
-		}
-	})
 }

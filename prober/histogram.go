@@ -38,11 +38,11 @@ var nativeBounds = func() [nativeSchema + 1][]float64 {
 // a native histogram, exposed as one Prometheus histogram. It does what
 // client_golang's Histogram does with the same options, but it is guarded by
 // the session's lock, which the reply path holds anyway: an observation is
-// plain increments, most of them in the histogram's own memory, where the
-// lock-free histogram pays atomics and a sync.Map lookup, the largest
-// user-space cost of a reply at 10,000 sessions. It never resets; when the native histogram
-// would need more than nativeMaxBuckets buckets, it halves its resolution,
-// as client_golang does within NativeHistogramMinResetDuration.
+// plain increments in a short slice, where the lock-free histogram pays
+// atomics and a sync.Map lookup, the largest user-space cost of a reply at
+// 10,000 sessions. It never resets; when the native histogram would need
+// more than nativeMaxBuckets buckets, it halves its resolution, as
+// client_golang does within NativeHistogramMinResetDuration.
 // Observations must not be negative.
 type histogram struct {
 	desc   *prometheus.Desc
@@ -52,25 +52,33 @@ type histogram struct {
 	sum    float64 // seconds
 	schema int32
 	zero   uint64 // observations <= nativeZeroThreshold
-	// Native buckets: those in [near, near+len(nearby)) in nearby, the
-	// rest in far. A session's values cluster, so most observations are
-	// an increment in this struct's own memory rather than a map update.
-	near    int
-	nearSet bool
-	nearby  [nearbyBuckets]int64
-	far     map[int]int64
-	buckets int // populated native buckets, near and far
+	// Native buckets: bucket lo+i in dense[i], a slice that grows to
+	// cover the keys observed as long as it spans at most maxDense
+	// buckets; keys beyond that are in far. A session's values cluster,
+	// so an observation is an increment in a short slice, not a map
+	// update.
+	lo      int
+	dense   []int64
+	far     map[int]int64 // nil until a key falls outside dense
+	buckets int           // populated native buckets, dense and far
 	created time.Time
+	// inline backs dense until it outgrows it: the counts of a narrow
+	// distribution share the struct's cache lines.
+	inline [firstDense]int64
 }
 
-// nearbyBuckets native buckets (a factor of 2^(32/8) = 16 at schema 3)
-// around a session's first value are counted in place.
-const nearbyBuckets = 32
+// maxDense bounds the dense native buckets: 20 octaves at schema 3, 1 µs to
+// 1 s, in 1,280 octets. They start as 32 buckets (4 octaves) around the
+// first value.
+const (
+	maxDense   = 160
+	firstDense = 32
+)
 
 func newHistogram(desc *prometheus.Desc, upper []float64, created time.Time) *histogram {
 	return &histogram{
 		desc: desc, upper: upper, counts: make([]uint64, len(upper)+1),
-		schema: nativeSchema, far: make(map[int]int64), created: created,
+		schema: nativeSchema, created: created,
 	}
 }
 
@@ -83,24 +91,58 @@ func (h *histogram) observe(v float64) {
 		h.zero++
 		return
 	}
-	k := nativeKey(v, h.schema)
-	if !h.nearSet {
-		h.near, h.nearSet = k-nearbyBuckets/2, true
-	}
-	var n int64
-	if i := k - h.near; i >= 0 && i < nearbyBuckets {
-		h.nearby[i]++
-		n = h.nearby[i]
-	} else {
-		h.far[k]++
-		n = h.far[k]
-	}
-	if n == 1 {
-		h.buckets++
-	}
+	h.add(nativeKey(v, h.schema), 1)
 	for h.buckets > nativeMaxBuckets && h.schema > nativeMinSchema {
 		h.halveResolution()
 	}
+}
+
+// add counts n > 0 observations in native bucket k.
+func (h *histogram) add(k int, n int64) {
+	var c *int64
+	if i := k - h.lo; i >= 0 && i < len(h.dense) {
+		c = &h.dense[i]
+	} else if h.grow(k) {
+		c = &h.dense[k-h.lo]
+	} else {
+		if h.far == nil {
+			h.far = make(map[int]int64)
+		}
+		if h.far[k] == 0 {
+			h.buckets++
+		}
+		h.far[k] += n
+		return
+	}
+	if *c == 0 {
+		h.buckets++
+	}
+	*c += n
+}
+
+// grow widens dense to cover key k, with room to grow further the same
+// way, unless it would span more than maxDense buckets; it reports whether
+// k is now in dense. dense only grows, its low end down and its high end
+// up, so a key it cannot reach now it never reaches: far and dense never
+// hold the same key.
+func (h *histogram) grow(k int) bool {
+	if h.dense == nil {
+		h.lo, h.dense = k-firstDense/2, h.inline[:]
+		return true
+	}
+	lo, hi := h.lo, h.lo+len(h.dense)
+	if k < lo {
+		lo = max(min(k, lo-len(h.dense)), hi-maxDense)
+	} else {
+		hi = min(max(k+1, hi+len(h.dense)), lo+maxDense)
+	}
+	if k < lo || k >= hi {
+		return false
+	}
+	d := make([]int64, hi-lo)
+	copy(d[h.lo-lo:], h.dense)
+	h.lo, h.dense = lo, d
+	return true
 }
 
 // nativeBuckets returns every populated native bucket, index to count.
@@ -109,9 +151,9 @@ func (h *histogram) nativeBuckets() map[int]int64 {
 	for k, n := range h.far {
 		m[k] = n
 	}
-	for i, n := range h.nearby {
+	for i, n := range h.dense {
 		if n != 0 {
-			m[h.near+i] = n
+			m[h.lo+i] = n
 		}
 	}
 	return m
@@ -143,17 +185,23 @@ func (h *histogram) halveResolution() {
 	for k, n := range h.nativeBuckets() {
 		merged[ceilHalf(k)] += n
 	}
-	h.near = ceilHalf(h.near+nearbyBuckets/2) - nearbyBuckets/2 // same centre
-	clear(h.nearby[:])
-	clear(h.far)
-	for k, n := range merged {
-		if i := k - h.near; i >= 0 && i < nearbyBuckets {
-			h.nearby[i] = n
-		} else {
-			h.far[k] = n
-		}
+	keys := make([]int, 0, len(merged))
+	for k := range merged {
+		keys = append(keys, k)
 	}
-	h.buckets = len(merged)
+	sort.Ints(keys)
+	// Dense again around the old centre, then the keys in order.
+	centre := ceilHalf(h.lo + len(h.dense)/2)
+	if len(h.dense) == len(h.inline) {
+		clear(h.inline[:])
+		h.dense = h.inline[:]
+	} else {
+		h.dense = make([]int64, len(h.dense))
+	}
+	h.lo, h.far, h.buckets = centre-len(h.dense)/2, nil, 0
+	for _, k := range keys {
+		h.add(k, merged[k])
+	}
 	h.schema--
 }
 

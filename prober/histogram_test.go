@@ -27,6 +27,9 @@ func TestHistogramMatchesClientGolang(t *testing.T) {
 		{"rtt", prometheus.ExponentialBuckets(50e-6, 2, 16), 20e-6, 5e-3, nativeSchema, 5000},
 		{"dwell", DefaultDwellBuckets, 1e-7, 1e-3, nativeSchema, 5000},
 		{"wide", prometheus.DefBuckets, 1e-12, 1e6, 1, 20000},
+		// Few values over 40 octaves: no halving, most keys beyond the
+		// 160 dense buckets.
+		{"sparse", prometheus.DefBuckets, 1e-9, 1e3, nativeSchema, 100},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			desc := prometheus.NewDesc("h_seconds", "help", nil, nil)
@@ -48,6 +51,9 @@ func TestHistogramMatchesClientGolang(t *testing.T) {
 			}
 			ours.observe(0)
 			ref.Observe(0)
+			if len(ours.dense) > maxDense {
+				t.Errorf("%d dense buckets, more than %d", len(ours.dense), maxDense)
+			}
 			var got, want dto.Metric
 			if err := ours.metric().Write(&got); err != nil {
 				t.Fatal(err)
