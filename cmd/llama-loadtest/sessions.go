@@ -366,8 +366,10 @@ func (m *sessionsMode) run(e *env) error {
 	if scr.err != nil {
 		logf("first scrape error: %v", scr.err)
 	}
+	var toBaseline float64
 	if base != nil {
-		fmt.Fprintf(e.out, "sessions exporter CPU / baseline CPU: %.2f\n", ratio(expMeter.CPU.Seconds()/elapsed.Seconds(), base.cpu.CPU.Seconds()/base.cpu.Wall.Seconds()))
+		toBaseline = ratio(expMeter.CPU.Seconds()/elapsed.Seconds(), base.cpu.CPU.Seconds()/base.cpu.Wall.Seconds())
+		fmt.Fprintf(e.out, "sessions exporter CPU / baseline CPU: %.2f\n", toBaseline)
 	}
 
 	res := map[string]any{
@@ -406,7 +408,7 @@ func (m *sessionsMode) run(e *env) error {
 		res["baseline_cpu_pct"] = round2(base.cpu.Percent())
 		res["baseline_cpu_us_per_probe"] = round2(base.usPerProbe)
 		res["baseline_sent"], res["baseline_received"] = base.sent, base.received
-		res["exporter_to_baseline_cpu"] = round2(ratio(expMeter.CPU.Seconds()/elapsed.Seconds(), base.cpu.CPU.Seconds()/base.cpu.Wall.Seconds()))
+		res["exporter_to_baseline_cpu"] = round2(toBaseline)
 	}
 
 	if m.Sweep {
