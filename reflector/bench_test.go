@@ -2,6 +2,7 @@ package reflector
 
 import (
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,7 +42,7 @@ func BenchmarkReflect(b *testing.B) {
 			out := make([]byte, 1500)
 			from := netip.MustParseAddrPort("198.18.0.1:40000")
 			meta := udpsock.Meta{Dst: netip.MustParseAddr("198.18.0.2"), TTL: 62, TOS: 0xb8}
-			st := newSessionTable(&sessionCount{})
+			st := newSessionTable(new(atomic.Int64))
 			now := time.Now()
 			b.ReportAllocs()
 			b.ResetTimer()

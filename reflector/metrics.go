@@ -10,10 +10,12 @@ type metrics struct {
 	badData   prometheus.Counter
 	throttled prometheus.Counter
 	sendErrs  prometheus.Counter
-	sessions  prometheus.Gauge
+	sessions  prometheus.GaugeFunc
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// newMetrics creates the metrics and registers them with reg unless it is
+// nil; sessions reads the stateful session count when scraped.
+func newMetrics(reg prometheus.Registerer, sessions func() float64) *metrics {
 	m := &metrics{
 		up: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "llama_reflector_up",
@@ -39,10 +41,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "llama_reflector_send_errors_total",
 			Help: "Replies the kernel refused to send (received = reflected + bad_data + throttled + send_errors).",
 		}),
-		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
+		sessions: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "llama_reflector_sessions",
 			Help: "Test sessions (sender address and port, local address, SSID) the stateful reflector numbers, over all sockets; at most 262144, further sessions are answered statelessly.",
-		}),
+		}, sessions),
 	}
 	if reg != nil {
 		reg.MustRegister(m.up, m.received, m.reflected, m.badData, m.throttled, m.sendErrs, m.sessions)

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -62,7 +63,7 @@ type Reflector struct {
 	errEst    stamp.ErrorEstimate
 	stateless bool
 	authKey   []byte
-	sessions  sessionCount // stateful sessions over all sockets
+	sessions  atomic.Int64 // stateful sessions over all sockets (llama_reflector_sessions)
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
@@ -75,14 +76,13 @@ type Reflector struct {
 func New(cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*Reflector, error) {
 	r := &Reflector{
 		logger: logger,
-		m:      newMetrics(reg),
 		// No clock synchronisation is claimed (S=0); 1 ms is the order of a
 		// user-space timestamp's error.
 		errEst:    stamp.NewErrorEstimate(false, time.Millisecond),
 		stateless: cfg.Stateless,
 		authKey:   cfg.AuthKey,
 	}
-	r.sessions.size = r.m.sessions
+	r.m = newMetrics(reg, func() float64 { return float64(r.sessions.Load()) })
 	if cfg.MaxPPS > 0 {
 		r.global = rate.NewLimiter(rate.Limit(cfg.MaxPPS), burst(cfg.MaxPPS))
 	}
@@ -209,7 +209,7 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 	var sessions *sessionTable
 	if !r.stateless {
 		sessions = newSessionTable(&r.sessions)
-		defer func() { r.sessions.add(-len(sessions.m)) }()
+		defer func() { r.sessions.Add(-int64(len(sessions.m))) }()
 	}
 	var auth *stamp.Authenticator // this loop's own: HMAC state is not shareable
 	t3At := 4                     // octet offset of T3 in a Session-Reflector packet

@@ -3,8 +3,6 @@ package reflector
 import (
 	"net/netip"
 	"sync/atomic"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Stateful-mode bounds: the reflector remembers at most maxSessions test
@@ -16,20 +14,6 @@ const (
 	maxSessions = 1 << 18
 	sessionIdle = 5 * 60 // seconds
 )
-
-// sessionCount is the number of sessions in all the tables of one
-// reflector, and its gauge.
-type sessionCount struct {
-	n    atomic.Int64
-	size prometheus.Gauge // may be nil
-}
-
-func (c *sessionCount) add(d int) {
-	c.n.Add(int64(d))
-	if c.size != nil {
-		c.size.Add(float64(d))
-	}
-}
 
 // sessionKey identifies a STAMP test session at the reflector: the
 // sender's address and port, the local address it was sent to (the local
@@ -52,10 +36,10 @@ type sessionTable struct {
 	m         map[sessionKey]*sessionState
 	lastSweep int64
 	sweeps    int           // for tests
-	count     *sessionCount // shared by the reflector's tables
+	count     *atomic.Int64 // sessions in all the reflector's tables
 }
 
-func newSessionTable(count *sessionCount) *sessionTable {
+func newSessionTable(count *atomic.Int64) *sessionTable {
 	return &sessionTable{m: make(map[sessionKey]*sessionState), count: count}
 }
 
@@ -68,17 +52,17 @@ func (t *sessionTable) next(k sessionKey, now int64) (uint32, bool) {
 		// When full, this table is swept at most once a second: a sender
 		// opening sessions from ever new ports must not make every packet
 		// a scan.
-		full := t.count.n.Load() >= maxSessions
+		full := t.count.Load() >= maxSessions
 		if (full && now != t.lastSweep) || now-t.lastSweep >= sessionIdle {
 			t.sweep(now)
-			full = t.count.n.Load() >= maxSessions
+			full = t.count.Load() >= maxSessions
 		}
 		if full {
 			return 0, false
 		}
 		st = &sessionState{}
 		t.m[k] = st
-		t.count.add(1)
+		t.count.Add(1)
 	}
 	n := st.count
 	st.count++
@@ -96,5 +80,5 @@ func (t *sessionTable) sweep(now int64) {
 			delete(t.m, k)
 		}
 	}
-	t.count.add(len(t.m) - n)
+	t.count.Add(int64(len(t.m) - n))
 }
