@@ -319,7 +319,7 @@ func (p *pool) receive(c *flowConn) {
 			b := m.Buffers[0][:m.N]
 			arrived := arrival(t4, wall, meta.KernelRX)
 			if legacyProber {
-				p.receiveLegacy(b, from, arrived, meta)
+				p.receiveLegacy(b, from, arrived, t4, meta)
 				continue
 			}
 			if auth != nil {
@@ -337,7 +337,7 @@ func (p *pool) receive(c *flowConn) {
 				continue
 			}
 			p.collectTx(s, rp.SenderSequence, meta.KernelRX)
-			r = reply{seq: rp.SenderSequence, reflSeq: rp.Sequence, t4: arrived, rxKernel: meta.KernelRX,
+			r = reply{seq: rp.SenderSequence, reflSeq: rp.Sequence, t4: arrived, read: t4, rxKernel: meta.KernelRX,
 				dwell: int64(rp.Dwell()), senderTTL: -1, dscp: -1, dscp2: -1}
 			if rp.SenderTTL != 255 {
 				r.senderTTL = int(rp.SenderTTL)
@@ -414,8 +414,9 @@ func (p *pool) collectTx(s *Session, seq uint32, rxKernel int64) {
 
 // receiveLegacy handles one reply of the llama prober: our probe echoed by a
 // Dropbox LLAMA (or UDProbe, or our own) reflector. LLAMA has no reflector
-// timestamps, TTL or Class of Service.
-func (p *pool) receiveLegacy(b []byte, from netip.AddrPort, t4 int64, meta udpsock.Meta) {
+// timestamps, TTL or Class of Service. t4 is its arrival and read the time
+// it was read, both monotonic ns (see reply).
+func (p *pool) receiveLegacy(b []byte, from netip.AddrPort, t4, read int64, meta udpsock.Meta) {
 	var lp legacy.Probe
 	if lp.UnmarshalBinary(b) != nil {
 		p.stats.badReply()
@@ -432,7 +433,7 @@ func (p *pool) receiveLegacy(b []byte, from netip.AddrPort, t4 int64, meta udpso
 		return
 	}
 	p.collectTx(s, seq, meta.KernelRX)
-	r := reply{seq: seq, reflSeq: seq, t4: t4, rxKernel: meta.KernelRX, senderTTL: -1, dscp: -1, dscp2: -1}
+	r := reply{seq: seq, reflSeq: seq, t4: t4, read: read, rxKernel: meta.KernelRX, senderTTL: -1, dscp: -1, dscp2: -1}
 	if meta.TOS >= 0 {
 		r.dscp = meta.TOS >> 2
 	}

@@ -78,7 +78,8 @@ type Counters struct {
 type reply struct {
 	seq       uint32 // Sender Sequence Number: our probe
 	reflSeq   uint32 // the reflector's Sequence Number
-	t4        int64  // monotonic ns at receive
+	t4        int64  // monotonic ns of arrival: read, less the kernel's wait
+	read      int64  // monotonic ns when read; 0 if unknown
 	rxKernel  int64  // kernel software RX timestamp, Unix ns; 0 if none
 	dwell     int64  // T3 - T2 in ns; 0 if unknown
 	senderTTL int    // TTL the reflector received; -1 if unknown
@@ -294,6 +295,13 @@ func (s *Session) onReply(r *reply) bool {
 			s.c.Late++
 		}
 		return true
+	}
+	if r.t4 < sl.sent && r.read >= sl.sent {
+		// The kernel's receive timestamp puts the arrival before T1: the
+		// wall clock stepped forward between arrival and read (by less than
+		// maxReadDelay, or arrival would have caught it). The read time is
+		// the next best bound; a step must not turn an answer into a loss.
+		r.t4 = r.read
 	}
 	elapsed := r.t4 - sl.sent
 	if elapsed > s.timeout || r.t4 < sl.sent {

@@ -196,6 +196,32 @@ func TestKernelTimestampsPreferredAndGuarded(t *testing.T) {
 	}
 }
 
+// A wall-clock step forward between a reply's arrival and its read makes
+// the arrival, read time less the kernel's wait, fall before T1. The reply
+// is an answer all the same, timed by the kernel (both of its timestamps
+// are from before the step); only a reply read after the timeout is late.
+func TestClockStepBetweenArrivalAndRead(t *testing.T) {
+	s := testSession(t)
+	const wall = int64(1_800_000_000) * 1e9
+	const step = 50 * ms
+	s.recordSend(100 * ms)
+	s.onTxTimestamp(0, wall+100*ms)
+	rx, read := wall+100*ms+200*1000, 100*ms+300*1000
+	s.onReply(&reply{seq: 0, reflSeq: 0, t4: arrival(read, rx+100*1000+step, rx), read: read, rxKernel: rx,
+		senderTTL: -1, dscp: -1, dscp2: -1})
+	s.recordSend(200 * ms)
+	s.onReply(&reply{seq: 1, reflSeq: 1, t4: 200*ms - step, read: 200*ms + 2*time.Second.Nanoseconds(),
+		senderTTL: -1, dscp: -1, dscp2: -1})
+	sn := s.snapshot(1300 * ms)
+	if sn.Received != 1 || sn.Late != 1 || sn.Lost != 1 {
+		t.Fatalf("received %d, late %d, lost %d; want the first answered and the second (read after the timeout) late",
+			sn.Received, sn.Late, sn.Lost)
+	}
+	if sn.RTTMin != 0.0002 || !sn.KernelTimestamps {
+		t.Fatalf("RTT %v, kernel timestamps %v; want the kernel's 200µs", sn.RTTMin, sn.KernelTimestamps)
+	}
+}
+
 // statefulReply answers probe seq as a stateful reflector that has counted
 // reflSeq earlier probes of this flow.
 func statefulReply(s *Session, seq, reflSeq uint32, t4 int64) {
