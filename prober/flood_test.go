@@ -89,21 +89,9 @@ type floodTarget struct {
 	module string
 }
 
-// floodModule probes every 5ms, as fastModule, but with a 2s timeout. What
-// these tests judge is whether hostile datagrams disturb the session: a
-// reply they crowd out or a probe they corrupt is lost whatever the
-// timeout, whereas a machine stalled for a few hundred milliseconds (a
-// CI machine's CPU steal, seen to hit the first probes of a session) is
-// not the flood's doing and must not read as loss.
-func floodModule() *config.Module {
-	m := fastModule()
-	m.Timeout = 2 * time.Second
-	return m
-}
-
 func startFloodTarget(t *testing.T, module string) *floodTarget {
 	t.Helper()
-	ft := &floodTarget{dst: startReflector(t, "127.0.0.1:0"), mod: floodModule(), module: module}
+	ft := &floodTarget{dst: startReflector(t, "127.0.0.1:0"), mod: fastModule(), module: module}
 	ft.mgr = NewManager(Options{}, nil, discard)
 	t.Cleanup(ft.mgr.Close)
 	s, _, err := ft.mgr.Get(context.Background(), module, ft.mod, ft.dst.String())
