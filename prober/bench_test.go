@@ -1,15 +1,19 @@
 package prober
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
+	"net/http/httptest"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/reflector"
 )
 
 // BenchmarkSessionAccounting measures one probe's accounting: the send
@@ -105,5 +109,66 @@ func BenchmarkHistogramObserve(b *testing.B) {
 				i++
 			}
 		})
+	}
+}
+
+// BenchmarkProbeHandler measures one /probe scrape of a live session
+// (loopback reflector, 8 flows): the session's summary, the per-scrape
+// registry and the text exposition, with and without gzip.
+func BenchmarkProbeHandler(b *testing.B) {
+	r, err := reflector.New(reflector.Config{ListenAddresses: []string{"127.0.0.1:0"}}, nil, discard)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.Serve()
+	defer r.Close()
+	mgr := NewManager(Options{}, nil, discard)
+	defer mgr.Close()
+	mod := fastModule()
+	cfg := &config.Config{Modules: map[string]*config.Module{"bench": mod}}
+	h := &Handler{Manager: mgr, Config: func() *config.Config { return cfg }, Logger: discard}
+	url := "/probe?module=bench&target=" + r.Addrs()[0].String()
+	s, _, err := mgr.Get(context.Background(), "bench", mod, r.Addrs()[0].String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); s.Snapshot().Received < 300; {
+		if time.Now().After(deadline) {
+			b.Fatal("no replies from the loopback reflector")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, enc := range []string{"identity", "gzip"} {
+		b.Run(enc, func(b *testing.B) {
+			req := httptest.NewRequest("GET", url, nil)
+			req.Header.Set("Accept-Encoding", enc)
+			b.ReportAllocs()
+			for b.Loop() {
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, req)
+				if w.Code != 200 {
+					b.Fatalf("status %d: %s", w.Code, w.Body)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkHistogramMetric measures what a scrape costs per histogram:
+// its state taken under the session's lock and written as the
+// exposition's protobuf (classic and native buckets), for RTTs of
+// 20µs–20ms.
+func BenchmarkHistogramMetric(b *testing.B) {
+	h := newHistogram(descRTT, prometheus.ExponentialBuckets(50e-6, 2, 16), time.Unix(1700000000, 0))
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 10_000 {
+		h.observe(20e-6 * math.Pow(1000, rng.Float64()))
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		var m dto.Metric
+		if err := h.metric().Write(&m); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

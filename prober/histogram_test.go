@@ -55,8 +55,20 @@ func TestHistogramMatchesClientGolang(t *testing.T) {
 				t.Errorf("%d dense buckets, more than %d", len(ours.dense), maxDense)
 			}
 			var got, want dto.Metric
-			if err := ours.metric().Write(&got); err != nil {
+			metric := ours.metric()
+			if err := metric.Write(&got); err != nil {
 				t.Fatal(err)
+			}
+			// What a scrape took must not change with later observations.
+			before := proto.Clone(got.Histogram)
+			ours.observe(tc.lo)
+			ours.observe(tc.hi)
+			var again dto.Metric
+			if err := metric.Write(&again); err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(before, again.Histogram) {
+				t.Fatalf("the metric changed with later observations:\n before %v\n  after %v", before, again.Histogram)
 			}
 			if err := ref.Write(&want); err != nil {
 				t.Fatal(err)
@@ -77,6 +89,27 @@ func TestHistogramMatchesClientGolang(t *testing.T) {
 				t.Fatalf("%d classic buckets, %d native spans: both kinds must be exposed", len(g.Bucket), len(g.PositiveSpan))
 			}
 		})
+	}
+}
+
+// An empty histogram is exposed as client_golang exposes one: a native
+// histogram with no buckets and a zero count of 0.
+func TestHistogramEmpty(t *testing.T) {
+	ours := newHistogram(prometheus.NewDesc("h_seconds", "help", nil, nil), DefaultDwellBuckets, time.Unix(1700000000, 0))
+	ref := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "h_seconds", Help: "help", Buckets: DefaultDwellBuckets,
+		NativeHistogramBucketFactor: 1.1, NativeHistogramMaxBucketNumber: 160,
+	})
+	var got, want dto.Metric
+	if err := ours.metric().Write(&got); err != nil {
+		t.Fatal(err)
+	}
+	if err := ref.Write(&want); err != nil {
+		t.Fatal(err)
+	}
+	got.Histogram.CreatedTimestamp, want.Histogram.CreatedTimestamp = nil, nil
+	if !proto.Equal(got.Histogram, want.Histogram) {
+		t.Fatalf("empty histograms differ:\n ours %v\n  ref %v", got.Histogram, want.Histogram)
 	}
 }
 
