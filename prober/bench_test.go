@@ -13,7 +13,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/llama-exporter/llama_exporter/config"
-	"github.com/llama-exporter/llama_exporter/reflector"
 )
 
 // BenchmarkSessionAccounting measures one probe's accounting: the send
@@ -116,19 +115,14 @@ func BenchmarkHistogramObserve(b *testing.B) {
 // (loopback reflector, 8 flows): the session's summary, the per-scrape
 // registry and the text exposition, with and without gzip.
 func BenchmarkProbeHandler(b *testing.B) {
-	r, err := reflector.New(reflector.Config{ListenAddresses: []string{"127.0.0.1:0"}}, nil, discard)
-	if err != nil {
-		b.Fatal(err)
-	}
-	r.Serve()
-	defer r.Close()
+	dst := startReflector(b, "127.0.0.1:0").String()
 	mgr := NewManager(Options{}, nil, discard)
 	defer mgr.Close()
 	mod := fastModule()
 	cfg := &config.Config{Modules: map[string]*config.Module{"bench": mod}}
 	h := &Handler{Manager: mgr, Config: func() *config.Config { return cfg }, Logger: discard}
-	url := "/probe?module=bench&target=" + r.Addrs()[0].String()
-	s, _, err := mgr.Get(context.Background(), "bench", mod, r.Addrs()[0].String())
+	url := "/probe?module=bench&target=" + dst
+	s, _, err := mgr.Get(context.Background(), "bench", mod, dst)
 	if err != nil {
 		b.Fatal(err)
 	}

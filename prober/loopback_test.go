@@ -21,7 +21,7 @@ import (
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // startReflector runs a real reflector on a loopback UDP port.
-func startReflector(t *testing.T, addr string) netip.AddrPort {
+func startReflector(t testing.TB, addr string) netip.AddrPort {
 	t.Helper()
 	r, err := reflector.New(reflector.Config{ListenAddresses: []string{addr}}, nil, discard)
 	if err != nil {
