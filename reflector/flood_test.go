@@ -258,7 +258,7 @@ func TestFloodAccountingAndAmplification(t *testing.T) {
 	sentinels := 0
 	floodCond(t, 30*time.Second, func() string { return "the reflector to answer after the flood: " + r.counts().String() }, func() bool {
 		sentinels++
-		_, _, _, ok := exchange(t, sentinel, dst, senderPacket(t, uint32(sentinels), 0xffff, 44))
+		_, _, _, ok := exchange(t, sentinel, dst, senderPacket(t, uint32(sentinels), 0xffff, 44), silenceWait)
 		return ok
 	})
 	floodCond(t, 10*time.Second, func() string { return "received = reflected + bad_data + throttled: " + r.counts().String() },
