@@ -428,8 +428,14 @@ func TestDelayChange(t *testing.T) {
 		t.Errorf("RTT %v after setting a 20ms delay", got)
 	}
 	r.SetImpairment(none, none)
-	if got := rtt(1); got >= 20*time.Millisecond {
-		t.Errorf("RTT %v after removing the delay", got)
+	// The smallest of a few: one exchange can be slowed by a stalled
+	// machine, the delay would slow them all.
+	fastest := rtt(1)
+	for i := 2; i <= 5; i++ {
+		fastest = min(fastest, rtt(i))
+	}
+	if fastest >= 20*time.Millisecond {
+		t.Errorf("fastest RTT %v of 5 after removing the delay", fastest)
 	}
 }
 
