@@ -96,7 +96,10 @@
 // address probed. It requests /probe once per target,
 // --create.concurrency at a time (the first scrape of a session waits for
 // its first probe), checks llama_exporter_sessions, waits --warmup, then
-// for --duration scrapes random targets at --scrape.rate per second.
+// for --duration scrapes random targets at --scrape.rate per second,
+// uncompressed unless --scrape.gzip asks for gzip as Prometheus does by
+// default (gzip is most of a scrape's cost; see the README's "Running at
+// scale").
 //
 // Baseline (--baseline, default on): before the sessions are created, a
 // plain per-packet Go prober (the hidden plain-prober subcommand, pinned

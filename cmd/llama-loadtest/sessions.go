@@ -38,6 +38,7 @@ type sessionsMode struct {
 	CreateTimeout     time.Duration
 	ScrapeRate        float64
 	ScrapeConcurrency int
+	ScrapeGzip        bool
 	Reflector         string
 	CPUExporter       string
 	CPUReflector      string
@@ -66,6 +67,7 @@ func addSessionsCmd(app *kingpin.Application) *sessionsMode {
 	c.Flag("create.timeout", "Give up if creating the sessions takes longer.").Default("3m").DurationVar(&m.CreateTimeout)
 	c.Flag("scrape.rate", "/probe scrapes per second of random targets during the measured period.").Default("20").Float64Var(&m.ScrapeRate)
 	c.Flag("scrape.concurrency", "Concurrent scrapes at most during the measured period.").Default("8").IntVar(&m.ScrapeConcurrency)
+	c.Flag("scrape.gzip", "Ask for gzip in every /probe request, as Prometheus does unless its scrape job sets enable_compression: false. Off by default, so that figures compare with earlier runs.").BoolVar(&m.ScrapeGzip)
 	c.Flag("reflector", "separate: a second llama_exporter process reflects (its CPU is reported apart); embedded: the exporter's own reflector.").Default("separate").EnumVar(&m.Reflector, "separate", "embedded")
 	c.Flag("cpu.exporter", "CPU list to pin the exporter to; empty: no pinning.").StringVar(&m.CPUExporter)
 	c.Flag("cpu.reflector", "CPU list to pin the separate reflector to; empty: no pinning.").StringVar(&m.CPUReflector)
@@ -268,7 +270,7 @@ func (m *sessionsMode) run(e *env) error {
 
 	client := &http.Client{
 		Transport: &http.Transport{MaxIdleConns: 4096, MaxIdleConnsPerHost: m.CreateConcurrency + m.ScrapeConcurrency + m.SweepConcurrency,
-			DisableCompression: true},
+			DisableCompression: !m.ScrapeGzip},
 		Timeout: 60 * time.Second,
 	}
 	defer client.CloseIdleConnections()
@@ -301,7 +303,11 @@ func (m *sessionsMode) run(e *env) error {
 	}
 
 	// Steady state.
-	logf("measuring %v, %.0f scrapes/s", m.Duration, m.ScrapeRate)
+	encoding := "uncompressed"
+	if m.ScrapeGzip {
+		encoding = "gzip"
+	}
+	logf("measuring %v, %.0f scrapes/s, %s", m.Duration, m.ScrapeRate, encoding)
 	reflMetrics0, _, err := fetchMetrics(ctx, client, "http://"+reflWeb+"/metrics")
 	if err != nil {
 		return err
@@ -392,6 +398,7 @@ func (m *sessionsMode) run(e *env) error {
 		"send_errors":               expMetrics.get("llama_exporter_send_errors_total"),
 		"replies_unmatched":         expMetrics.get("llama_exporter_replies_unmatched_total"),
 		"scrape_rate":               m.ScrapeRate,
+		"scrape_gzip":               m.ScrapeGzip,
 		"exporter_socket_drops":     expDrops,
 		"reflector_socket_drops":    reflDrops,
 		"machine_busy_pct":          machine.JSON(),
