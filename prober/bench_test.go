@@ -126,12 +126,7 @@ func BenchmarkProbeHandler(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); s.Snapshot().Received < 300; {
-		if time.Now().After(deadline) {
-			b.Fatal("no replies from the loopback reflector")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(b, 10*time.Second, "300 replies from the loopback reflector", func() bool { return s.Snapshot().Received >= 300 })
 	for _, enc := range []string{"identity", "gzip"} {
 		b.Run(enc, func(b *testing.B) {
 			req := httptest.NewRequest("GET", url, nil)
