@@ -84,7 +84,8 @@ type Config struct {
 // Module describes how targets are probed. The zero value is not valid; use
 // DefaultModule, or Parse a configuration file.
 type Module struct {
-	// Prober is the probe protocol: "stamp" (default) or "llama".
+	// Prober is the probe protocol, a name registered with RegisterProber:
+	// "stamp" (default), "llama", "icmp" or "tcp".
 	Prober string `yaml:"prober"`
 	// Interval is the time between two probes sent to one target
 	// (default 100ms).
@@ -108,12 +109,14 @@ type Module struct {
 	// DSCP is the Differentiated Services code point set on probes,
 	// 0..63 (default 0). The reflector echoes it.
 	DSCP int `yaml:"dscp"`
-	// PacketSize is the UDP payload size in bytes, from the prober's
-	// minimum (MinPacketSizeSTAMP or MinPacketSizeLLAMA) to MaxPacketSize.
-	// Default 44 for stamp, 1028 for llama.
+	// PacketSize is the probe's payload size in octets, within the limits
+	// of the prober's ProberSpec; its default comes from there too (44 for
+	// stamp, 1028 for llama). 0 for protocols without payload (tcp).
 	PacketSize int `yaml:"packet_size"`
-	// Port is the destination UDP port used when a target has none,
-	// 1..65535. Default 862 for stamp, 8100 for llama.
+	// Port is the destination port used when a target has none, 1..65535;
+	// its default is the prober's ProberSpec.DefaultPort (862 for stamp,
+	// 8100 for llama). 0 when the protocol has no ports (icmp) or when
+	// targets must name theirs (tcp without a port).
 	Port int `yaml:"port"`
 	// IPProtocol is the preferred address family when resolving targets:
 	// "ip6" (default) or "ip4".
@@ -346,14 +349,9 @@ func (m *Module) validate() *fieldError {
 	m.AllowedPrefixes = nil
 	m.AuthKey = nil
 
-	var minSize int
-	switch m.Prober {
-	case ProberSTAMP:
-		minSize = MinPacketSizeSTAMP
-	case ProberLLAMA:
-		minSize = MinPacketSizeLLAMA
-	default:
-		return fieldErr("prober", "must be %q or %q, got %q", ProberSTAMP, ProberLLAMA, m.Prober)
+	spec, ok := LookupProber(m.Prober)
+	if !ok {
+		return fieldErr("prober", "%s", unknownProber(m.Prober))
 	}
 	if m.Interval <= 0 {
 		return fieldErr("interval", "must be positive, got %s", formatDuration(m.Interval))
@@ -382,12 +380,8 @@ func (m *Module) validate() *fieldError {
 	if m.DSCP < 0 || m.DSCP > MaxDSCP {
 		return fieldErr("dscp", "must be 0..%d, got %d", MaxDSCP, m.DSCP)
 	}
-	if m.PacketSize < minSize || m.PacketSize > MaxPacketSize {
-		return fieldErr("packet_size", "must be %d..%d for prober %s, got %d",
-			minSize, MaxPacketSize, m.Prober, m.PacketSize)
-	}
-	if m.Port < 1 || m.Port > 65535 {
-		return fieldErr("port", "must be 1..65535, got %d", m.Port)
+	if fe := m.validateSizeAndPort(spec); fe != nil {
+		return fe
 	}
 	if m.IPProtocol != IPv4 && m.IPProtocol != IPv6 {
 		return fieldErr("ip_protocol", "must be %q or %q, got %q", IPv4, IPv6, m.IPProtocol)
@@ -431,17 +425,36 @@ func (m *Module) validate() *fieldError {
 		if err != nil {
 			return fieldErr("auth_key_file", "%s", err)
 		}
-		if m.Prober != ProberSTAMP {
-			return fieldErr("auth_key_file", "authenticated mode needs prober %s", ProberSTAMP)
+		if spec.MinPacketSizeAuth == 0 {
+			return fieldErr("auth_key_file", "authenticated mode needs prober %s", authProbers())
 		}
-		if m.PacketSize < MinPacketSizeAuth {
-			return fieldErr("packet_size", "must be at least %d in authenticated mode (auth_key_file), got %d", MinPacketSizeAuth, m.PacketSize)
+		if m.PacketSize < spec.MinPacketSizeAuth {
+			return fieldErr("packet_size", "must be at least %d in authenticated mode (auth_key_file), got %d", spec.MinPacketSizeAuth, m.PacketSize)
 		}
 		m.AuthKey = key
 	}
 	m.SourcePorts = ports
 	m.SourceIP = srcIP
 	m.AllowedPrefixes = prefixes
+	return nil
+}
+
+// validateSizeAndPort checks packet_size and port against the limits of the
+// module's protocol.
+func (m *Module) validateSizeAndPort(spec ProberSpec) *fieldError {
+	switch {
+	case spec.MaxPacketSize == 0 && m.PacketSize != 0:
+		return fieldErr("packet_size", "is not used by prober %s, got %d", m.Prober, m.PacketSize)
+	case spec.MaxPacketSize != 0 && (m.PacketSize < spec.MinPacketSize || m.PacketSize > spec.MaxPacketSize):
+		return fieldErr("packet_size", "must be %d..%d for prober %s, got %d",
+			spec.MinPacketSize, spec.MaxPacketSize, m.Prober, m.PacketSize)
+	case !spec.UsesPort && m.Port != 0:
+		return fieldErr("port", "is not used by prober %s, got %d", m.Prober, m.Port)
+	case spec.UsesPort && spec.DefaultPort == 0 && m.Port == 0:
+		return nil // targets name their port
+	case spec.UsesPort && (m.Port < 1 || m.Port > 65535):
+		return fieldErr("port", "must be 1..65535, got %d", m.Port)
+	}
 	return nil
 }
 

@@ -332,12 +332,12 @@ func (d *decoder) module(path string, line int, n *yaml.Node) (*Module, error) {
 			}
 		}
 	}
-	if m.Prober == ProberLLAMA {
+	if spec, ok := LookupProber(m.Prober); ok {
 		if _, ok := set["packet_size"]; !ok {
-			m.PacketSize = DefaultPacketSizeLLAMA
+			m.PacketSize = spec.DefaultPacketSize
 		}
 		if _, ok := set["port"]; !ok {
-			m.Port = DefaultPortLLAMA
+			m.Port = spec.DefaultPort
 		}
 	}
 	if fe := m.validate(); fe != nil {

@@ -148,15 +148,15 @@ func (ft *floodTarget) waitDecided(t *testing.T, end time.Time) Snapshot {
 }
 
 // floodHostile fills buf with hostile datagram i and returns its length and
-// whether it is under 44 octets. A third are shorter than a STAMP packet
-// (random content), a tenth are well-formed Session-Reflector packets —
+// whether it is under 36 octets. A third are shorter than the shortest
+// Session-Reflector packet a sender accepts (random content), a tenth are well-formed Session-Reflector packets —
 // with the session's own SSID, SSID 0 or a random one, and a Sender
 // Sequence Number far from anything sent — and the rest are random octets
-// of a random size 44..1500.
+// of a random size 36..1500.
 func floodHostile(rng *rand.Rand, buf []byte, ssid uint16, sent uint64) (n int, short bool) {
 	switch k := rng.IntN(30); {
 	case k < 10:
-		n = rng.IntN(stamp.ReflectorPacketLen)
+		n = rng.IntN(stamp.MinReflectorReplyLen)
 	case k < 13:
 		n = stamp.ReflectorPacketLen + rng.IntN(floodMaxSize-stamp.ReflectorPacketLen+1)
 		b := buf[:n]
@@ -182,7 +182,7 @@ func floodHostile(rng *rand.Rand, buf []byte, ssid uint16, sent uint64) (n int, 
 		p.MarshalTo(b)
 		return n, false
 	default:
-		n = stamp.ReflectorPacketLen + rng.IntN(floodMaxSize-stamp.ReflectorPacketLen+1)
+		n = stamp.MinReflectorReplyLen + rng.IntN(floodMaxSize-stamp.MinReflectorReplyLen+1)
 	}
 	b := buf[:n]
 	for i := 0; i < n; i += 8 {
@@ -190,7 +190,7 @@ func floodHostile(rng *rand.Rand, buf []byte, ssid uint16, sent uint64) (n int, 
 		binary.LittleEndian.PutUint64(w[:], rng.Uint64())
 		copy(b[i:], w[:])
 	}
-	return n, n < stamp.ReflectorPacketLen
+	return n, n < stamp.MinReflectorReplyLen
 }
 
 // TestFloodFlowSockets probes a real reflector on loopback (one probe every
@@ -201,10 +201,10 @@ func floodHostile(rng *rand.Rand, buf []byte, ssid uint16, sent uint64) (n int, 
 //
 // The counting identity: replies are demultiplexed by (source address,
 // SSID), and no session probes the hostile sockets' addresses, so whatever
-// its content, a hostile datagram matches no session: one under 44 octets
+// its content, a hostile datagram matches no session: one under 36 octets
 // is bad data, any other (random octets, or a well-formed
 // Session-Reflector packet with the session's SSID, SSID 0 or another) is
-// unmatched. Hence, exactly: Δ bad_data = hostile datagrams under 44
+// unmatched. Hence, exactly: Δ bad_data = hostile datagrams under 36
 // octets, Δ unmatched = the others. The batches keep the kernel from
 // dropping any (a drop would show as a timeout, with the sockets' kernel
 // drop counters in the message).
@@ -256,16 +256,16 @@ func TestFloodFlowSockets(t *testing.T) {
 	after := ft.waitDecided(t, end)
 	bad, unmatched := ft.bad(), ft.unmatched()
 
-	t.Logf("sent %d hostile datagrams (%d under 44 octets, %d of 44 or more) to %d flow sockets in %v; counted: bad data %v, unmatched %v",
+	t.Logf("sent %d hostile datagrams (%d under 36 octets, %d of 36 or more) to %d flow sockets in %v; counted: bad data %v, unmatched %v",
 		short+long, short, long, len(ft.flows), end.Sub(begin).Round(time.Millisecond), bad, unmatched)
 	t.Logf("session meanwhile: %d probes sent, %d answered; in all sent %d, received %d, lost %d, late %d, duplicated %d, window %d/%d lost",
 		during.Sent-before.Sent, during.Received-before.Received, after.Sent, after.Received, after.Lost, after.Late, after.Duplicated, after.WindowLost, after.WindowSent)
 
 	if bad != float64(short) {
-		t.Errorf("bad data %v, want exactly the %d hostile datagrams under 44 octets", bad, short)
+		t.Errorf("bad data %v, want exactly the %d hostile datagrams under 36 octets", bad, short)
 	}
 	if unmatched != float64(long) {
-		t.Errorf("unmatched %v, want exactly the %d hostile datagrams of 44 octets or more (none comes from the reflector's address)", unmatched, long)
+		t.Errorf("unmatched %v, want exactly the %d hostile datagrams of 36 octets or more (none comes from the reflector's address)", unmatched, long)
 	}
 	if after.Lost != 0 || after.WindowLost != 0 {
 		t.Errorf("the session lost probes: lost %d, window %d/%d", after.Lost, after.WindowLost, after.WindowSent)
@@ -324,7 +324,7 @@ func (r *rawUDP4) send(src, dst netip.AddrPort, payload []byte) error {
 //     session by address) and a Sender Sequence Number half a sequence
 //     space away from anything sent;
 //   - well-formed replies with the session's own SSID and such a number;
-//   - datagrams under 44 octets: bad data.
+//   - datagrams under 36 octets, too short for any reply: bad data.
 //
 // Each kind must be counted, one for one, in bad data, unmatched, or the
 // session's late or duplicated counters, and none may disturb the session:
@@ -361,8 +361,8 @@ func TestFloodForgedRepliesFromReflector(t *testing.T) {
 		{"own SSID, far sequence number", func(sent uint64) []byte {
 			return floodForged(rng, uint16(s.ssid.Load()), uint32(sent)+1<<31+uint32(rng.IntN(1<<20)))
 		}},
-		{"under 44 octets", func(uint64) []byte {
-			b := make([]byte, rng.IntN(stamp.ReflectorPacketLen))
+		{"under 36 octets", func(uint64) []byte {
+			b := make([]byte, rng.IntN(stamp.MinReflectorReplyLen))
 			for i := range b {
 				b[i] = byte(rng.Uint32())
 			}
@@ -373,7 +373,7 @@ func TestFloodForgedRepliesFromReflector(t *testing.T) {
 		// Markers go where this kind's forged datagrams cannot: short
 		// ones (bad data) after long forgeries, long ones (unmatched: the
 		// marker socket is no reflector) after short forgeries.
-		isShort := kind.name == "under 44 octets"
+		isShort := kind.name == "under 36 octets"
 		mark, markCount := []byte("marker"), ft.bad
 		if isShort {
 			mark, markCount = make([]byte, stamp.ReflectorPacketLen), ft.unmatched

@@ -2,7 +2,6 @@ package prober
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,8 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/llama-exporter/llama_exporter/config"
-	"github.com/llama-exporter/llama_exporter/legacy"
-	"github.com/llama-exporter/llama_exporter/stamp"
 )
 
 // Rejection reasons, the values of llama_exporter_sessions_rejected_total's
@@ -247,53 +244,6 @@ func (m *Manager) Sessions() []*Session {
 	})
 	return out
 }
-
-// legacyMarker ends the signature of our legacy probes, telling their
-// replies from strays.
-var legacyMarker = [4]byte{'L', 'L', 'M', 'A'}
-
-func putLegacySignature(sig *[legacy.SignatureLen]byte, ssid uint16, seq uint32) {
-	binary.BigEndian.PutUint16(sig[0:2], ssid)
-	binary.BigEndian.PutUint32(sig[2:6], seq)
-	copy(sig[6:], legacyMarker[:])
-}
-
-// parseLegacySignature returns the SSID and sequence number of one of our
-// legacy probes, or ok false.
-func parseLegacySignature(sig *[legacy.SignatureLen]byte) (ssid uint16, seq uint32, ok bool) {
-	if [4]byte(sig[6:]) != legacyMarker {
-		return 0, 0, false
-	}
-	return binary.BigEndian.Uint16(sig[0:2]), binary.BigEndian.Uint32(sig[2:6]), true
-}
-
-// cosTLVLen is the octets of a Class of Service TLV (RFC 8972 §4.4).
-const cosTLVLen = stamp.TLVHeaderLen + stamp.ClassOfServiceLen
-
-// appendTLVs fills rest, the octets after the base packet, when there is
-// room: a
-// Class of Service TLV asking the reflector to answer with dscp and to say
-// which DSCP it received, then Extra Padding (RFC 8972 §4.1) to the end.
-// Senders set the U flag; reflectors clear it on TLVs they understand.
-func appendTLVs(rest []byte, dscp int) {
-	if len(rest) < cosTLVLen {
-		clear(rest)
-		return
-	}
-	var v [stamp.ClassOfServiceLen]byte
-	cos := stamp.ClassOfService{DSCP1: uint8(dscp)}
-	cos.MarshalTo(v[:])
-	stamp.AppendTLV(rest[:0], stamp.TLVFlagU, stamp.TLVClassOfService, v[:])
-	pad := rest[cosTLVLen:]
-	clear(pad)
-	if len(pad) >= stamp.TLVHeaderLen {
-		stamp.AppendTLV(pad[:0], stamp.TLVFlagU, stamp.TLVExtraPadding, pad[stamp.TLVHeaderLen:])
-	}
-}
-
-// senderErrorEstimate claims no synchronisation (S=0) and a 1 ms error, the
-// order of a user-space timestamp's error (RFC 8762 §4.1.1).
-var senderErrorEstimate = stamp.NewErrorEstimate(false, time.Millisecond)
 
 // maintain expires idle sessions and re-resolves hostname targets.
 func (m *Manager) maintain() {

@@ -11,8 +11,7 @@ import (
 
 	"github.com/llama-exporter/llama_exporter/config"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
-	"github.com/llama-exporter/llama_exporter/legacy"
-	"github.com/llama-exporter/llama_exporter/stamp"
+	"golang.org/x/net/ipv4"
 )
 
 // maxDatagram is the largest UDP payload in octets.
@@ -40,9 +39,9 @@ type pool struct {
 	// timestamps; nil: every reply is read as soon as it arrives.
 	rounds *roundSignal
 	done   chan struct{} // closed by close
-	// sendAuth seals authenticated probes (auth_key_file); used by the
-	// scheduler goroutine only. nil in unauthenticated mode.
-	sendAuth *stamp.Authenticator
+	proto  *Prober       // the module's protocol, from the registry
+	// enc builds the probes; used by the scheduler goroutine only.
+	enc Protocol
 
 	mu       sync.RWMutex
 	conns    [2][]*flowConn // [0] IPv4, [1] IPv6; opened on first use
@@ -60,13 +59,12 @@ type poolStats struct {
 	unmatched func() // a reply no session claims
 }
 
+// newPool returns the pool of a module whose validated config names a
+// registered protocol.
 func newPool(module string, cfg *config.Module, logger *slog.Logger, stats *poolStats) *pool {
-	var auth *stamp.Authenticator
-	if cfg.AuthKey != nil {
-		auth = stamp.NewAuthenticator(cfg.AuthKey)
-	}
+	proto := Probers[cfg.Prober]
 	return &pool{
-		module: module, cfg: cfg, logger: logger, stats: stats, sendAuth: auth,
+		module: module, cfg: cfg, logger: logger, stats: stats, proto: proto, enc: proto.New(cfg),
 		sessions: make(map[demuxKey]*Session),
 		byAddr:   make(map[netip.AddrPort][]*Session),
 		nextSSID: uint16(mono()),
@@ -289,14 +287,7 @@ const recvBatch = 32
 func (p *pool) receive(c *flowConn) {
 	bc := c.Batch()
 	msgs := udpsock.NewReadBatch(recvBatch, maxDatagram)
-	var rp stamp.ReflectorPacket
-	var r reply
-	var auth *stamp.Authenticator // this loop's own: HMAC state is not shareable
-	base := stamp.ReflectorPacketLen
-	legacyProber := p.cfg.Prober == config.ProberLLAMA
-	if p.cfg.AuthKey != nil {
-		auth, base = stamp.NewAuthenticator(p.cfg.AuthKey), stamp.AuthReflectorPacketLen
-	}
+	dec := p.proto.New(p.cfg) // this loop's own: it may hold HMAC state
 	for {
 		n, err := bc.ReadBatch(msgs, 0)
 		now := time.Now() // one clock read for the batch: monotonic and wall
@@ -308,47 +299,7 @@ func (p *pool) receive(c *flowConn) {
 			continue // ICMP errors surface here on Linux; the probe is lost
 		}
 		for i := range msgs[:n] {
-			m := &msgs[i]
-			ua, ok := m.Addr.(*net.UDPAddr)
-			if !ok {
-				continue
-			}
-			from := ua.AddrPort()
-			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-			meta := udpsock.ParseMeta(m.OOB[:m.NN])
-			b := m.Buffers[0][:m.N]
-			arrived := arrival(t4, wall, meta.KernelRX)
-			if legacyProber {
-				p.receiveLegacy(b, from, arrived, t4, meta)
-				continue
-			}
-			if auth != nil {
-				err = rp.UnmarshalAuthWith(b, auth) // a bad HMAC is bad data
-			} else {
-				err = rp.UnmarshalBinary(b)
-			}
-			if err != nil {
-				p.stats.badReply()
-				continue
-			}
-			s := p.lookup(from, rp.SSID)
-			if s == nil {
-				p.stats.unmatched()
-				continue
-			}
-			p.collectTx(s, rp.SenderSequence, meta.KernelRX)
-			r = reply{seq: rp.SenderSequence, reflSeq: rp.Sequence, t4: arrived, read: t4, rxKernel: meta.KernelRX,
-				dwell: int64(rp.Dwell()), senderTTL: -1, dscp: -1, dscp2: -1}
-			if rp.SenderTTL != 255 {
-				r.senderTTL = int(rp.SenderTTL)
-			}
-			if meta.TOS >= 0 {
-				r.dscp = meta.TOS >> 2
-			}
-			r.dscp2 = receivedDSCP(b[base:])
-			if !s.onReply(&r) {
-				p.stats.unmatched()
-			}
+			p.handle(dec, &msgs[i], t4, wall)
 		}
 		if p.rounds != nil && n < len(msgs) {
 			// Drained: the next replies are read after the next round.
@@ -358,6 +309,43 @@ func (p *pool) receive(c *flowConn) {
 				return
 			}
 		}
+	}
+}
+
+// handle decodes one received datagram with dec and hands it to its
+// session. t4 and wall are the batch's read time, monotonic and Unix ns.
+// A datagram that does not decode is bad data; one that decodes but
+// answers no probe of ours is unmatched.
+func (p *pool) handle(dec Protocol, m *ipv4.Message, t4, wall int64) {
+	ua, ok := m.Addr.(*net.UDPAddr)
+	if !ok {
+		return
+	}
+	from := ua.AddrPort()
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	var d Reply
+	if err := dec.Decode(m.Buffers[0][:m.N], &d); err != nil {
+		if errors.Is(err, ErrNotOurs) {
+			p.stats.unmatched()
+		} else {
+			p.stats.badReply()
+		}
+		return
+	}
+	s := p.lookup(from, d.SSID)
+	if s == nil {
+		p.stats.unmatched()
+		return
+	}
+	meta := udpsock.ParseMeta(m.OOB[:m.NN])
+	p.collectTx(s, d.Seq, meta.KernelRX)
+	r := reply{seq: d.Seq, reflSeq: d.ReflectorSeq, t4: arrival(t4, wall, meta.KernelRX), read: t4,
+		rxKernel: meta.KernelRX, dwell: int64(d.Dwell), senderTTL: d.SenderTTL, dscp: -1, dscp2: d.DSCP2}
+	if meta.TOS >= 0 {
+		r.dscp = meta.TOS >> 2
+	}
+	if !s.onReply(&r) {
+		p.stats.unmatched()
 	}
 }
 
@@ -410,49 +398,4 @@ func (p *pool) collectTx(s *Session, seq uint32, rxKernel int64) {
 	if f := int(seq % uint32(p.cfg.Flows)); f < len(cs) {
 		cs[f].drainTxAll()
 	}
-}
-
-// receiveLegacy handles one reply of the llama prober: our probe echoed by a
-// Dropbox LLAMA (or UDProbe, or our own) reflector. LLAMA has no reflector
-// timestamps, TTL or Class of Service. t4 is its arrival and read the time
-// it was read, both monotonic ns (see reply).
-func (p *pool) receiveLegacy(b []byte, from netip.AddrPort, t4, read int64, meta udpsock.Meta) {
-	var lp legacy.Probe
-	if lp.UnmarshalBinary(b) != nil {
-		p.stats.badReply()
-		return
-	}
-	ssid, seq, ok := parseLegacySignature(&lp.Signature)
-	if !ok {
-		p.stats.unmatched()
-		return
-	}
-	s := p.lookup(from, ssid)
-	if s == nil {
-		p.stats.unmatched()
-		return
-	}
-	p.collectTx(s, seq, meta.KernelRX)
-	r := reply{seq: seq, reflSeq: seq, t4: t4, read: read, rxKernel: meta.KernelRX, senderTTL: -1, dscp: -1, dscp2: -1}
-	if meta.TOS >= 0 {
-		r.dscp = meta.TOS >> 2
-	}
-	if !s.onReply(&r) {
-		p.stats.unmatched()
-	}
-}
-
-// receivedDSCP returns the DSCP that the reflector reports it received, from
-// the Class of Service TLV (RFC 8972 §5.2) of a reply's TLV area; -1 when
-// the reply carries none.
-func receivedDSCP(tlvs []byte) int {
-	t, ok := stamp.FindTLV(tlvs, stamp.TLVClassOfService)
-	if !ok || t.Unrecognized() {
-		return -1
-	}
-	var cos stamp.ClassOfService
-	if cos.UnmarshalBinary(t.Value) != nil {
-		return -1
-	}
-	return int(cos.DSCP2)
 }

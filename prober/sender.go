@@ -3,14 +3,10 @@ package prober
 import (
 	"net"
 	"net/netip"
-	"time"
 
 	"golang.org/x/net/ipv4"
 
-	"github.com/llama-exporter/llama_exporter/config"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
-	"github.com/llama-exporter/llama_exporter/legacy"
-	"github.com/llama-exporter/llama_exporter/stamp"
 )
 
 // sendBatch is how many probes one sendmmsg(2) carries per flow socket.
@@ -46,7 +42,7 @@ func newOutBatch(c *flowConn, maxSize int) *outBatch {
 
 // queue encodes probe seq of s to dst as the next message of fc's batch,
 // flushing first when the batch is full.
-func (m *Manager) queue(fc *flowConn, s *Session, seq uint32, dst netip.AddrPort) {
+func (m *Manager) queue(fc *flowConn, s *Session, seq uint32, flow int, dst netip.AddrPort) {
 	b := fc.out
 	if b.n == sendBatch {
 		m.flush(fc)
@@ -54,7 +50,7 @@ func (m *Manager) queue(fc *flowConn, s *Session, seq uint32, dst netip.AddrPort
 	if b.n == 0 {
 		m.dirty = append(m.dirty, fc)
 	}
-	buf, ok := m.encode(s, seq, b.bufs[b.n][:s.cfg.PacketSize])
+	buf, ok := m.encode(s, seq, flow, b.bufs[b.n][:s.cfg.PacketSize])
 	if !ok {
 		return
 	}
@@ -108,7 +104,7 @@ func (m *Manager) sendRound(due []*Session) {
 			m.m.sendErrors.WithLabelValues(s.Module).Inc()
 			continue
 		}
-		m.queue(conns[flow], s, seq, dst)
+		m.queue(conns[flow], s, seq, flow, dst)
 	}
 	for _, fc := range m.dirty {
 		m.flush(fc)
@@ -117,34 +113,14 @@ func (m *Manager) sendRound(due []*Session) {
 	m.dirty = m.dirty[:0]
 }
 
-// encode writes probe seq of s into buf (PacketSize octets) and returns the
-// datagram: STAMP (RFC 8762), authenticated or not, or a legacy LLAMA probe.
-// T1 is on the monotonic clock for RTT arithmetic (recordSend) and on the
-// wall clock in the packet, where the RFC asks for it.
-func (m *Manager) encode(s *Session, seq uint32, buf []byte) ([]byte, bool) {
-	if s.cfg.Prober == config.ProberLLAMA {
-		p := legacy.Probe{TOS: byte(s.cfg.DSCP << 2), Sent: uint64(time.Now().UnixNano())}
-		putLegacySignature(&p.Signature, uint16(s.ssid.Load()), seq)
-		out, err := p.MarshalTo(buf[:0], s.cfg.PacketSize)
-		if err != nil {
-			m.logger.Error("encoding a legacy probe", "module", s.Module, "err", err)
-			return nil, false
-		}
-		return out, true
+// encode writes probe seq of s into buf (PacketSize octets) with the
+// module's protocol and returns the datagram.
+func (m *Manager) encode(s *Session, seq uint32, flow int, buf []byte) ([]byte, bool) {
+	p := Probe{SSID: uint16(s.ssid.Load()), Seq: seq, Flow: flow, DSCP: s.cfg.DSCP}
+	out, err := s.pool.enc.Encode(buf, &p)
+	if err != nil {
+		m.logger.Error("encoding a probe", "module", s.Module, "prober", s.cfg.Prober, "err", err)
+		return nil, false
 	}
-	p := stamp.SenderPacket{
-		Sequence:      seq,
-		Timestamp:     stamp.NewTimestamp(time.Now()),
-		ErrorEstimate: senderErrorEstimate,
-		SSID:          uint16(s.ssid.Load()),
-	}
-	// PacketSize is at least the base packet's size: config enforces it.
-	if a := s.pool.sendAuth; a != nil {
-		p.MarshalAuthWith(buf, a)
-		appendTLVs(buf[stamp.AuthSenderPacketLen:], s.cfg.DSCP)
-	} else {
-		p.MarshalTo(buf)
-		appendTLVs(buf[stamp.SenderPacketLen:], s.cfg.DSCP)
-	}
-	return buf, true
+	return out, true
 }

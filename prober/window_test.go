@@ -7,8 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/llama-exporter/llama_exporter/config"
 	"net/netip"
+
+	"github.com/llama-exporter/llama_exporter/config"
 )
 
 // summarizeSlow computes the window summary by walking the whole ring: the

@@ -212,9 +212,9 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 		defer func() { r.sessions.Add(-int64(len(sessions.m))) }()
 	}
 	var auth *stamp.Authenticator // this loop's own: HMAC state is not shareable
-	t3At := 4                     // octet offset of T3 in a Session-Reflector packet
+	t3At := stamp.OffsetTimestamp // where T3 goes in a Session-Reflector packet
 	if r.authKey != nil {
-		auth, t3At = stamp.NewAuthenticator(r.authKey), 16
+		auth, t3At = stamp.NewAuthenticator(r.authKey), stamp.AuthOffsetTimestamp
 	}
 	// Bound to one address, the kernel picks it as the source: no
 	// IP_PKTINFO needed per reply.

@@ -25,6 +25,10 @@ const (
 	// base packet are not covered (RFC 8972 §4.8 defines an HMAC TLV for
 	// them).
 	AuthHMACOffset = 96
+	// AuthOffsetTimestamp is the octet offset of the Timestamp field (T1
+	// or T3) in both authenticated packets, after the Sequence Number and
+	// 12 MBZ octets (RFC 8762 §4.2.2 and §4.3.2).
+	AuthOffsetTimestamp = 16
 )
 
 // ErrBadHMAC is returned by [Authenticator.Verify] and the UnmarshalAuth

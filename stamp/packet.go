@@ -16,6 +16,28 @@ const (
 	// ReflectorPacketLen is the minimum length, in octets, of an
 	// unauthenticated Session-Reflector test packet (RFC 8762 §4.3.1).
 	ReflectorPacketLen = 44
+	// MinReflectorReplyLen is the length, in octets, of the shortest
+	// Session-Reflector packet that still carries every field a sender needs
+	// to time its probe: the header through the Session-Sender Timestamp
+	// (RFC 8762 §4.3.1). TWAMP-Light reflectors (RFC 5357 Appendix I) may
+	// answer without the Sender TTL and padding; see
+	// [ReflectorPacket.UnmarshalPartial].
+	MinReflectorReplyLen = 36
+)
+
+// Octet offsets of the fields of the unauthenticated packets (RFC 8762
+// §4.2.1 and §4.3.1, SSID per RFC 8972 §3). Fields up to the SSID sit at the
+// same offsets in the Session-Sender and Session-Reflector packets.
+const (
+	OffsetSequence            = 0
+	OffsetTimestamp           = 4
+	OffsetErrorEstimate       = 12
+	OffsetSSID                = 14
+	OffsetReceiveTimestamp    = 16
+	OffsetSenderSequence      = 24
+	OffsetSenderTimestamp     = 28
+	OffsetSenderErrorEstimate = 36
+	OffsetSenderTTL           = 40
 )
 
 // ErrTooShort is returned, possibly wrapped (test with errors.Is), by every
@@ -216,12 +238,38 @@ func (p *ReflectorPacket) UnmarshalBinary(b []byte) error {
 	return nil
 }
 
+// UnmarshalPartial decodes a Session-Reflector packet (RFC 8762 §4.3.1)
+// that may end anywhere from the Session-Sender Timestamp on, as some
+// TWAMP-Light reflectors (RFC 5357) answer: at least
+// [MinReflectorReplyLen] octets. Fields past the end of b are zero, except
+// SenderTTL, which is 255 (unknown) unless b holds it. A packet of
+// [ReflectorPacketLen] octets or more decodes as with UnmarshalBinary. It
+// returns an error matching [ErrTooShort], and leaves p unchanged, if
+// len(b) < MinReflectorReplyLen. It does not allocate or retain b.
+func (p *ReflectorPacket) UnmarshalPartial(b []byte) error {
+	if len(b) >= ReflectorPacketLen {
+		return p.UnmarshalBinary(b)
+	}
+	if len(b) < MinReflectorReplyLen {
+		return tooShort("reflector", len(b), MinReflectorReplyLen)
+	}
+	var full [ReflectorPacketLen]byte
+	copy(full[:], b)
+	full[OffsetSenderTTL] = 255
+	return p.UnmarshalBinary(full[:])
+}
+
 // Dwell returns the time the packet spent inside the reflector, T3 - T2
-// (Timestamp minus ReceiveTimestamp, RFC 8762 §4.3.1), computed with
-// [Timestamp.Sub]. A negative difference (for example from a clock step
-// between T2 and T3) is returned as 0.
+// (Timestamp minus ReceiveTimestamp, RFC 8762 §4.3.1). The reflector's
+// Error Estimate says the timestamps' format (its Z bit, RFC 8762
+// §4.2.1): NTP, computed with [Timestamp.Sub], or PTPv2 truncated, with
+// [PTPSub]. A negative difference (for example from a clock step between T2
+// and T3) is returned as 0.
 func (p *ReflectorPacket) Dwell() time.Duration {
 	d := p.Timestamp.Sub(p.ReceiveTimestamp)
+	if p.ErrorEstimate.PTP() {
+		d = PTPSub(uint64(p.Timestamp), uint64(p.ReceiveTimestamp))
+	}
 	if d < 0 {
 		return 0
 	}

@@ -1,0 +1,94 @@
+package prober
+
+import (
+	"errors"
+	"time"
+
+	"github.com/llama-exporter/llama_exporter/config"
+)
+
+// Protocol is one probe protocol's wire format: how a probe datagram is
+// built and how a received datagram is read. A module's pool makes one
+// Protocol per goroutine that uses it (the scheduler, each receive loop),
+// so an implementation may keep state that cannot be shared, such as an
+// HMAC.
+type Protocol interface {
+	// Encode writes probe p into buf, whose length is the module's
+	// packet_size, and returns the datagram to send: buf, or a prefix of
+	// it. An error drops the probe (it stays sent, and will be lost).
+	Encode(buf []byte, p *Probe) ([]byte, error)
+	// Decode reads datagram b, received on a flow socket, into r. It
+	// returns ErrNotOurs for a well-formed datagram that answers no probe
+	// of ours, and any other error for bad data; either way the datagram
+	// is counted and dropped.
+	Decode(b []byte, r *Reply) error
+}
+
+// ErrNotOurs is returned by Protocol.Decode for a datagram that is well
+// formed but not a reply to one of our probes (a stray). It is counted as
+// unmatched rather than as bad data.
+var ErrNotOurs = errors.New("not a reply to our probes")
+
+// Probe names the probe that Protocol.Encode builds.
+type Probe struct {
+	// SSID identifies the session among those of the pool that probe the
+	// same address (RFC 8972 §3); never 0.
+	SSID uint16
+	// Seq is the session's sequence number of the probe, from 0.
+	Seq uint32
+	// Flow is the index, 0..flows-1, of the flow socket it leaves from.
+	Flow int
+	// DSCP is the module's DSCP, 0..63, that the probe asks the reflector
+	// to answer with.
+	DSCP int
+}
+
+// Reply is what Protocol.Decode learnt from a received datagram: the key
+// that finds its session (with the sender's address), the probe it
+// answers, and what the reflector reported. Fields a protocol does not
+// carry keep the "unknown" values that Decode must set.
+type Reply struct {
+	// SSID is the session key the reply carries; 0 when it carries none,
+	// and the session is then found by address alone.
+	SSID uint16
+	// Seq is the sequence number of the probe it answers.
+	Seq uint32
+	// ReflectorSeq is the reflector's own sequence number (RFC 8762
+	// §4.3.1): equal to Seq when the reflector copies it, or has none.
+	ReflectorSeq uint32
+	// Dwell is the reflector's T3 - T2; 0 when unknown.
+	Dwell time.Duration
+	// SenderTTL is the TTL / Hop Limit the probe arrived with at the
+	// reflector, 0..254; -1 when unknown.
+	SenderTTL int
+	// DSCP2 is the DSCP the reflector received the probe with (RFC 8972
+	// §5.2); -1 when unknown.
+	DSCP2 int
+}
+
+// Prober is one entry of the registry: a protocol's configuration limits
+// and the constructor of its Protocol values.
+type Prober struct {
+	// Spec gives the module defaults and limits that configuration
+	// validation applies to this protocol.
+	Spec config.ProberSpec
+	// New returns a Protocol for one goroutine of a module's pool. The
+	// module has been validated.
+	New func(m *config.Module) Protocol
+}
+
+// Probers maps a module's prober name to its protocol, as
+// blackbox_exporter's Probers map does. Adding a protocol is one file that
+// defines its Prober and one entry here.
+var Probers = map[string]*Prober{
+	config.ProberSTAMP: &stampProber,
+	config.ProberLLAMA: &llamaProber,
+}
+
+// The configuration learns the protocols, their defaults and their limits
+// from the registry.
+func init() {
+	for name, p := range Probers {
+		config.RegisterProber(name, p.Spec)
+	}
+}
