@@ -185,13 +185,17 @@ func (p *pool) sockets(fam int) ([]*flowConn, error) {
 	// Of the reply's control messages only the DSCP is used.
 	opts := udpsock.Options{RecvTOS: true, TOS: p.cfg.DSCP << 2, RecvBuffer: 4 << 20,
 		RxTimestamps: !p.userTimestamps, TxTimestamps: !p.userTimestamps}
+	listen := p.proto.Listen
+	if listen == nil {
+		listen = udpsock.Listen
+	}
 	cs = make([]*flowConn, 0, p.cfg.Flows)
 	for i := range p.cfg.Flows {
 		port := uint16(0)
 		if p.cfg.SourcePorts[0] != 0 {
 			port = p.cfg.SourcePorts[0] + uint16(i)
 		}
-		c, err := udpsock.Listen(network, netip.AddrPortFrom(src.Unmap(), port), opts)
+		c, err := listen(network, netip.AddrPortFrom(src.Unmap(), port), opts)
 		if err != nil {
 			for _, c := range cs {
 				c.Close()

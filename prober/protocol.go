@@ -2,9 +2,11 @@ package prober
 
 import (
 	"errors"
+	"net/netip"
 	"time"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/udpsock"
 )
 
 // Protocol is one probe protocol's wire format: how a probe datagram is
@@ -75,6 +77,16 @@ type Prober struct {
 	// New returns a Protocol for one goroutine of a module's pool. The
 	// module has been validated.
 	New func(m *config.Module) Protocol
+	// Listen opens one flow socket, as udpsock.Listen does (network
+	// "udp4" or "udp6", the flow's local address, the pool's options);
+	// nil means udpsock.Listen. A protocol over another socket type (ICMP
+	// echo) opens its own.
+	Listen func(network string, laddr netip.AddrPort, o udpsock.Options) (*udpsock.Conn, error)
+	// Start, when set, replaces datagrams on flow sockets: the scheduler
+	// calls it to start probe seq of s on flow towards dst (a TCP
+	// handshake), and it must return at once and later decide the probe
+	// through s.onReply, or leave it to time out.
+	Start func(p *pool, s *Session, seq uint32, flow int, dst netip.AddrPort)
 }
 
 // Probers maps a module's prober name to its protocol, as

@@ -99,6 +99,10 @@ func (m *Manager) flush(fc *flowConn) {
 func (m *Manager) sendRound(due []*Session) {
 	for _, s := range due {
 		seq, flow, dst := s.recordSend(mono())
+		if start := s.pool.proto.Start; start != nil {
+			start(s.pool, s, seq, flow, dst)
+			continue
+		}
 		conns, err := s.pool.sockets(family(dst.Addr()))
 		if err != nil {
 			m.m.sendErrors.WithLabelValues(s.Module).Inc()
