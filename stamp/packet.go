@@ -254,8 +254,8 @@ func (p *ReflectorPacket) UnmarshalPartial(b []byte) error {
 		return tooShort("reflector", len(b), MinReflectorReplyLen)
 	}
 	var full [ReflectorPacketLen]byte
+	full[OffsetSenderTTL] = 255 // unknown, unless b reaches it
 	copy(full[:], b)
-	full[OffsetSenderTTL] = 255
 	return p.UnmarshalBinary(full[:])
 }
 
