@@ -145,6 +145,9 @@ type Module struct {
 	// 112. Read at load and at every reload; relative to the working
 	// directory.
 	AuthKeyFile string `yaml:"auth_key_file"`
+	// PathTrace, when set, traces each flow's path (see PathTrace); nil
+	// (default, path_trace absent) leaves tracing off.
+	PathTrace *PathTrace `yaml:"path_trace"`
 
 	// AuthKey is the content of AuthKeyFile; nil without one. It is never
 	// shown (Config.YAML shows the file name only).
@@ -252,7 +255,8 @@ func (m *Module) Equal(o *Module) bool {
 		m.IPProtocol != o.IPProtocol ||
 		m.IPProtocolFallback != o.IPProtocolFallback ||
 		m.IdleTimeout != o.IdleTimeout ||
-		m.AuthKeyFile != o.AuthKeyFile || !bytes.Equal(m.AuthKey, o.AuthKey) {
+		m.AuthKeyFile != o.AuthKeyFile || !bytes.Equal(m.AuthKey, o.AuthKey) ||
+		!m.PathTrace.Equal(o.PathTrace) {
 		return false
 	}
 	if !slices.Equal(m.effectiveBuckets(), o.effectiveBuckets()) {
@@ -381,6 +385,9 @@ func (m *Module) validate() *fieldError {
 		return fieldErr("dscp", "must be 0..%d, got %d", MaxDSCP, m.DSCP)
 	}
 	if fe := m.validateSizeAndPort(spec); fe != nil {
+		return fe
+	}
+	if fe := m.validatePathTrace(spec); fe != nil {
 		return fe
 	}
 	if m.IPProtocol != IPv4 && m.IPProtocol != IPv6 {
@@ -551,6 +558,8 @@ type moduleYAML struct {
 	RTTBuckets         []float64 `yaml:"rtt_buckets"`
 	AllowedTargets     []string  `yaml:"allowed_targets"`
 	AuthKeyFile        string    `yaml:"auth_key_file,omitempty"`
+
+	PathTrace *pathTraceYAML `yaml:"path_trace,omitempty"` // only when set
 }
 
 // shown returns the module as Config.YAML shows it. Secret settings, once
@@ -574,6 +583,7 @@ func (m *Module) shown() *moduleYAML {
 		RTTBuckets:         slices.Clone(m.RTTBuckets),
 		AllowedTargets:     slices.Clone(m.AllowedTargets),
 		AuthKeyFile:        m.AuthKeyFile, // the name only, never the key
+		PathTrace:          shownPathTrace(m.PathTrace),
 	}
 }
 

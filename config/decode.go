@@ -391,6 +391,8 @@ func (d *decoder) field(path string, m *Module, p pair) error {
 		err = decodeString(v, &m.AuthKeyFile)
 	case "idle_timeout":
 		err = decodeDuration(v, &m.IdleTimeout)
+	case "path_trace":
+		return d.pathTraceField(path, m, p)
 	case "rtt_buckets":
 		return d.sequence(fpath, p, func(e *yaml.Node) error {
 			var f float64

@@ -31,6 +31,10 @@ type ProberSpec struct {
 	// MinPacketSizeAuth is the smallest packet_size in authenticated mode
 	// (auth_key_file); 0 when the protocol has no authenticated mode.
 	MinPacketSizeAuth int
+	// PathTrace is true when the protocol can trace each flow's path
+	// (path_trace): its probes leave from flow sockets that can send them
+	// with a TTL / Hop Limit of their own.
+	PathTrace bool
 }
 
 var (

@@ -18,6 +18,7 @@ var llamaProber = Prober{
 		DefaultPacketSize: config.DefaultPacketSizeLLAMA,
 		MinPacketSize:     config.MinPacketSizeLLAMA,
 		MaxPacketSize:     config.MaxPacketSize,
+		PathTrace:         true,
 	},
 	New: func(*config.Module) Protocol { return &llamaProtocol{} },
 }

@@ -19,6 +19,7 @@ var stampProber = Prober{
 		MinPacketSize:     config.MinPacketSizeSTAMP,
 		MaxPacketSize:     config.MaxPacketSize,
 		MinPacketSizeAuth: config.MinPacketSizeAuth,
+		PathTrace:         true,
 	},
 	New: func(m *config.Module) Protocol {
 		p := &stampProtocol{base: stamp.ReflectorPacketLen}
