@@ -92,8 +92,10 @@ type Conn struct {
 	txFn    func(key uint32, ts int64)
 	txErr   error
 	txLimit int
-	tx      *txBatch // nil without Options.TxTimestamps
+	tx      *txBatch // nil without Options.TxTimestamps or EnableICMPErrors
 	txDrain func(fd uintptr)
+	icmpFn  func(*ICMPError) // set by EnableICMPErrors
+	icmp    ICMPError        // icmpFn's argument, reused
 }
 
 // txBatchSize is how many transmit timestamps one recvmmsg(2) reads.
@@ -141,17 +143,22 @@ func Listen(network string, laddr netip.AddrPort, o Options) (*Conn, error) {
 	c := &Conn{UDPConn: uc, v6: v6, gro: gro, rc: rc}
 	c.txDrain = c.drain
 	if o.TxTimestamps {
-		b := &txBatch{}
-		for i := range b.msgs {
-			b.iovs[i].Base = &b.bufs[i][0]
-			b.iovs[i].SetLen(len(b.bufs[i]))
-			b.msgs[i].Hdr.Iov = &b.iovs[i]
-			b.msgs[i].Hdr.Iovlen = 1
-			b.msgs[i].Hdr.Control = &b.oobs[i][0]
-		}
-		c.tx = b
+		c.tx = newTxBatch()
 	}
 	return c, nil
+}
+
+// newTxBatch returns the error queue's recvmmsg(2) vector.
+func newTxBatch() *txBatch {
+	b := &txBatch{}
+	for i := range b.msgs {
+		b.iovs[i].Base = &b.bufs[i][0]
+		b.iovs[i].SetLen(len(b.bufs[i]))
+		b.msgs[i].Hdr.Iov = &b.iovs[i]
+		b.msgs[i].Hdr.Iovlen = 1
+		b.msgs[i].Hdr.Control = &b.oobs[i][0]
+	}
+	return b
 }
 
 func setOptions(fd int, v6 bool, o Options) error {
@@ -406,7 +413,7 @@ func (c *Conn) drain(fd uintptr) {
 		}
 		got := int(r)
 		for i := range got {
-			c.txMessage(b.oobs[i][:b.msgs[i].Hdr.Controllen])
+			c.txMessage(b.oobs[i][:b.msgs[i].Hdr.Controllen], b.bufs[i][:min(int(b.msgs[i].Len), len(b.bufs[i]))])
 		}
 		n += got
 		if got < want {
@@ -416,8 +423,12 @@ func (c *Conn) drain(fd uintptr) {
 }
 
 // txMessage hands the transmit timestamp in the control messages of one
-// error-queue message to txFn.
-func (c *Conn) txMessage(oob []byte) {
+// error-queue message to txFn, or an ICMP error (with payload, the
+// datagram it quotes) to icmpFn.
+func (c *Conn) txMessage(oob, payload []byte) {
+	if c.icmpFn != nil && c.icmpMessage(oob, payload) {
+		return
+	}
 	var ts int64
 	key, haveKey := uint32(0), false
 	for len(oob) > 0 {
