@@ -101,6 +101,9 @@ func (c sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descWinMax, sn.RTTMax)
 	gauge(descWinStdDev, sn.RTTStdDev)
 	gauge(descJitter, sn.Jitter)
+	if c.s.paths != nil {
+		c.collectPaths(ch, &sn)
+	}
 	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1,
 		sn.Dst.Addr().String(), strconv.Itoa(int(sn.Dst.Port())), sn.Src.String(),
 		strconv.Itoa(c.s.cfg.DSCP), c.s.cfg.Prober, timestamps(sn.KernelTimestamps))

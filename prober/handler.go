@@ -182,6 +182,9 @@ func writeDebug(w http.ResponseWriter, s *Session, sn Snapshot, mod *config.Modu
 		}
 		fmt.Fprintf(&b, "  %-10d %-5d %-11s %-9s %s\n", sl.seq, sl.flow, time.Duration(now-sl.sent).Round(time.Microsecond), state, rtt)
 	}
+	if s.paths != nil {
+		writePathDebug(&b, s, &sn)
+	}
 	b.WriteString("\nModule configuration:\n")
 	cfg := &config.Config{Modules: map[string]*config.Module{s.Module: mod}}
 	if y, err := cfg.YAML(); err == nil {

@@ -62,6 +62,7 @@ type Manager struct {
 	rounds   *roundSignal // nil with user-space timestamps
 	m        *managerMetrics
 	dirty    []*flowConn // flow sockets with probes queued; scheduler goroutine only
+	tracer   *tracer     // path tracing; started with the first module that traces
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -201,6 +202,9 @@ func (m *Manager) Get(ctx context.Context, module string, cfg *config.Module, ta
 			unmatched: m.m.unmatched.WithLabelValues(module).Inc,
 		})
 		p.userTimestamps, p.rounds = m.userTimestamps, m.rounds
+		if cfg.PathTrace != nil {
+			p.tr = newPoolTrace(m.tracerLocked(), p)
+		}
 		m.pools[module] = p
 	}
 	if _, err := p.sockets(family(addr)); err != nil {
@@ -209,6 +213,9 @@ func (m *Manager) Get(ctx context.Context, module string, cfg *config.Module, ta
 	s = newSession(module, cfg, target, host, port, dst, now)
 	s.pool = p
 	p.register(s, dst)
+	if s.paths != nil {
+		p.tr.t.add(s)
+	}
 	m.sessions[key] = s
 	m.m.sessions.WithLabelValues(module).Inc()
 	m.m.started.WithLabelValues(module).Inc()

@@ -42,6 +42,7 @@ type pool struct {
 	proto  *Prober       // the module's protocol, from the registry
 	// enc builds the probes; used by the scheduler goroutine only.
 	enc Protocol
+	tr  *poolTrace // path tracing; nil without path_trace
 
 	mu       sync.RWMutex
 	conns    [2][]*flowConn // [0] IPv4, [1] IPv6; opened on first use
@@ -90,6 +91,9 @@ type flowConn struct {
 	port uint16 // local UDP port: the flow's identity
 
 	out *outBatch // this round's probes; scheduler goroutine only
+
+	sendMu     sync.Mutex // held across each send, keeping sends and OPT_ID keys in step
+	icmpErrors bool       // ICMP errors read (path_trace): a send may fail once with one
 
 	mu      sync.Mutex
 	sends   uint32 // datagrams sent: the OPT_ID key of the next one
@@ -207,6 +211,14 @@ func (p *pool) sockets(fam int) ([]*flowConn, error) {
 		fc.out = newOutBatch(fc, p.cfg.PacketSize)
 		cs = append(cs, fc)
 	}
+	if p.tr != nil {
+		if err := p.tr.enable(cs); err != nil {
+			for _, c := range cs {
+				c.Close()
+			}
+			return nil, err
+		}
+	}
 	p.ttl[fam] = cs[0].InitialTTL()
 	for _, c := range cs {
 		p.wg.Add(1)
@@ -242,6 +254,9 @@ func (p *pool) register(s *Session, dst netip.AddrPort) {
 	}
 	p.sessions[demuxKey{dst, ssid}] = s
 	p.byAddr[dst] = append(p.byAddr[dst], s)
+	if s.paths != nil {
+		p.registerTraceLocked(s, dst)
+	}
 }
 
 // unregister removes s as reachable from dst.
@@ -250,6 +265,9 @@ func (p *pool) unregister(s *Session, dst netip.AddrPort) {
 	defer p.mu.Unlock()
 	if k := (demuxKey{dst, uint16(s.ssid.Load())}); p.sessions[k] == s {
 		delete(p.sessions, k)
+	}
+	if s.paths != nil {
+		p.unregisterTraceLocked(s, dst)
 	}
 	list := p.byAddr[dst]
 	for i, o := range list {
@@ -300,6 +318,9 @@ func (p *pool) receive(c *flowConn) {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
+			if p.tr != nil {
+				c.drainTxAll() // an ICMP error the tracer reads from the error queue
+			}
 			continue // ICMP errors surface here on Linux; the probe is lost
 		}
 		for i := range msgs[:n] {
@@ -334,6 +355,9 @@ func (p *pool) handle(dec Protocol, m *ipv4.Message, t4, wall int64) {
 		} else {
 			p.stats.badReply()
 		}
+		return
+	}
+	if p.tr != nil && d.Seq&traceSeqFlag != 0 && p.tr.reply(from, &d, m.OOB[:m.NN]) {
 		return
 	}
 	s := p.lookup(from, d.SSID)

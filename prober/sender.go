@@ -67,6 +67,8 @@ func (m *Manager) queue(fc *flowConn, s *Session, seq uint32, flow int, dst neti
 // error, its probe stays sent and will be lost, and the rest go on.
 func (m *Manager) flush(fc *flowConn) {
 	b := fc.out
+	fc.sendMu.Lock()
+	retried := false
 	for from := 0; from < b.n; {
 		// The socket numbers every datagram it sends (OPT_ID): register the
 		// keys the messages will get before the kernel can report them.
@@ -83,6 +85,13 @@ func (m *Manager) flush(fc *flowConn) {
 		fc.sends += uint32(w)
 		fc.mu.Unlock()
 		from += w
+		if err != nil && from < b.n && fc.icmpErrors && (w > 0 || !retried) {
+			// An ICMP error the socket reported (IP_RECVERR) refused the
+			// send without sending: once more.
+			retried = true
+			continue
+		}
+		retried = false
 		if err != nil && from < b.n {
 			s := b.meta[from].s
 			m.m.sendErrors.WithLabelValues(s.Module).Inc()
@@ -90,6 +99,7 @@ func (m *Manager) flush(fc *flowConn) {
 			from++
 		}
 	}
+	fc.sendMu.Unlock()
 	b.n = 0
 	fc.drainTx()
 }

@@ -140,6 +140,7 @@ type Session struct {
 	flowLost   []uint64
 	inFlight   int         // probes sent and not yet decided
 	win        windowState // summary of the decided probes in the window
+	paths      *pathState  // per-flow path tracing; nil without path_trace
 }
 
 // DefaultDwellBuckets are the classic buckets of
@@ -162,12 +163,13 @@ func newSession(module string, cfg *config.Module, target, host string, port uin
 		hops:      -1,
 		hist:      newHistogram(descRTT, cfg.Buckets(), epoch.Add(time.Duration(now))),
 		dwellHist: newHistogram(descDwell, DefaultDwellBuckets, epoch.Add(time.Duration(now))),
+		paths:     newPathState(cfg),
 	}
 	if cfg.FlowMetrics {
 		s.flowSent = make([]uint64, cfg.Flows)
 		s.flowLost = make([]uint64, cfg.Flows)
 	}
-	s.win = newWindowState(cfg.Flows, cfg.FlowMetrics)
+	s.win = newWindowState(cfg.Flows, cfg.FlowMetrics || cfg.PathTrace != nil)
 	s.lastScrape.Store(now)
 	return s
 }
@@ -240,6 +242,9 @@ func (s *Session) recordSend(now int64) (seq uint32, flow int, dst netip.AddrPor
 
 // onTxTimestamp records the kernel's transmit timestamp of probe seq.
 func (s *Session) onTxTimestamp(seq uint32, ts int64) {
+	if seq&traceSeqFlag != 0 && s.pool.tr != nil && s.pool.tr.t.txStamp(seq, ts) {
+		return // a trace probe's
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sl := s.slotLocked(seq); sl != nil && sl.state == statePending {
@@ -478,6 +483,9 @@ func (s *Session) markLostLocked(sl *slot) {
 	}
 	s.countDirectionLocked(sl)
 	s.markDecidedLocked()
+	if s.paths != nil {
+		s.paths.lost(int(sl.flow))
+	}
 }
 
 func (s *Session) countDirectionLocked(sl *slot) {

@@ -1,0 +1,266 @@
+package prober
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"math/bits"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// blameAlpha bounds the chance of naming the wrong link: the hop before
+// the suspect link must have answered so many of the lossy flows' trace
+// probes that, had they crossed the lossy link too, at least as many would
+// have come back with probability at most blameAlpha.
+const blameAlpha = 0.01
+
+// SuspectLink is a link suspected of a session's loss: on the lossy flows
+// that share one path, trace probes are answered up to From and lost from
+// To on, while other flows (or the same flows before the loss) show that
+// From and the hops beyond do answer.
+type SuspectLink struct {
+	// From is the last hop that still answers on the lossy flows; the
+	// probes' source address when the first hop no longer answers.
+	From netip.Addr
+	// To is the next hop as earlier traces knew it; invalid when it never
+	// answered.
+	To netip.Addr
+	// Flows are the source ports of the lossy flows on that path, in
+	// ascending order.
+	Flows []uint16
+}
+
+// String formats the link as "FROM -> TO (flows P1,P2)", TO "*" when
+// unknown.
+func (l SuspectLink) String() string {
+	return fmt.Sprintf("%s -> %s (flows %s)", addrLabel(l.From), addrLabel(l.To), l.flowList())
+}
+
+// flowList returns the flows as a comma-separated list of source ports.
+func (l SuspectLink) flowList() string {
+	s := make([]string, len(l.Flows))
+	for i, p := range l.Flows {
+		s[i] = strconv.Itoa(int(p))
+	}
+	return strings.Join(s, ",")
+}
+
+// addrLabel is an address as a label value: "*" for an unknown one, as in
+// traceroute.
+func addrLabel(a netip.Addr) string {
+	if !a.IsValid() {
+		return "*"
+	}
+	return a.String()
+}
+
+// localise names the suspect links of one session from its flows' paths;
+// src is the probes' source address. See blame for the rule.
+func localise(src netip.Addr, flows []flowView) []SuspectLink {
+	healthy := healthyHops(flows)
+	var links []SuspectLink
+	for _, g := range lossyGroups(flows) {
+		from, to, ok := g.blame(healthy)
+		if !ok {
+			continue
+		}
+		fa, ta := g.addr(from, src), g.addr(to, src)
+		i := slices.IndexFunc(links, func(l SuspectLink) bool { return l.From == fa && l.To == ta })
+		if i < 0 {
+			links = append(links, SuspectLink{From: fa, To: ta})
+			i = len(links) - 1
+		}
+		links[i].Flows = append(links[i].Flows, g.ports...)
+	}
+	for i := range links {
+		slices.Sort(links[i].Flows)
+	}
+	slices.SortFunc(links, func(a, b SuspectLink) int {
+		return cmp.Or(a.From.Compare(b.From), a.To.Compare(b.To))
+	})
+	return links
+}
+
+// healthyHops says, per hop (index = TTL), whether it answered a trace of
+// any flow taken while that flow lost no probes.
+func healthyHops(flows []flowView) []bool {
+	var out []bool
+	for _, f := range flows {
+		if out == nil {
+			out = make([]bool, len(f.hops)+1)
+		}
+		for i, h := range f.hops {
+			if h.ans&f.traces&^f.lossyTraces != 0 {
+				out[i+1] = true
+			}
+		}
+	}
+	return out
+}
+
+// lossRun returns the traces of the flow's current loss: the run of
+// traces taken while it lost probes, up to the newest.
+func lossRun(lossy uint64) uint64 {
+	return (^lossy & (lossy + 1)) - 1
+}
+
+// pathGroup is the lossy flows that share one hop list, with the answers
+// of their traces since their loss began, per hop (index = TTL).
+type pathGroup struct {
+	addrs []netip.Addr // hop list; index 0 unused
+	ports []uint16
+	ans   []int // trace probes answered
+	sent  []int // trace probes sent
+
+	lost, decided int // the flows' probes lost / decided in the window
+}
+
+// lossyGroups groups the flows losing probes now by hop list.
+func lossyGroups(flows []flowView) []*pathGroup {
+	var groups []*pathGroup
+	for _, f := range flows {
+		if !f.lossy {
+			continue
+		}
+		addrs := make([]netip.Addr, f.length()+1)
+		for i := 1; i < len(addrs); i++ {
+			addrs[i] = f.hops[i-1].addr
+		}
+		i := slices.IndexFunc(groups, func(g *pathGroup) bool { return slices.Equal(g.addrs, addrs) })
+		if i < 0 {
+			n := len(f.hops) + 1
+			groups = append(groups, &pathGroup{addrs: addrs, ans: make([]int, n), sent: make([]int, n)})
+			i = len(groups) - 1
+		}
+		g := groups[i]
+		g.ports = append(g.ports, f.port)
+		g.lost += f.lost
+		g.decided += f.decided
+		run := lossRun(f.lossyTraces) & f.traces
+		for j, h := range f.hops {
+			g.ans[j+1] += bits.OnesCount64(h.ans & run)
+			g.sent[j+1] += bits.OnesCount64(h.sent & run)
+		}
+	}
+	return groups
+}
+
+// addr returns the group's address of hop ttl; src for hop 0.
+func (g *pathGroup) addr(ttl int, src netip.Addr) netip.Addr {
+	if ttl == 0 {
+		return src
+	}
+	if ttl < len(g.addrs) {
+		return g.addrs[ttl]
+	}
+	return netip.Addr{}
+}
+
+// share is the share of hop ttl's trace probes answered; 1 for hop 0, the
+// source itself.
+func (g *pathGroup) share(ttl int) float64 {
+	if ttl == 0 {
+		return 1
+	}
+	return float64(g.ans[ttl]) / float64(g.sent[ttl])
+}
+
+// blame returns the suspect link (from, to), as TTLs, of the group's
+// loss: to is the first hop h, in TTL order, such that
+//
+//   - from, the hop before it, answers on the lossy flows (hop 0 is the
+//     source), and has also answered on flows without loss;
+//   - every probed hop from h on answers a smaller share than from: the
+//     answers stop, or thin out, from h on;
+//   - some hop from h on has answered on flows without loss;
+//   - when answers thin out rather than stop: had from's probes crossed
+//     the lossy link, as many answers would have come back with
+//     probability at most blameAlpha.
+//
+// A hop that alone never answers while later hops do is silent (it does
+// not send ICMP, or rate-limits it): it is skipped, never blamed.
+func (g *pathGroup) blame(healthy []bool) (from, to int, ok bool) {
+	last := 0
+	for i := 1; i < len(g.sent); i++ {
+		if g.sent[i] > 0 {
+			last = i
+		}
+	}
+	silent := make([]bool, last+1)
+	later := false
+	for i := last; i >= 1; i-- {
+		silent[i] = g.ans[i] == 0 && later
+		later = later || g.ans[i] > 0
+	}
+	prev := 0
+	for h := 1; h <= last; h++ {
+		if silent[h] || g.sent[h] == 0 {
+			continue
+		}
+		if g.suspect(prev, h, last, silent, healthy) {
+			return prev, h, true
+		}
+		prev = h
+	}
+	return 0, 0, false
+}
+
+// suspect checks the rule of blame for the link (from, h).
+func (g *pathGroup) suspect(from, h, last int, silent, healthy []bool) bool {
+	if from > 0 && (g.ans[from] == 0 || !healthy[from]) {
+		return false
+	}
+	near := g.share(from)
+	farAns, farSent, farHealthy := 0, 0, false
+	for j := h; j <= last; j++ {
+		if silent[j] || g.sent[j] == 0 {
+			continue
+		}
+		if g.share(j) >= near {
+			return false
+		}
+		farAns += g.ans[j]
+		farSent += g.sent[j]
+		farHealthy = farHealthy || healthy[j]
+	}
+	if farSent == 0 || !farHealthy {
+		return false
+	}
+	if from == 0 || farAns == 0 {
+		return true // the answers stop: nothing crosses
+	}
+	// The answers thin out: the share of probes that cross the lossy link
+	// is that of the far hops' answers, or that of the flows' own probes if
+	// higher, which are many more and keep the estimate from following the
+	// chance misses of a few hops.
+	q := float64(farAns) / float64(farSent)
+	if g.decided > 0 {
+		q = max(q, 1-float64(g.lost)/float64(g.decided))
+	}
+	return binomialTail(g.ans[from], g.sent[from], q) <= blameAlpha
+}
+
+// binomialTail returns P(X >= k) for X binomial with n trials of success
+// probability p.
+func binomialTail(k, n int, p float64) float64 {
+	switch {
+	case k <= 0:
+		return 1
+	case k > n || p <= 0:
+		return 0
+	case p >= 1:
+		return 1
+	}
+	lgN, _ := math.Lgamma(float64(n + 1))
+	lp, lq := math.Log(p), math.Log1p(-p)
+	sum := 0.0
+	for i := k; i <= n; i++ {
+		lgI, _ := math.Lgamma(float64(i + 1))
+		lgR, _ := math.Lgamma(float64(n - i + 1))
+		sum += math.Exp(lgN - lgI - lgR + float64(i)*lp + float64(n-i)*lq)
+	}
+	return min(sum, 1)
+}

@@ -1,0 +1,213 @@
+package prober
+
+import (
+	"math"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"testing"
+)
+
+var (
+	traceSrc = netip.MustParseAddr("198.18.20.1")
+	hopA     = netip.MustParseAddr("198.18.1.2") // R2a
+	hopB     = netip.MustParseAddr("198.18.2.2") // R2b
+	hopC     = netip.MustParseAddr("198.18.4.2") // R3, seen via R2b
+	hopC2    = netip.MustParseAddr("198.18.3.2") // R3, seen via R2a
+	hopD     = netip.MustParseAddr("198.18.10.1")
+)
+
+// synthFlow builds a flow's history from traces, oldest first: per trace,
+// whether the flow was losing probes and which hops (TTL 1..len(addrs))
+// answered.
+type synthTrace struct {
+	lossy bool
+	ans   []bool
+}
+
+func synthFlow(port uint16, lossyNow bool, addrs []netip.Addr, traces []synthTrace) flowView {
+	f := flowPath{hops: make([]hopHist, 16), cur: make([]hopAnswer, 16), dest: len(addrs)}
+	for _, tr := range traces {
+		f.running = true
+		clear(f.cur)
+		for i, ok := range tr.ans {
+			if ok {
+				f.cur[i] = hopAnswer{addr: addrs[i], ok: true, dest: i == len(addrs)-1}
+			}
+		}
+		f.traces = f.traces<<1 | 1
+		f.lossy <<= 1
+		if tr.lossy {
+			f.lossy |= 1
+		}
+		f.record(len(addrs))
+	}
+	// A trace that never reached the target leaves the hop list at its
+	// last known addresses.
+	for i, a := range addrs {
+		if !f.hops[i].addr.IsValid() {
+			f.hops[i].addr = a
+		}
+	}
+	v := flowView{port: port, hops: f.hops, traces: f.traces, lossyTraces: f.lossy, dest: f.dest, decided: 1000}
+	if lossyNow {
+		v.lossy, v.lost = true, 1000
+	}
+	return v
+}
+
+func repeat(n int, tr synthTrace) []synthTrace { return slices.Repeat([]synthTrace{tr}, n) }
+
+var (
+	all3     = []bool{true, true, true}
+	firstOne = []bool{true, false, false}
+	viaA     = []netip.Addr{hopA, hopC2, hopD}
+	viaB     = []netip.Addr{hopB, hopC, hopD}
+)
+
+func wantLinks(t *testing.T, got []SuspectLink, want ...SuspectLink) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("suspect links %v, want %v", got, want)
+	}
+	for i := range got {
+		if got[i].From != want[i].From || got[i].To != want[i].To || !slices.Equal(got[i].Flows, want[i].Flows) {
+			t.Fatalf("suspect links %v, want %v", got, want)
+		}
+	}
+}
+
+// A black hole after R2b: one trace of each lossy flow, answered by R2b
+// only, names R2b -> R3; the flows via R2a are not named.
+func TestPathTraceLocaliseBlackHole(t *testing.T) {
+	healthy := repeat(3, synthTrace{ans: all3})
+	flows := []flowView{
+		synthFlow(40000, true, viaB, append(healthy, synthTrace{lossy: true, ans: firstOne})),
+		synthFlow(40001, false, viaA, healthy),
+		synthFlow(40002, true, viaB, healthy), // lossy, not traced since: named with its path
+		synthFlow(40003, false, viaA, healthy),
+	}
+	wantLinks(t, localise(traceSrc, flows), SuspectLink{From: hopB, To: hopC, Flows: []uint16{40000, 40002}})
+	// The loss clears: nothing is suspected, whatever the history says.
+	flows[0].lossy, flows[2].lossy = false, false
+	wantLinks(t, localise(traceSrc, flows))
+}
+
+// Without healthy evidence that the far side answers, nothing is named:
+// the silence could be a router that never answers.
+func TestPathTraceLocaliseNeedsHealthyEvidence(t *testing.T) {
+	flows := []flowView{
+		synthFlow(40000, true, viaB, repeat(3, synthTrace{lossy: true, ans: firstOne})),
+		synthFlow(40001, true, viaB, repeat(3, synthTrace{lossy: true, ans: firstOne})),
+	}
+	wantLinks(t, localise(traceSrc, flows))
+}
+
+// A hop that alone does not answer while later hops do is never blamed,
+// whether or not the flow loses probes.
+func TestPathTraceLocaliseSilentHopNeverBlamed(t *testing.T) {
+	silentFirst := []bool{false, true, true}
+	flows := []flowView{
+		synthFlow(40000, true, viaA, append(repeat(5, synthTrace{ans: silentFirst}), repeat(10, synthTrace{lossy: true, ans: silentFirst})...)),
+		synthFlow(40001, false, viaA, repeat(5, synthTrace{ans: silentFirst})),
+	}
+	wantLinks(t, localise(traceSrc, flows))
+}
+
+// Partial loss on R2b -> R3: trace probes beyond R2b are lost at the
+// flows' rate. The link is named once R2b's answers make it unlikely that
+// R2b lies beyond the loss, and over many random runs the wrong link is
+// named rarely (at most about blameAlpha of the runs, by construction).
+func TestPathTraceLocalisePartialLoss(t *testing.T) {
+	const runs, loss = 400, 0.10
+	rng := rand.New(rand.NewPCG(1, 2))
+	named, wrong, tracesToName := 0, 0, 0
+	for range runs {
+		var b1, b2 []synthTrace
+		healthy := repeat(3, synthTrace{ans: all3})
+		for n := 1; n <= traceHistory-3; n++ {
+			for _, b := range []*[]synthTrace{&b1, &b2} {
+				*b = append(*b, synthTrace{lossy: true, ans: []bool{true, rng.Float64() >= loss, rng.Float64() >= loss}})
+			}
+			flows := []flowView{
+				synthFlow(1, true, viaB, append(slices.Clone(healthy), b1...)),
+				synthFlow(2, true, viaB, append(slices.Clone(healthy), b2...)),
+				synthFlow(3, false, viaA, healthy),
+			}
+			flows[0].lost, flows[1].lost = 100, 100 // 10% of the flows' probes
+			links := localise(traceSrc, flows)
+			if len(links) == 0 {
+				continue
+			}
+			if links[0].From != hopB || links[0].To != hopC {
+				wrong++
+			}
+			named++
+			tracesToName += n
+			break
+		}
+	}
+	t.Logf("10%% loss: named in %d of %d runs after %.1f traces per flow on average; wrong link in %d", named, runs, float64(tracesToName)/float64(max(named, 1)), wrong)
+	if named < runs*9/10 {
+		t.Errorf("named in only %d of %d runs", named, runs)
+	}
+	if wrong > runs*3/100 {
+		t.Errorf("wrong link named in %d of %d runs", wrong, runs)
+	}
+}
+
+func TestPathTraceBinomialTail(t *testing.T) {
+	for _, tc := range []struct {
+		k, n    int
+		p, want float64
+	}{
+		{0, 5, 0.5, 1}, {6, 5, 0.5, 0}, {3, 3, 0, 0}, {3, 3, 1, 1},
+		{3, 3, 0.5, 0.125}, {1, 2, 0.5, 0.75}, {44, 44, 0.9, math.Pow(0.9, 44)},
+	} {
+		if got := binomialTail(tc.k, tc.n, tc.p); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("binomialTail(%d, %d, %v) = %v, want %v", tc.k, tc.n, tc.p, got, tc.want)
+		}
+	}
+}
+
+func TestPathTraceLossRun(t *testing.T) {
+	for _, tc := range []struct{ in, want uint64 }{{0, 0}, {1, 1}, {0b1011, 0b11}, {0b110, 0}, {math.MaxUint64, math.MaxUint64}} {
+		if got := lossRun(tc.in); got != tc.want {
+			t.Errorf("lossRun(%b) = %b, want %b", tc.in, got, tc.want)
+		}
+	}
+}
+
+// The hop list changes when a hop answers from another address or the
+// target at another TTL; silence is no change.
+func TestPathTraceHopListChanges(t *testing.T) {
+	f := flowPath{hops: make([]hopHist, 4), cur: make([]hopAnswer, 4)}
+	trace := func(addrs ...netip.Addr) bool {
+		clear(f.cur)
+		for i, a := range addrs {
+			if a.IsValid() {
+				f.cur[i] = hopAnswer{addr: a, ok: true, dest: a == hopD}
+			}
+		}
+		sent := len(f.hops)
+		if f.dest > 0 {
+			sent = f.dest
+		}
+		return f.record(sent)
+	}
+	for i, tc := range []struct {
+		addrs   []netip.Addr
+		changed bool
+		dest    int
+	}{
+		{[]netip.Addr{hopA, hopC2, hopD, hopD}, false, 3},
+		{[]netip.Addr{hopA, {}, {}}, false, 3},
+		{[]netip.Addr{hopB, hopC, hopD}, true, 3},
+		{[]netip.Addr{hopB, hopD}, true, 2},
+		{[]netip.Addr{hopB, hopC}, true, 0},
+	} {
+		if got := trace(tc.addrs...); got != tc.changed || f.dest != tc.dest {
+			t.Errorf("trace %d: changed %v dest %d, want %v %d", i, got, f.dest, tc.changed, tc.dest)
+		}
+	}
+}

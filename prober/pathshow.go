@@ -1,0 +1,140 @@
+package prober
+
+import (
+	"fmt"
+	"math/bits"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Descriptors of the path tracing series on /probe, with path_trace only.
+var (
+	descPathHops = prometheus.NewDesc("llama_probe_flow_path_hops",
+		"Hops to the target on the flow's path (flow = source port), from its traces: the TTL that reached the target, or the farthest hop that answered.",
+		[]string{"flow"}, nil)
+	descPathChanges = prometheus.NewDesc("llama_probe_flow_path_changes_total",
+		"Times the flow's hop list changed: a hop answered from another address, or the target at another TTL.",
+		[]string{"flow"}, nil)
+	descHopInfo = prometheus.NewDesc("llama_probe_path_hop_info",
+		"One series per hop of each flow's path: hop is the TTL, address the hop's latest answer (* if none); always 1.",
+		[]string{"flow", "hop", "address"}, nil)
+	descSuspect = prometheus.NewDesc("llama_probe_path_suspect_link_info",
+		"1 while the link from -> to is suspected of the loss of the flows (source ports, comma-separated); absent otherwise.",
+		[]string{"from", "to", "flows"}, nil)
+)
+
+// pathViews returns the session's flows' paths, with their source ports
+// and whether they lose probes, as of snapshot sn.
+func (s *Session) pathViews(sn *Snapshot) []flowView {
+	ports := make([]uint16, s.cfg.Flows)
+	lost, decided := make([]int, s.cfg.Flows), make([]int, s.cfg.Flows)
+	for i := range ports {
+		ports[i] = s.pool.flowPort(sn.Dst.Addr(), i)
+		if i < len(sn.FlowWindowLost) {
+			lost[i], decided[i] = sn.FlowWindowLost[i], sn.FlowWindowSent[i]
+		}
+	}
+	return s.paths.views(ports, lost, decided)
+}
+
+// SuspectLinks returns the links suspected of the session's loss now
+// (module option path_trace; nil without it, or without loss).
+func (s *Session) SuspectLinks() []SuspectLink {
+	if s.paths == nil {
+		return nil
+	}
+	sn := s.Snapshot()
+	return localise(sn.Src, s.pathViews(&sn))
+}
+
+// collectPaths emits the path tracing series of snapshot sn.
+func (c sessionCollector) collectPaths(ch chan<- prometheus.Metric, sn *Snapshot) {
+	views := c.s.pathViews(sn)
+	for i := range views {
+		v := &views[i]
+		flow := strconv.Itoa(int(v.port))
+		ch <- prometheus.MustNewConstMetric(descPathChanges, prometheus.CounterValue, float64(v.changes), flow)
+		n := v.length()
+		if n == 0 {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(descPathHops, prometheus.GaugeValue, float64(n), flow)
+		for h := range n {
+			ch <- prometheus.MustNewConstMetric(descHopInfo, prometheus.GaugeValue, 1, flow, strconv.Itoa(h+1), addrLabel(v.hops[h].addr))
+		}
+	}
+	for _, l := range localise(sn.Src, views) {
+		ch <- prometheus.MustNewConstMetric(descSuspect, prometheus.GaugeValue, 1, addrLabel(l.From), addrLabel(l.To), l.flowList())
+	}
+}
+
+// writePathDebug writes each flow's path with the share of trace probes
+// each hop answered over the remembered traces, the suspect links, and
+// marks the hop each suspect link leads to.
+func writePathDebug(b *strings.Builder, s *Session, sn *Snapshot) {
+	sent, answered := s.paths.counts()
+	fmt.Fprintf(b, "\nPath trace (%s): %d trace probes sent, %d answered; answers over the last %d traces of each flow\n",
+		s.cfg.PathTrace, sent, answered, traceHistory)
+	views := s.pathViews(sn)
+	links := localise(sn.Src, views)
+	now := mono()
+	for i := range views {
+		writeFlowPath(b, &views[i], sn, i, links, now)
+	}
+	if len(links) == 0 {
+		b.WriteString("Suspect links: none\n")
+		return
+	}
+	b.WriteString("Suspect links:\n")
+	for _, l := range links {
+		fmt.Fprintf(b, "  %s\n", l)
+	}
+}
+
+// writeFlowPath writes flow i's path.
+func writeFlowPath(b *strings.Builder, v *flowView, sn *Snapshot, i int, links []SuspectLink, now int64) {
+	last := "never"
+	if v.done > 0 || v.running {
+		last = time.Duration(now-v.lastStart).Round(time.Millisecond).String() + " ago"
+	}
+	fmt.Fprintf(b, "  flow %d: window loss %s, %d hops, %d traces (last started %s), path changes %d\n",
+		v.port, lossPercent(sn, i), v.length(), v.done, last, v.changes)
+	if v.length() == 0 {
+		return
+	}
+	b.WriteString("    hop  address                                  answered        rtt\n")
+	for h := range v.length() {
+		hh := &v.hops[h]
+		probed, ans := bits.OnesCount64(hh.sent&v.traces), bits.OnesCount64(hh.ans&v.traces)
+		share, rtt := "-", "-"
+		if probed > 0 {
+			share = fmt.Sprintf("%d/%d %3.0f%%", ans, probed, 100*float64(ans)/float64(probed))
+		}
+		if hh.addr.IsValid() {
+			rtt = time.Duration(hh.rtt).Round(time.Microsecond).String()
+		}
+		fmt.Fprintf(b, "    %-4d %-40s %-15s %s%s\n", h+1, addrLabel(hh.addr), share, rtt, suspectMark(v, hh, links))
+	}
+}
+
+// suspectMark marks a hop that a suspect link of the flow leads to.
+func suspectMark(v *flowView, hh *hopHist, links []SuspectLink) string {
+	for _, l := range links {
+		if l.To == hh.addr && slices.Contains(l.Flows, v.port) {
+			return "  <- suspect link " + addrLabel(l.From) + " -> " + addrLabel(l.To)
+		}
+	}
+	return ""
+}
+
+// lossPercent is flow i's window loss, "-" before any probe is decided.
+func lossPercent(sn *Snapshot, i int) string {
+	if i >= len(sn.FlowWindowSent) || sn.FlowWindowSent[i] == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f%%", 100*float64(sn.FlowWindowLost[i])/float64(sn.FlowWindowSent[i]))
+}

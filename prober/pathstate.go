@@ -1,0 +1,272 @@
+package prober
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/llama-exporter/llama_exporter/config"
+)
+
+// traceHistory is how many traces of each flow are remembered: one bit
+// each in the masks of hopHist and flowPath, bit 0 the newest.
+const traceHistory = 64
+
+// hopHist is what the recent traces of one flow saw at one hop (TTL).
+type hopHist struct {
+	sent, ans uint64     // trace i probed this hop / the hop answered it
+	addr      netip.Addr // address of the hop's latest answer; invalid if none yet
+	rtt       int64      // ns, RTT of that answer
+}
+
+// hopAnswer is the answer to one hop probe of the trace in progress.
+type hopAnswer struct {
+	addr netip.Addr
+	rtt  int64 // ns
+	ok   bool  // answered in time
+	dest bool  // the answer came from the target (reflector or port unreachable)
+}
+
+// flowPath is one flow's path: the hop list and per-hop answers of its
+// recent traces, and the trace in progress. Its memory is fixed.
+type flowPath struct {
+	hops          []hopHist   // index i: TTL i+1
+	cur           []hopAnswer // the trace in progress
+	traces, lossy uint64      // trace i exists / was taken while the flow lost probes
+	done          uint64      // traces completed
+	changes       uint64      // times the hop list changed
+	dest          int         // TTL that reached the target in the latest trace that did; 0 unknown
+	started       bool        // traced at least once (lastStart is valid)
+	lastStart     int64       // monotonic ns
+	running       bool
+	pending       int  // hop probes of the trace in progress not yet settled
+	lossRose      bool // trace at once: it lost a probe after a trace without loss
+}
+
+// pathState is a session's path tracing state (module option path_trace):
+// one flowPath per flow. It has its own lock, never held while taking the
+// session's.
+type pathState struct {
+	cfg  config.PathTrace
+	ssid atomic.Uint32 // SSID of trace probes: not the session's, so that the reflector numbers them apart
+	wake chan<- struct{}
+
+	mu       sync.Mutex
+	flows    []flowPath
+	sent     uint64 // trace probes sent
+	answered uint64 // trace probes answered in time
+}
+
+// newPathState returns the path state of a session of cfg, nil when the
+// module does not trace.
+func newPathState(cfg *config.Module) *pathState {
+	if cfg.PathTrace == nil {
+		return nil
+	}
+	ps := &pathState{cfg: *cfg.PathTrace, flows: make([]flowPath, cfg.Flows)}
+	for i := range ps.flows {
+		ps.flows[i].hops = make([]hopHist, cfg.PathTrace.MaxHops)
+		ps.flows[i].cur = make([]hopAnswer, cfg.PathTrace.MaxHops)
+	}
+	return ps
+}
+
+// lost notes that flow lost a probe: with on_loss, a flow whose latest
+// trace saw no loss is traced at once. Called with the session's lock
+// held, on every lost probe: it does not allocate.
+func (ps *pathState) lost(flow int) {
+	if !ps.cfg.OnLoss {
+		return
+	}
+	ps.mu.Lock()
+	f := &ps.flows[flow]
+	rose := !f.lossRose && !f.running && f.lossy&1 == 0
+	if rose {
+		f.lossRose = true
+	}
+	ps.mu.Unlock()
+	if rose && ps.wake != nil {
+		select {
+		case ps.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Priority classes of flows due for a trace, most urgent first.
+const (
+	traceOnLoss  = iota // lost a probe after a trace without loss
+	traceLossy          // interval passed, losing probes
+	traceHealthy        // interval passed
+	traceNotDue
+)
+
+// candidate returns the flow of the session most due for a trace at
+// monotonic time now, its class and its last trace start; lossy says which
+// flows lose probes in the window now.
+func (ps *pathState) candidate(now int64, lossy []bool) (flow, class int, last int64) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	flow, class = -1, traceNotDue
+	for i := range ps.flows {
+		f := &ps.flows[i]
+		c := traceNotDue
+		switch {
+		case f.running:
+		case f.lossRose:
+			c = traceOnLoss
+		case !f.started || now-f.lastStart >= int64(ps.cfg.Interval):
+			c = traceHealthy
+			if lossy[i] {
+				c = traceLossy
+			}
+		}
+		if c < class || c == class && c != traceNotDue && f.lastStart < last {
+			flow, class, last = i, c, f.lastStart
+		}
+	}
+	return flow, class, last
+}
+
+// begin starts a trace of flow at monotonic time now and returns how many
+// hop probes it sends: TTL 1 up to where the target answered last time, or
+// up to max_hops.
+func (ps *pathState) begin(flow int, now int64) int {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	f := &ps.flows[flow]
+	n := len(f.hops)
+	if f.dest > 0 {
+		n = min(f.dest, n)
+	}
+	clear(f.cur)
+	f.running, f.lossRose, f.started, f.lastStart, f.pending = true, false, true, now, n
+	ps.sent += uint64(n)
+	return n
+}
+
+// settle records the fate of the hop probe with TTL ttl of flow's trace
+// in progress and reports whether that was its last one.
+func (ps *pathState) settle(flow, ttl int, a hopAnswer) bool {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	f := &ps.flows[flow]
+	if !f.running {
+		return false
+	}
+	if a.ok {
+		f.cur[ttl-1] = a
+		ps.answered++
+	}
+	f.pending--
+	return f.pending <= 0
+}
+
+// complete ends flow's trace in progress, of which TTLs 1..sent were
+// probed: lossy says whether the flow lost probes in its window then.
+func (ps *pathState) complete(flow int, lossy bool) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	f := &ps.flows[flow]
+	if !f.running {
+		return
+	}
+	f.running = false
+	f.done++
+	f.traces = f.traces<<1 | 1
+	f.lossy <<= 1
+	if lossy {
+		f.lossy |= 1
+	}
+	sent := len(f.hops)
+	if f.dest > 0 {
+		sent = min(f.dest, sent)
+	}
+	if f.record(sent) {
+		f.changes++
+	}
+}
+
+// record adds the trace in progress, which probed TTLs 1..sent, to the
+// history and reports whether it changed the hop list: a hop that
+// answered from another address, or the target reached at another TTL.
+func (f *flowPath) record(sent int) bool {
+	changed, dest, lastAnswer := false, 0, 0
+	for i := range f.hops {
+		h, a := &f.hops[i], &f.cur[i]
+		h.sent <<= 1
+		h.ans <<= 1
+		if i >= sent {
+			continue
+		}
+		h.sent |= 1
+		if !a.ok {
+			continue
+		}
+		h.ans |= 1
+		lastAnswer = i + 1
+		changed = changed || h.addr.IsValid() && h.addr != a.addr
+		h.addr, h.rtt = a.addr, a.rtt
+		if a.dest && dest == 0 {
+			dest = i + 1
+		}
+	}
+	switch {
+	case dest > 0:
+		changed = changed || f.dest > 0 && f.dest != dest
+		f.dest = dest
+	case lastAnswer == sent && sent > 0:
+		f.dest = 0 // a router answered where the target used to: the path grew
+	}
+	return changed
+}
+
+// flowView is a copy of one flow's path, for localisation and display.
+type flowView struct {
+	port                uint16
+	lossy               bool // loses probes in the window now
+	lost, decided       int  // probes lost / decided in the window
+	hops                []hopHist
+	traces, lossyTraces uint64
+	dest                int
+	done, changes       uint64
+	running             bool
+	lastStart           int64
+}
+
+// length returns how many hops the flow's hop list has: up to the target
+// when a trace reached it, else up to the farthest hop that answered in
+// the remembered traces; 0 when none did.
+func (v *flowView) length() int {
+	if v.dest > 0 {
+		return v.dest
+	}
+	for i := len(v.hops) - 1; i >= 0; i-- {
+		if v.hops[i].ans&v.traces != 0 {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+// views copies the flows' paths; ports are the flows' source ports, lost
+// and decided their probes lost and decided in the window now.
+func (ps *pathState) views(ports []uint16, lost, decided []int) []flowView {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	out := make([]flowView, len(ps.flows))
+	for i := range ps.flows {
+		f := &ps.flows[i]
+		out[i] = flowView{port: ports[i], lossy: lost[i] > 0, lost: lost[i], decided: decided[i], hops: append([]hopHist(nil), f.hops...),
+			traces: f.traces, lossyTraces: f.lossy, dest: f.dest, done: f.done, changes: f.changes,
+			running: f.running, lastStart: f.lastStart}
+	}
+	return out
+}
+
+// counts returns the trace probes sent and answered in time.
+func (ps *pathState) counts() (sent, answered uint64) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.sent, ps.answered
+}

@@ -1,0 +1,104 @@
+package prober
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/llama-exporter/llama_exporter/config"
+)
+
+// traceModule is fastModule with path tracing every second, up to 4 hops.
+func traceModule(prober string, flows int) *config.Module {
+	m := fastModule()
+	m.Prober, m.Flows = prober, flows
+	if prober == config.ProberLLAMA {
+		m.Port, m.PacketSize = config.DefaultPortLLAMA, config.DefaultPacketSizeLLAMA
+	}
+	m.PathTrace = &config.PathTrace{Interval: time.Second, MaxHops: 4, OnLoss: true}
+	return m
+}
+
+// On loopback the reflector is the first hop: every flow's trace reaches
+// it with TTL 1, its replies go to the tracer and not to the session (no
+// unmatched replies, no effect on the window), and /probe serves the path
+// series.
+func TestPathTraceLoopback(t *testing.T) {
+	for _, prober := range []string{config.ProberSTAMP, config.ProberLLAMA} {
+		t.Run(prober, func(t *testing.T) {
+			dst := startReflector(t, "127.0.0.1:0")
+			reg := prometheus.NewRegistry()
+			mgr := NewManager(Options{}, reg, discard)
+			defer mgr.Close()
+			m := traceModule(prober, 2)
+			s, _, err := mgr.Get(context.Background(), "trace", m, dst.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 20*time.Second, "both flows traced twice", func() bool {
+				for _, v := range s.pathViews(ptr(s.Snapshot())) {
+					if v.done < 2 {
+						return false
+					}
+				}
+				return true
+			})
+			sn := s.Snapshot()
+			for _, v := range s.pathViews(&sn) {
+				if v.length() != 1 || v.hops[0].addr != dst.Addr() || v.hops[0].ans&3 != 3 || v.changes != 0 {
+					t.Errorf("flow %d: %d hops, first %v (answers %b), changes %d; want the reflector at TTL 1",
+						v.port, v.length(), v.hops[0].addr, v.hops[0].ans, v.changes)
+				}
+			}
+			if sent, answered := s.paths.counts(); sent < 4 || answered != sent {
+				t.Errorf("trace probes: %d sent, %d answered; want all answered", sent, answered)
+			}
+			if sn.Lost != 0 || sn.Late != 0 || sn.Duplicated != 0 || sn.Received+uint64(sn.InFlight) != sn.Sent {
+				t.Errorf("trace probes disturbed the session: %+v", sn.Counters)
+			}
+			if u := testutil.ToFloat64(mgr.m.unmatched.WithLabelValues("trace")); u != 0 {
+				t.Errorf("%v unmatched replies", u)
+			}
+			body := scrape(t, mgr, m, dst.String(), "")
+			for _, want := range []string{
+				"llama_probe_flow_path_hops{flow=", "llama_probe_flow_path_changes_total{flow=",
+				`llama_probe_path_hop_info{address="127.0.0.1",flow=`,
+			} {
+				if !strings.Contains(body, want) {
+					t.Errorf("/probe lacks %s", want)
+				}
+			}
+			if strings.Contains(body, "llama_probe_path_suspect_link_info") {
+				t.Error("a suspect link without loss")
+			}
+			if dbg := scrape(t, mgr, m, dst.String(), "&debug=true"); !strings.Contains(dbg, "Path trace (interval 1s, max_hops 4, on_loss true)") ||
+				!strings.Contains(dbg, "Suspect links: none") {
+				t.Errorf("debug page lacks the paths:\n%s", dbg)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// scrape serves /probe for target with module m through the handler.
+func scrape(t *testing.T, mgr *Manager, m *config.Module, target, extra string) string {
+	t.Helper()
+	cfg := &config.Config{Modules: map[string]*config.Module{"trace": m}}
+	srv := httptest.NewServer(&Handler{Manager: mgr, Config: func() *config.Config { return cfg }, Logger: discard})
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/probe?module=trace&target=" + target + extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
