@@ -101,14 +101,8 @@ func healthyHops(flows []flowView) []bool {
 	return out
 }
 
-// lossRun returns the traces of the flow's current loss: the run of
-// traces taken while it lost probes, up to the newest.
-func lossRun(lossy uint64) uint64 {
-	return (^lossy & (lossy + 1)) - 1
-}
-
 // pathGroup is the lossy flows that share one hop list, with the answers
-// of their traces since their loss began, per hop (index = TTL).
+// of their traces in their current loss episode, per hop (index = TTL).
 type pathGroup struct {
 	addrs []netip.Addr // hop list; index 0 unused
 	ports []uint16
@@ -139,7 +133,7 @@ func lossyGroups(flows []flowView) []*pathGroup {
 		g.ports = append(g.ports, f.port)
 		g.lost += f.lost
 		g.decided += f.decided
-		run := lossRun(f.lossyTraces) & f.traces
+		run := f.episode & f.traces
 		for j, h := range f.hops {
 			g.ans[j+1] += bits.OnesCount64(h.ans & run)
 			g.sent[j+1] += bits.OnesCount64(h.sent & run)
@@ -169,16 +163,18 @@ func (g *pathGroup) share(ttl int) float64 {
 }
 
 // blame returns the suspect link (from, to), as TTLs, of the group's
-// loss: to is the first hop h, in TTL order, such that
+// loss: of the hops h such that
 //
 //   - from, the hop before it, answers on the lossy flows (hop 0 is the
 //     source), and has also answered on flows without loss;
 //   - every probed hop from h on answers a smaller share than from: the
 //     answers stop, or thin out, from h on;
 //   - some hop from h on has answered on flows without loss;
-//   - when answers thin out rather than stop: had from's probes crossed
-//     the lossy link, as many answers would have come back with
-//     probability at most blameAlpha.
+//   - had from's probes crossed the lossy link, as many answers would have
+//     come back with probability at most blameAlpha, and had h's, not;
+//
+// to is the one under which the answers are likeliest: those of the hops
+// before it at one rate, from it on at another (a change point).
 //
 // A hop that alone never answers while later hops do is silent (it does
 // not send ICMP, or rate-limits it): it is skipped, never blamed.
@@ -195,17 +191,44 @@ func (g *pathGroup) blame(healthy []bool) (from, to int, ok bool) {
 		silent[i] = g.ans[i] == 0 && later
 		later = later || g.ans[i] > 0
 	}
-	prev := 0
+	prev, best := 0, math.Inf(-1)
 	for h := 1; h <= last; h++ {
 		if silent[h] || g.sent[h] == 0 {
 			continue
 		}
 		if g.suspect(prev, h, last, silent, healthy) {
-			return prev, h, true
+			if ll := g.changePoint(h, last, silent); ll > best {
+				from, to, ok, best = prev, h, true, ll
+			}
 		}
 		prev = h
 	}
-	return 0, 0, false
+	return from, to, ok
+}
+
+// changePoint is the log-likelihood of the answers of hops 1..last (silent
+// ones left out) if those before h answer at one rate and those from h on
+// at another, each rate its maximum-likelihood estimate.
+func (g *pathGroup) changePoint(h, last int, silent []bool) float64 {
+	var ans, sent [2]int
+	for i := 1; i <= last; i++ {
+		if !silent[i] {
+			side := 0
+			if i >= h {
+				side = 1
+			}
+			ans[side] += g.ans[i]
+			sent[side] += g.sent[i]
+		}
+	}
+	ll := 0.0
+	for side := range 2 {
+		if a, m := float64(ans[side]), float64(sent[side]-ans[side]); a > 0 && m > 0 {
+			p := a / (a + m)
+			ll += a*math.Log(p) + m*math.Log1p(-p)
+		}
+	}
+	return ll
 }
 
 // suspect checks the rule of blame for the link (from, h).
@@ -229,18 +252,20 @@ func (g *pathGroup) suspect(from, h, last int, silent, healthy []bool) bool {
 	if farSent == 0 || !farHealthy {
 		return false
 	}
-	if from == 0 || farAns == 0 {
-		return true // the answers stop: nothing crosses
-	}
-	// The answers thin out: the share of probes that cross the lossy link
-	// is that of the far hops' answers, or that of the flows' own probes if
-	// higher, which are many more and keep the estimate from following the
-	// chance misses of a few hops.
+	// The share of probes that cross the lossy link: that of the far hops'
+	// answers or, when the answers thin out rather than stop, that of the
+	// flows' own probes if higher, which are many more and keep the
+	// estimate from following the chance misses of a few hops.
 	q := float64(farAns) / float64(farSent)
-	if g.decided > 0 {
+	if farAns > 0 && g.decided > 0 {
 		q = max(q, 1-float64(g.lost)/float64(g.decided))
 	}
-	return binomialTail(g.ans[from], g.sent[from], q) <= blameAlpha
+	// h must not be surely before the loss, and from must be: had its
+	// probes crossed the lossy link, so many answers would be unlikely.
+	if binomialTail(g.ans[h], g.sent[h], q) <= blameAlpha {
+		return false
+	}
+	return from == 0 || binomialTail(g.ans[from], g.sent[from], q) <= blameAlpha
 }
 
 // binomialTail returns P(X >= k) for X binomial with n trials of success

@@ -6,6 +6,9 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
+
+	"github.com/llama-exporter/llama_exporter/config"
 )
 
 var (
@@ -37,8 +40,12 @@ func synthFlow(port uint16, lossyNow bool, addrs []netip.Addr, traces []synthTra
 		}
 		f.traces = f.traces<<1 | 1
 		f.lossy <<= 1
+		f.episode <<= 1
 		if tr.lossy {
 			f.lossy |= 1
+			f.episode |= 1
+		} else {
+			f.episode = 0
 		}
 		f.record(len(addrs))
 	}
@@ -49,7 +56,7 @@ func synthFlow(port uint16, lossyNow bool, addrs []netip.Addr, traces []synthTra
 			f.hops[i].addr = a
 		}
 	}
-	v := flowView{port: port, hops: f.hops, traces: f.traces, lossyTraces: f.lossy, dest: f.dest, decided: 1000}
+	v := flowView{port: port, hops: f.hops, traces: f.traces, lossyTraces: f.lossy, episode: f.episode, dest: f.dest, decided: 1000}
 	if lossyNow {
 		v.lossy, v.lost = true, 1000
 	}
@@ -87,6 +94,12 @@ func TestPathTraceLocaliseBlackHole(t *testing.T) {
 		synthFlow(40002, true, viaB, healthy), // lossy, not traced since: named with its path
 		synthFlow(40003, false, viaA, healthy),
 	}
+	wantLinks(t, localise(traceSrc, flows), SuspectLink{From: hopB, To: hopC, Flows: []uint16{40000, 40002}})
+	// R2b missing an answer (its ICMP lost, or rate-limited) does not move
+	// the blame to the link before it: answers that stop after R2b are
+	// likelier than answers thinning out from R2b on.
+	flows[0] = synthFlow(40000, true, viaB, append(healthy, synthTrace{lossy: true, ans: firstOne},
+		synthTrace{lossy: true, ans: []bool{false, false, false}}, synthTrace{lossy: true, ans: firstOne}))
 	wantLinks(t, localise(traceSrc, flows), SuspectLink{From: hopB, To: hopC, Flows: []uint16{40000, 40002}})
 	// The loss clears: nothing is suspected, whatever the history says.
 	flows[0].lossy, flows[2].lossy = false, false
@@ -170,14 +183,6 @@ func TestPathTraceBinomialTail(t *testing.T) {
 	}
 }
 
-func TestPathTraceLossRun(t *testing.T) {
-	for _, tc := range []struct{ in, want uint64 }{{0, 0}, {1, 1}, {0b1011, 0b11}, {0b110, 0}, {math.MaxUint64, math.MaxUint64}} {
-		if got := lossRun(tc.in); got != tc.want {
-			t.Errorf("lossRun(%b) = %b, want %b", tc.in, got, tc.want)
-		}
-	}
-}
-
 // The hop list changes when a hop answers from another address or the
 // target at another TTL; silence is no change.
 func TestPathTraceHopListChanges(t *testing.T) {
@@ -209,5 +214,38 @@ func TestPathTraceHopListChanges(t *testing.T) {
 		if got := trace(tc.addrs...); got != tc.changed || f.dest != tc.dest {
 			t.Errorf("trace %d: changed %v dest %d, want %v %d", i, got, f.dest, tc.changed, tc.dest)
 		}
+	}
+}
+
+// A loss episode begins when a flow's window goes from no loss to a lost
+// probe: only traces from then on localise it (traces of an earlier loss,
+// or started before the first lost probe, do not), and with on_loss the
+// flow is due at once.
+func TestPathTraceEpisode(t *testing.T) {
+	m := traceModule(config.ProberSTAMP, 1)
+	ps := newPathState(m)
+	trace := func(now int64, lossy bool, answered int) {
+		n := ps.begin(0, now)
+		for ttl := 1; ttl <= n; ttl++ {
+			ps.settle(0, ttl, hopAnswer{addr: hopD, ok: ttl <= answered, dest: ttl == n})
+		}
+		ps.complete(0, lossy)
+	}
+	sec := int64(time.Second)
+	trace(1*sec, true, 4)  // an earlier loss
+	trace(3*sec, false, 4) // it ended
+	trace(5*sec, true, 4)  // started before the new loss's first lost probe
+	ps.lossBegan(0, 6*sec)
+	if f, c, _ := ps.candidate(6*sec, []bool{true}); f != 0 || c != traceOnLoss {
+		t.Errorf("after the loss began: flow %d class %d, want 0 traced at once", f, c)
+	}
+	trace(6*sec, true, 1)
+	trace(8*sec, true, 1)
+	if e := ps.flows[0].episode; e != 0b11 {
+		t.Errorf("episode traces %b, want the last two", e)
+	}
+	trace(10*sec, false, 4)
+	if e := ps.flows[0].episode; e != 0 {
+		t.Errorf("episode traces %b after a trace without loss, want none", e)
 	}
 }

@@ -33,6 +33,8 @@ type flowPath struct {
 	hops          []hopHist   // index i: TTL i+1
 	cur           []hopAnswer // the trace in progress
 	traces, lossy uint64      // trace i exists / was taken while the flow lost probes
+	episode       uint64      // trace i was taken in the flow's current loss episode
+	lossSince     int64       // monotonic send time of the episode's first lost probe
 	done          uint64      // traces completed
 	changes       uint64      // times the hop list changed
 	dest          int         // TTL that reached the target in the latest trace that did; 0 unknown
@@ -40,7 +42,7 @@ type flowPath struct {
 	lastStart     int64       // monotonic ns
 	running       bool
 	pending       int  // hop probes of the trace in progress not yet settled
-	lossRose      bool // trace at once: it lost a probe after a trace without loss
+	lossRose      bool // trace at once: its loss rose from none
 }
 
 // pathState is a session's path tracing state (module option path_trace):
@@ -50,6 +52,9 @@ type pathState struct {
 	cfg  config.PathTrace
 	ssid atomic.Uint32 // SSID of trace probes: not the session's, so that the reflector numbers them apart
 	wake chan<- struct{}
+	// slack is a flow's probe period (ns): a trace started this long before
+	// an episode's first lost probe was sent may already be in the loss.
+	slack int64
 
 	mu       sync.Mutex
 	flows    []flowPath
@@ -63,7 +68,7 @@ func newPathState(cfg *config.Module) *pathState {
 	if cfg.PathTrace == nil {
 		return nil
 	}
-	ps := &pathState{cfg: *cfg.PathTrace, flows: make([]flowPath, cfg.Flows)}
+	ps := &pathState{cfg: *cfg.PathTrace, flows: make([]flowPath, cfg.Flows), slack: int64(cfg.Interval) * int64(cfg.Flows)}
 	for i := range ps.flows {
 		ps.flows[i].hops = make([]hopHist, cfg.PathTrace.MaxHops)
 		ps.flows[i].cur = make([]hopAnswer, cfg.PathTrace.MaxHops)
@@ -71,19 +76,16 @@ func newPathState(cfg *config.Module) *pathState {
 	return ps
 }
 
-// lost notes that flow lost a probe: with on_loss, a flow whose latest
-// trace saw no loss is traced at once. Called with the session's lock
-// held, on every lost probe: it does not allocate.
-func (ps *pathState) lost(flow int) {
-	if !ps.cfg.OnLoss {
-		return
-	}
+// lossBegan notes that flow's window went from no loss to a lost probe,
+// sent at monotonic time sent: a loss episode begins, whose traces alone
+// localise it, and with on_loss the flow is traced at once. Called with
+// the session's lock held; it does not allocate.
+func (ps *pathState) lossBegan(flow int, sent int64) {
 	ps.mu.Lock()
 	f := &ps.flows[flow]
-	rose := !f.lossRose && !f.running && f.lossy&1 == 0
-	if rose {
-		f.lossRose = true
-	}
+	f.episode, f.lossSince = 0, sent
+	rose := ps.cfg.OnLoss && !f.lossRose
+	f.lossRose = f.lossRose || rose
 	ps.mu.Unlock()
 	if rose && ps.wake != nil {
 		select {
@@ -93,39 +95,41 @@ func (ps *pathState) lost(flow int) {
 	}
 }
 
-// Priority classes of flows due for a trace, most urgent first.
+// Priority classes of flows for a trace, most urgent first.
 const (
-	traceOnLoss  = iota // lost a probe after a trace without loss
-	traceLossy          // interval passed, losing probes
-	traceHealthy        // interval passed
+	traceOnLoss = iota // its loss rose from none
+	traceDue           // its interval passed
 	traceNotDue
 )
 
 // candidate returns the flow of the session most due for a trace at
-// monotonic time now, its class and its last trace start; lossy says which
-// flows lose probes in the window now.
-func (ps *pathState) candidate(now int64, lossy []bool) (flow, class int, last int64) {
+// monotonic time now, its class and its rank within the class (lower
+// first); lossy says which flows lose probes in the window now. Among due
+// flows the longest untraced goes first, a losing flow counting one
+// interval longer: losing flows are traced about twice as often as the
+// others when traces cannot keep up with every interval.
+func (ps *pathState) candidate(now int64, lossy []bool) (flow, class int, rank int64) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	flow, class = -1, traceNotDue
 	for i := range ps.flows {
 		f := &ps.flows[i]
-		c := traceNotDue
+		c, r := traceNotDue, f.lastStart
+		if lossy[i] {
+			r -= int64(ps.cfg.Interval)
+		}
 		switch {
 		case f.running:
 		case f.lossRose:
 			c = traceOnLoss
 		case !f.started || now-f.lastStart >= int64(ps.cfg.Interval):
-			c = traceHealthy
-			if lossy[i] {
-				c = traceLossy
-			}
+			c = traceDue
 		}
-		if c < class || c == class && c != traceNotDue && f.lastStart < last {
-			flow, class, last = i, c, f.lastStart
+		if c < class || c == class && c != traceNotDue && r < rank {
+			flow, class, rank = i, c, r
 		}
 	}
-	return flow, class, last
+	return flow, class, rank
 }
 
 // begin starts a trace of flow at monotonic time now and returns how many
@@ -175,8 +179,14 @@ func (ps *pathState) complete(flow int, lossy bool) {
 	f.done++
 	f.traces = f.traces<<1 | 1
 	f.lossy <<= 1
+	f.episode <<= 1
 	if lossy {
 		f.lossy |= 1
+		if f.lastStart >= f.lossSince-ps.slack {
+			f.episode |= 1
+		}
+	} else {
+		f.episode = 0 // the loss ended
 	}
 	sent := len(f.hops)
 	if f.dest > 0 {
@@ -228,6 +238,7 @@ type flowView struct {
 	lost, decided       int  // probes lost / decided in the window
 	hops                []hopHist
 	traces, lossyTraces uint64
+	episode             uint64 // traces of the current loss episode
 	dest                int
 	done, changes       uint64
 	running             bool
@@ -258,7 +269,7 @@ func (ps *pathState) views(ports []uint16, lost, decided []int) []flowView {
 	for i := range ps.flows {
 		f := &ps.flows[i]
 		out[i] = flowView{port: ports[i], lossy: lost[i] > 0, lost: lost[i], decided: decided[i], hops: append([]hopHist(nil), f.hops...),
-			traces: f.traces, lossyTraces: f.lossy, dest: f.dest, done: f.done, changes: f.changes,
+			traces: f.traces, lossyTraces: f.lossy, episode: f.episode, dest: f.dest, done: f.done, changes: f.changes,
 			running: f.running, lastStart: f.lastStart}
 	}
 	return out

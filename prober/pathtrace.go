@@ -145,11 +145,10 @@ func (t *tracer) plan(fam int, now int64) (tracePlan, bool) {
 	return p, true
 }
 
-// pick returns the session and flow of family fam most due for a trace:
-// flows whose loss just rose first, then losing flows, then the others,
-// each the longest untraced first. Closed sessions are dropped.
+// pick returns the session and flow of family fam most due for a trace
+// (see pathState.candidate). Closed sessions are dropped.
 func (t *tracer) pick(fam int, now int64) (best *Session, flow int) {
-	bestClass, bestLast := traceNotDue, int64(0)
+	bestClass, bestRank := traceNotDue, int64(0)
 	live := t.sessions[:0]
 	for _, s := range t.sessions {
 		if s.closed.Load() {
@@ -160,9 +159,9 @@ func (t *tracer) pick(fam int, now int64) (best *Session, flow int) {
 			continue
 		}
 		t.lossy = s.lossyFlows(t.lossy)
-		f, c, last := s.paths.candidate(now, t.lossy)
-		if c < bestClass || c == bestClass && c != traceNotDue && last < bestLast {
-			best, flow, bestClass, bestLast = s, f, c, last
+		f, c, rank := s.paths.candidate(now, t.lossy)
+		if c < bestClass || c == bestClass && c != traceNotDue && rank < bestRank {
+			best, flow, bestClass, bestRank = s, f, c, rank
 		}
 	}
 	clear(t.sessions[len(live):])

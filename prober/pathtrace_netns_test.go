@@ -215,13 +215,14 @@ func (l *traceLab) views() ([]flowView, Snapshot) {
 	return l.sess.pathViews(&sn), sn
 }
 
-// waitPaths waits until every flow was traced at least twice and, with no
-// loss, reached the target at TTL 3 through the router it hashes to.
+// waitPaths waits until every flow's latest trace, taken without loss,
+// reached the target at TTL 3 (the routers' neighbour resolution may cost
+// the very first probes).
 func (l *traceLab) waitPaths() {
-	waitFor(l.t, 60*time.Second, "two traces of every flow to the target", func() bool {
+	waitFor(l.t, 60*time.Second, "a trace of every flow to the target without loss", func() bool {
 		vs, sn := l.views()
 		for i, v := range vs {
-			if v.done < 2 || v.length() != 3 || v.hops[2].addr != l.target || sn.FlowWindowLost[i] != 0 {
+			if v.traces&^v.lossyTraces&1 == 0 || v.length() != 3 || v.hops[2].ans&1 == 0 || v.hops[2].addr != l.target || sn.FlowWindowLost[i] != 0 {
 				return false
 			}
 		}
@@ -254,7 +255,7 @@ func (l *traceLab) blameWatch(what string, deadline time.Duration, allowed *Susp
 			return time.Since(start), falseBlames
 		}
 		if time.Since(start) > deadline {
-			l.t.Fatalf("timed out after %v waiting for %s; suspect links %v", deadline, what, links)
+			l.t.Fatalf("timed out after %v waiting for %s; suspect links %v; debug=true:\n%s", deadline, what, links, scrapeIn(l.t, l, "&debug=true"))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -483,9 +483,6 @@ func (s *Session) markLostLocked(sl *slot) {
 	}
 	s.countDirectionLocked(sl)
 	s.markDecidedLocked()
-	if s.paths != nil {
-		s.paths.lost(int(sl.flow))
-	}
 }
 
 func (s *Session) countDirectionLocked(sl *slot) {
@@ -552,6 +549,9 @@ func (s *Session) enterLocked(sl *slot) {
 		s.win.ipdv(s.slotAt(s.win.newest).rtt, sl.rtt, 1)
 	}
 	s.win.enter(sl)
+	if s.paths != nil && sl.state == stateLost && s.win.flowLost[sl.flow] == 1 {
+		s.paths.lossBegan(int(sl.flow), sl.sent)
+	}
 }
 
 // leaveLocked removes sl, the oldest probe in the window. Finding the next
