@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -255,12 +256,13 @@ func describeFile(file string) string {
 var sessionsTable = template.Must(template.New("sessions").Parse(`
 <h3>Active probe sessions ({{len .}})</h3>
 <table border="1" cellpadding="4" style="border-collapse: collapse">
-<tr><th>module</th><th>target</th><th>address</th><th>sent</th><th>window loss</th><th>window p50 RTT</th><th>window p99 RTT</th><th>debug</th></tr>
-{{range .}}<tr><td>{{.Module}}</td><td>{{.Target}}</td><td>{{.Dst}}</td><td>{{.Sent}}</td><td>{{.Loss}}</td><td>{{.P50}}</td><td>{{.P99}}</td><td><a href="{{.Debug}}">debug</a></td></tr>
+<tr><th>module</th><th>target</th><th>address</th><th>sent</th><th>window loss</th><th>window p50 RTT</th><th>window p99 RTT</th><th>suspect link</th><th>debug</th></tr>
+{{range .}}<tr><td>{{.Module}}</td><td>{{.Target}}</td><td>{{.Dst}}</td><td>{{.Sent}}</td><td>{{.Loss}}</td><td>{{.P50}}</td><td>{{.P99}}</td><td>{{.Suspect}}</td><td><a href="{{.Debug}}">debug</a></td></tr>
 {{end}}</table>`))
 
 type sessionRow struct {
 	Module, Target, Dst, Loss, P50, P99 string
+	Suspect                             string // path_trace's suspect links of a lossy session
 	Sent                                uint64
 	Debug                               string
 }
@@ -272,7 +274,8 @@ func landingPage(w http.ResponseWriter, r *http.Request, mgr *prober.Manager, lo
 		rows = append(rows, sessionRow{
 			Module: s.Module, Target: s.Target, Dst: sn.Dst.String(), Sent: sn.Sent,
 			Loss: percent(sn.LossRatio), P50: seconds(sn.Quantiles[0.5]), P99: seconds(sn.Quantiles[0.99]),
-			Debug: "probe?" + (url.Values{"module": {s.Module}, "target": {s.Target}, "debug": {"true"}}).Encode(),
+			Debug:   "probe?" + (url.Values{"module": {s.Module}, "target": {s.Target}, "debug": {"true"}}).Encode(),
+			Suspect: suspects(s.SuspectLinks()),
 		})
 	}
 	var table bytes.Buffer
@@ -300,6 +303,18 @@ func landingPage(w http.ResponseWriter, r *http.Request, mgr *prober.Manager, lo
 		return
 	}
 	lp.ServeHTTP(w, r)
+}
+
+// suspects lists suspect links for the landing page; "-" for none.
+func suspects(links []prober.SuspectLink) string {
+	if len(links) == 0 {
+		return "-"
+	}
+	s := make([]string, len(links))
+	for i, l := range links {
+		s[i] = l.String()
+	}
+	return strings.Join(s, "; ")
 }
 
 func percent(v float64) string {
