@@ -249,3 +249,33 @@ func TestPathTraceEpisode(t *testing.T) {
 		t.Errorf("episode traces %b after a trace without loss, want none", e)
 	}
 }
+
+// FuzzTraceQuote: every tracing protocol reads the sequence number of its
+// own probes back from the first 16 octets of their payload, as an ICMP
+// error quotes them, and never panics on any quote.
+func FuzzTraceQuote(f *testing.F) {
+	f.Add([]byte{}, uint32(traceSeqFlag|7), uint8(16))
+	f.Add([]byte{0x0a, 10, 0, 1}, uint32(1), uint8(4))
+	f.Fuzz(func(t *testing.T, raw []byte, seq uint32, n uint8) {
+		for name, p := range Probers {
+			if !p.Spec.PathTrace {
+				continue
+			}
+			m := decodeModule(t, name)
+			q, ok := p.New(m).(traceQuoter)
+			if !ok {
+				t.Fatalf("%s traces but cannot read quoted probes", name)
+			}
+			q.quotedSeq(raw) // must not panic
+			out, err := p.New(m).Encode(make([]byte, m.PacketSize), &Probe{SSID: 9, Seq: seq})
+			if err != nil {
+				t.Fatal(err)
+			}
+			quote := out[:min(int(n), 16, len(out))]
+			got, ok := q.quotedSeq(quote)
+			if need := map[string]int{config.ProberSTAMP: 4, config.ProberLLAMA: 8}[name]; len(quote) >= need && (!ok || got != seq) {
+				t.Errorf("%s: quote of %d octets read as %d, %v; want %d", name, len(quote), got, ok, seq)
+			}
+		}
+	})
+}
