@@ -74,6 +74,9 @@ var labV6 = labAddrs{
 // set) change the routers, and starts a traced session from S with 4 flows
 // whose source ports hash 2 and 2 (or at least 1 and 3) over the uplinks.
 func newTraceLab(t *testing.T, v6 bool, prepare func(*traceLab)) *traceLab {
+	if testing.Short() {
+		t.Skip("the path tracing cases judge timing over tens of seconds")
+	}
 	netns.Require(t)
 	a := labV4
 	if v6 {
