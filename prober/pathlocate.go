@@ -257,7 +257,7 @@ func (g *pathGroup) suspect(from, h, last int, silent, healthy []bool) bool {
 	// flows' own probes if higher, which are many more and keep the
 	// estimate from following the chance misses of a few hops.
 	q := float64(farAns) / float64(farSent)
-	if farAns > 0 && g.decided > 0 {
+	if farAns > 0 && g.lost > 0 {
 		q = max(q, 1-float64(g.lost)/float64(g.decided))
 	}
 	// h must not be surely before the loss, and from must be: had its

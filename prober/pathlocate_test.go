@@ -217,34 +217,40 @@ func TestPathTraceHopListChanges(t *testing.T) {
 	}
 }
 
-// A loss episode begins when a flow's window goes from no loss to a lost
-// probe: only traces from then on localise it (traces of an earlier loss,
-// or started before the first lost probe, do not), and with on_loss the
-// flow is due at once.
+// A loss episode begins with a lost probe after a time without loss
+// (hold: timeout + window + trace interval): only traces from then on
+// localise it, traces of an earlier loss or started before the episode's
+// first lost probe do not, and with on_loss the flow is due at once. A lost
+// probe soon after another continues the episode.
 func TestPathTraceEpisode(t *testing.T) {
-	m := traceModule(config.ProberSTAMP, 1)
+	m := traceModule(config.ProberSTAMP, 1) // hold 1s + 10s + 1s
 	ps := newPathState(m)
-	trace := func(now int64, lossy bool, answered int) {
+	trace := func(now int64, answered int) {
 		n := ps.begin(0, now)
 		for ttl := 1; ttl <= n; ttl++ {
 			ps.settle(0, ttl, hopAnswer{addr: hopD, ok: ttl <= answered, dest: ttl == n})
 		}
-		ps.complete(0, lossy)
+		ps.complete(0, now)
 	}
 	sec := int64(time.Second)
-	trace(1*sec, true, 4)  // an earlier loss
-	trace(3*sec, false, 4) // it ended
-	trace(5*sec, true, 4)  // started before the new loss's first lost probe
-	ps.lossBegan(0, 6*sec)
-	if f, c, _ := ps.candidate(6*sec, []bool{true}); f != 0 || c != traceOnLoss {
+	ps.lost(0, 1*sec) // an earlier loss
+	trace(2*sec, 4)
+	trace(20*sec, 4) // it ended
+	trace(30*sec, 4) // started before the new loss's first lost probe
+	if e, l := ps.flows[0].episode, ps.flows[0].lossy; e != 0 || l != 0b100 {
+		t.Fatalf("episode %b, lossy traces %b before the loss; want none, 100", e, l)
+	}
+	ps.lost(0, 31*sec)
+	if f, c, _ := ps.candidate(31 * sec); f != 0 || c != traceOnLoss {
 		t.Errorf("after the loss began: flow %d class %d, want 0 traced at once", f, c)
 	}
-	trace(6*sec, true, 1)
-	trace(8*sec, true, 1)
-	if e := ps.flows[0].episode; e != 0b11 {
-		t.Errorf("episode traces %b, want the last two", e)
+	trace(31*sec, 1)
+	ps.lost(0, 32*sec) // the same episode
+	trace(33*sec, 1)
+	if e := ps.flows[0].episode; e != 0b11 || ps.flows[0].lossRose {
+		t.Errorf("episode traces %b (loss rose again %v), want the last two", e, ps.flows[0].lossRose)
 	}
-	trace(10*sec, false, 4)
+	trace(50*sec, 4)
 	if e := ps.flows[0].episode; e != 0 {
 		t.Errorf("episode traces %b after a trace without loss, want none", e)
 	}

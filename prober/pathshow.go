@@ -38,7 +38,7 @@ func (s *Session) pathViews(sn *Snapshot) []flowView {
 			lost[i], decided[i] = sn.FlowWindowLost[i], sn.FlowWindowSent[i]
 		}
 	}
-	return s.paths.views(ports, lost, decided)
+	return s.paths.views(mono(), ports, lost, decided)
 }
 
 // SuspectLinks returns the links suspected of the session's loss now

@@ -35,6 +35,8 @@ type flowPath struct {
 	traces, lossy uint64      // trace i exists / was taken while the flow lost probes
 	episode       uint64      // trace i was taken in the flow's current loss episode
 	lossSince     int64       // monotonic send time of the episode's first lost probe
+	lastLost      int64       // monotonic send time of the latest lost probe
+	lostAny       bool        // lastLost is valid
 	done          uint64      // traces completed
 	changes       uint64      // times the hop list changed
 	dest          int         // TTL that reached the target in the latest trace that did; 0 unknown
@@ -55,6 +57,11 @@ type pathState struct {
 	// slack is a flow's probe period (ns): a trace started this long before
 	// an episode's first lost probe was sent may already be in the loss.
 	slack int64
+	// hold is how long (ns) after sending a lost probe a flow counts as
+	// losing: while the probe is in the window (timeout + window), and one
+	// trace interval more, so that a moment without loss in the window of
+	// a flow that keeps losing does not end its loss episode.
+	hold int64
 
 	mu       sync.Mutex
 	flows    []flowPath
@@ -68,7 +75,8 @@ func newPathState(cfg *config.Module) *pathState {
 	if cfg.PathTrace == nil {
 		return nil
 	}
-	ps := &pathState{cfg: *cfg.PathTrace, flows: make([]flowPath, cfg.Flows), slack: int64(cfg.Interval) * int64(cfg.Flows)}
+	ps := &pathState{cfg: *cfg.PathTrace, flows: make([]flowPath, cfg.Flows), slack: int64(cfg.Interval) * int64(cfg.Flows),
+		hold: int64(cfg.Timeout + cfg.Window + cfg.PathTrace.Interval)}
 	for i := range ps.flows {
 		ps.flows[i].hops = make([]hopHist, cfg.PathTrace.MaxHops)
 		ps.flows[i].cur = make([]hopAnswer, cfg.PathTrace.MaxHops)
@@ -76,15 +84,20 @@ func newPathState(cfg *config.Module) *pathState {
 	return ps
 }
 
-// lossBegan notes that flow's window went from no loss to a lost probe,
-// sent at monotonic time sent: a loss episode begins, whose traces alone
-// localise it, and with on_loss the flow is traced at once. Called with
-// the session's lock held; it does not allocate.
-func (ps *pathState) lossBegan(flow int, sent int64) {
+// lost notes that flow lost a probe sent at monotonic time sent, as it
+// enters the window. After a time without loss (hold) a loss episode
+// begins, whose traces alone localise it, and with on_loss the flow is
+// traced at once. Called with the session's lock held; it does not
+// allocate.
+func (ps *pathState) lost(flow int, sent int64) {
 	ps.mu.Lock()
 	f := &ps.flows[flow]
-	f.episode, f.lossSince = 0, sent
-	rose := ps.cfg.OnLoss && !f.lossRose
+	begins := !f.lostAny || sent-f.lastLost > ps.hold
+	if begins {
+		f.episode, f.lossSince = 0, sent
+	}
+	f.lostAny, f.lastLost = true, max(f.lastLost, sent)
+	rose := begins && ps.cfg.OnLoss && !f.lossRose
 	f.lossRose = f.lossRose || rose
 	ps.mu.Unlock()
 	if rose && ps.wake != nil {
@@ -102,20 +115,25 @@ const (
 	traceNotDue
 )
 
+// lossyLocked reports whether f loses probes at monotonic time now: it
+// lost one sent within hold. Called with ps.mu held.
+func (ps *pathState) lossyLocked(f *flowPath, now int64) bool {
+	return f.lostAny && now-f.lastLost <= ps.hold
+}
+
 // candidate returns the flow of the session most due for a trace at
 // monotonic time now, its class and its rank within the class (lower
-// first); lossy says which flows lose probes in the window now. Among due
-// flows the longest untraced goes first, a losing flow counting one
-// interval longer: losing flows are traced about twice as often as the
-// others when traces cannot keep up with every interval.
-func (ps *pathState) candidate(now int64, lossy []bool) (flow, class int, rank int64) {
+// first). Among due flows the longest untraced goes first, a losing flow
+// counting one interval longer: losing flows are traced about twice as
+// often as the others when traces cannot keep up with every interval.
+func (ps *pathState) candidate(now int64) (flow, class int, rank int64) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	flow, class = -1, traceNotDue
 	for i := range ps.flows {
 		f := &ps.flows[i]
 		c, r := traceNotDue, f.lastStart
-		if lossy[i] {
+		if ps.lossyLocked(f, now) {
 			r -= int64(ps.cfg.Interval)
 		}
 		switch {
@@ -166,15 +184,16 @@ func (ps *pathState) settle(flow, ttl int, a hopAnswer) bool {
 	return f.pending <= 0
 }
 
-// complete ends flow's trace in progress, of which TTLs 1..sent were
-// probed: lossy says whether the flow lost probes in its window then.
-func (ps *pathState) complete(flow int, lossy bool) {
+// complete ends flow's trace in progress at monotonic time now, tagged
+// with whether the flow loses probes then.
+func (ps *pathState) complete(flow int, now int64) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	f := &ps.flows[flow]
 	if !f.running {
 		return
 	}
+	lossy := ps.lossyLocked(f, now)
 	f.running = false
 	f.done++
 	f.traces = f.traces<<1 | 1
@@ -234,7 +253,7 @@ func (f *flowPath) record(sent int) bool {
 // flowView is a copy of one flow's path, for localisation and display.
 type flowView struct {
 	port                uint16
-	lossy               bool // loses probes in the window now
+	lossy               bool // loses probes now (see pathState.hold)
 	lost, decided       int  // probes lost / decided in the window
 	hops                []hopHist
 	traces, lossyTraces uint64
@@ -260,15 +279,16 @@ func (v *flowView) length() int {
 	return 0
 }
 
-// views copies the flows' paths; ports are the flows' source ports, lost
-// and decided their probes lost and decided in the window now.
-func (ps *pathState) views(ports []uint16, lost, decided []int) []flowView {
+// views copies the flows' paths at monotonic time now; ports are the
+// flows' source ports, lost and decided their probes lost and decided in
+// the window.
+func (ps *pathState) views(now int64, ports []uint16, lost, decided []int) []flowView {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	out := make([]flowView, len(ps.flows))
 	for i := range ps.flows {
 		f := &ps.flows[i]
-		out[i] = flowView{port: ports[i], lossy: lost[i] > 0, lost: lost[i], decided: decided[i], hops: append([]hopHist(nil), f.hops...),
+		out[i] = flowView{port: ports[i], lossy: ps.lossyLocked(f, now), lost: lost[i], decided: decided[i], hops: append([]hopHist(nil), f.hops...),
 			traces: f.traces, lossyTraces: f.lossy, episode: f.episode, dest: f.dest, done: f.done, changes: f.changes,
 			running: f.running, lastStart: f.lastStart}
 	}

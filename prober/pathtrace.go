@@ -44,7 +44,6 @@ type tracer struct {
 	out      map[uint32]hopProbe // hop probes awaiting an answer, by sequence number
 	next     [2]int64            // per family: monotonic ns when a trace may start
 	seq      uint32
-	lossy    []bool       // scratch
 	drain    []*flowConn  // scratch
 	expired  []uint32     // scratch
 	plans    [2]tracePlan // scratch
@@ -158,8 +157,7 @@ func (t *tracer) pick(fam int, now int64) (best *Session, flow int) {
 		if family(s.Dst().Addr()) != fam {
 			continue
 		}
-		t.lossy = s.lossyFlows(t.lossy)
-		f, c, rank := s.paths.candidate(now, t.lossy)
+		f, c, rank := s.paths.candidate(now)
 		if c < bestClass || c == bestClass && c != traceNotDue && rank < bestRank {
 			best, flow, bestClass, bestRank = s, f, c, rank
 		}
@@ -224,7 +222,7 @@ func (t *tracer) expire(now int64) {
 // last, completes the trace. Called with t.mu held.
 func (t *tracer) settle(pr hopProbe, a hopAnswer) {
 	if pr.s.paths.settle(pr.flow, pr.ttl, a) {
-		pr.s.paths.complete(pr.flow, pr.s.flowLossy(pr.flow))
+		pr.s.paths.complete(pr.flow, mono())
 	}
 }
 
@@ -438,27 +436,6 @@ func (*llamaProtocol) quotedSeq(q []byte) (uint32, bool) {
 		return 0, false
 	}
 	return binary.BigEndian.Uint32(q[4:8]), true
-}
-
-// flowLossy reports whether flow lost probes in the window.
-func (s *Session) flowLossy(flow int) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return flow < len(s.win.flowLost) && s.win.flowLost[flow] > 0
-}
-
-// lossyFlows fills buf with whether each flow lost probes in the window.
-func (s *Session) lossyFlows(buf []bool) []bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	buf = buf[:0]
-	for _, n := range s.win.flowLost {
-		buf = append(buf, n > 0)
-	}
-	for len(buf) < s.cfg.Flows {
-		buf = append(buf, false)
-	}
-	return buf
 }
 
 // tracerLocked returns the process's tracer, starting it on first use.

@@ -251,7 +251,9 @@ func (l *traceLab) blameWatch(what string, deadline time.Duration, allowed *Susp
 		for _, k := range links {
 			if allowed == nil || k.From != allowed.From || k.To != allowed.To || slices.ContainsFunc(k.Flows, func(p uint16) bool { return !l.viaB[p] }) {
 				falseBlames++
-				l.t.Logf("%s: false blame %v", what, k)
+				if falseBlames == 1 {
+					l.t.Logf("%s: false blame %v; debug=true:\n%s", what, k, scrapeIn(l.t, l, "&debug=true"))
+				}
 			}
 		}
 		if done(links) {

@@ -549,8 +549,8 @@ func (s *Session) enterLocked(sl *slot) {
 		s.win.ipdv(s.slotAt(s.win.newest).rtt, sl.rtt, 1)
 	}
 	s.win.enter(sl)
-	if s.paths != nil && sl.state == stateLost && s.win.flowLost[sl.flow] == 1 {
-		s.paths.lossBegan(int(sl.flow), sl.sent)
+	if s.paths != nil && sl.state == stateLost {
+		s.paths.lost(int(sl.flow), sl.sent)
 	}
 }
 
