@@ -30,6 +30,13 @@ const traceGap = time.Second
 // probes past their timeout.
 const traceTick = 20 * time.Millisecond
 
+// traceReadSlack is how long past its timeout a hop probe still waits for
+// its answer to be read: the error queues are read before hop probes
+// expire, but the reflector's replies come through the flow sockets'
+// receive loops, which a loaded machine may run late. Without it the
+// target's answers, not the routers', would go missing under load.
+const traceReadSlack = 100 * time.Millisecond
+
 // tracer traces the flows of every session whose module has path_trace:
 // one goroutine for the process, so that pacing (traceGap) holds across
 // modules. Hop probes leave from the flows' own sockets with a TTL of their
@@ -188,13 +195,13 @@ func (t *tracer) send(p *tracePlan) {
 }
 
 // expire settles as unanswered the hop probes older than their session's
-// timeout, after reading the error queues of their sockets: answers that
-// came in time may still wait there.
+// timeout (and traceReadSlack), after reading the error queues of their
+// sockets: answers that came in time may still wait there.
 func (t *tracer) expire(now int64) {
 	t.mu.Lock()
 	t.drain = t.drain[:0]
 	for _, pr := range t.out {
-		if now-pr.sent > pr.s.timeout && !slices.Contains(t.drain, pr.fc) {
+		if expired(&pr, now) && !slices.Contains(t.drain, pr.fc) {
 			t.drain = append(t.drain, pr.fc)
 		}
 	}
@@ -206,7 +213,7 @@ func (t *tracer) expire(now int64) {
 	defer t.mu.Unlock()
 	t.expired = t.expired[:0]
 	for seq, pr := range t.out {
-		if now-pr.sent > pr.s.timeout {
+		if expired(&pr, now) {
 			t.expired = append(t.expired, seq)
 		}
 	}
@@ -216,6 +223,12 @@ func (t *tracer) expire(now int64) {
 		delete(t.out, seq)
 		t.settle(pr, hopAnswer{})
 	}
+}
+
+// expired reports whether hop probe pr, unanswered at monotonic time now,
+// is lost.
+func expired(pr *hopProbe, now int64) bool {
+	return now-pr.sent > pr.s.timeout+int64(traceReadSlack)
 }
 
 // settle records the fate of hop probe pr and, when it was the trace's
