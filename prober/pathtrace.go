@@ -37,6 +37,11 @@ const traceTick = 20 * time.Millisecond
 // target's answers, not the routers', would go missing under load.
 const traceReadSlack = 100 * time.Millisecond
 
+// traceIdle is how long the tracer waits before it looks again for a due
+// flow among the sessions of a family that had none, unless a flow's loss
+// rises: looking costs a pass over every traced flow.
+const traceIdle = 250 * time.Millisecond
+
 // tracer traces the flows of every session whose module has path_trace:
 // one goroutine for the process, so that pacing (traceGap) holds across
 // modules. Hop probes leave from the flows' own sockets with a TTL of their
@@ -50,6 +55,7 @@ type tracer struct {
 	sessions []*Session
 	out      map[uint32]hopProbe // hop probes awaiting an answer, by sequence number
 	next     [2]int64            // per family: monotonic ns when a trace may start
+	idle     [2]int64            // per family: monotonic ns before which no flow was due
 	seq      uint32
 	drain    []*flowConn  // scratch
 	expired  []uint32     // scratch
@@ -91,6 +97,9 @@ func (t *tracer) run(stop <-chan struct{}) {
 			return
 		case <-tick.C:
 		case <-t.wake:
+			t.mu.Lock()
+			t.idle = [2]int64{}
+			t.mu.Unlock()
 		}
 		t.round(mono())
 	}
@@ -126,11 +135,12 @@ func (t *tracer) round(now int64) {
 // plan picks the flow most due for a trace among the sessions of family
 // fam and registers its hop probes. Called with t.mu held.
 func (t *tracer) plan(fam int, now int64) (tracePlan, bool) {
-	if now < t.next[fam] {
+	if now < t.next[fam] || now < t.idle[fam] {
 		return tracePlan{}, false
 	}
 	s, flow := t.pick(fam, now)
 	if s == nil {
+		t.idle[fam] = now + int64(traceIdle)
 		return tracePlan{}, false
 	}
 	cs, err := s.pool.sockets(fam)
