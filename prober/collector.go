@@ -7,7 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Descriptors of the per-session metrics served on /probe (DESIGN §7).
+// Descriptors of the per-session metrics served on /probe; the README's
+// Metrics section lists them.
 var (
 	descSent       = counterDesc("llama_probe_packets_sent_total", "Probes sent since the session started.")
 	descReceived   = counterDesc("llama_probe_packets_received_total", "Probes answered within timeout.")

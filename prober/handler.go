@@ -23,7 +23,7 @@ import (
 const defaultScrapeTimeout = 120 * time.Second
 
 // Handler serves /probe?target=HOST[:PORT]&module=NAME[&debug=true]
-// (DESIGN §4, §5).
+// (the README's HTTP endpoints and Probe sessions sections).
 type Handler struct {
 	Manager *Manager
 	// Config returns the running configuration.

@@ -40,8 +40,7 @@ type BadTargetError struct{ Err error }
 func (e *BadTargetError) Error() string { return e.Err.Error() }
 func (e *BadTargetError) Unwrap() error { return e.Err }
 
-// defaultResolveEvery is how often a hostname target is resolved again
-// (DESIGN §5).
+// defaultResolveEvery is how often a hostname target is resolved again.
 const defaultResolveEvery = time.Minute
 
 type sessionKey struct{ module, target string }

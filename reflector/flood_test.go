@@ -1,6 +1,6 @@
 package reflector
 
-// Robustness of the reflector under hostile load (issue 5): a flood of
+// Robustness of the reflector under hostile load: a flood of
 // random datagrams must neither crash it, nor leave a datagram unaccounted
 // for, nor be answered with more octets than it sent; and a per-source
 // limit must keep one flooding source from starving the others.

@@ -1,7 +1,12 @@
-// Package reflector implements a stateless STAMP Session-Reflector (RFC 8762
-// §4.3.1, with the RFC 8972 SSID): every valid Session-Sender packet is
+// Package reflector implements a STAMP Session-Reflector (RFC 8762 §4.3,
+// with the RFC 8972 SSID and TLVs): every valid Session-Sender packet is
 // answered with a Session-Reflector packet of the same size, from the address
-// the probe was sent to and with the DSCP it arrived with.
+// the probe was sent to and with the DSCP it arrived with. It is stateful by
+// default (RFC 8762 §4.3.1): each test session, a sender's 5-tuple and SSID,
+// gets its own reply sequence numbers, from which senders tell forward from
+// backward loss; Config.Stateless copies the sender's sequence number
+// instead. It also echoes Dropbox LLAMA probes byte for byte, and can
+// answer only authenticated probes (RFC 8762 §4.2.2).
 package reflector
 
 import (
