@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"io"
 	"log/slog"
 	"math"
 	"net/http"
@@ -22,7 +23,6 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
-	kitlog "github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -31,7 +31,6 @@ import (
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
-	sloggokit "github.com/tjhop/slog-gokit"
 
 	"github.com/llama-exporter/llama_exporter/config"
 	"github.com/llama-exporter/llama_exporter/prober"
@@ -41,11 +40,12 @@ import (
 const exporterName = "llama_exporter"
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
-// run is main with an exit code, so deferred cleanups run.
-func run(args []string) int {
+// run is main with an exit code, so deferred cleanups run; it logs, and
+// writes its errors, to stderr.
+func run(args []string, stderr io.Writer) int {
 	app := kingpin.New(exporterName, "Loss and latency matrix exporter: STAMP reflector and continuous /probe prober.")
 	var (
 		configFile     = app.Flag("config.file", "YAML file with probe modules; without it the built-in \"default\" module is used.").String()
@@ -67,10 +67,10 @@ func run(args []string) int {
 	app.Version(version.Print(exporterName))
 	app.HelpFlag.Short('h')
 	if _, err := app.Parse(args); err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", exporterName, err)
+		fmt.Fprintf(stderr, "%s: %v\n", exporterName, err)
 		return 2
 	}
-	kitLogger, slogLogger := newLoggers(*logLevel, *logFormat)
+	kitLogger, slogLogger := newLoggers(stderr, *logLevel, *logFormat)
 	// Signals are caught from the start, so that SIGTERM during start-up
 	// still shuts down cleanly.
 	signals := make(chan os.Signal, 1)
@@ -79,7 +79,7 @@ func run(args []string) int {
 
 	if *configCheck {
 		if _, err := loadConfig(*configFile); err != nil {
-			fmt.Fprintf(os.Stderr, "invalid config: %v\n", err)
+			fmt.Fprintf(stderr, "invalid config: %v\n", err)
 			return 1
 		}
 		fmt.Fprintf(os.Stdout, "config %s is valid\n", describeFile(*configFile))
@@ -103,7 +103,7 @@ func run(args []string) int {
 		if *authKeyFile != "" {
 			k, err := config.ReadKeyFile(*authKeyFile)
 			if err != nil {
-				fmt.Fprintf(os.Stderr, "%s: --reflector.auth-key-file: %v\n", exporterName, err)
+				fmt.Fprintf(stderr, "%s: --reflector.auth-key-file: %v\n", exporterName, err)
 				return 1
 			}
 			authKey = k
@@ -115,11 +115,11 @@ func run(args []string) int {
 			Stateless: !*stateful, Sockets: *reflSockets,
 		}, reg, slogLogger.With("component", "reflector"))
 		if errors.Is(err, syscall.EACCES) {
-			fmt.Fprintf(os.Stderr, "%s: cannot bind the reflector to %v: ports below 1024 need root or CAP_NET_BIND_SERVICE; change --reflector.listen-address or run with --no-reflector\n", exporterName, *reflectorAddrs)
+			fmt.Fprintf(stderr, "%s: cannot bind the reflector to %v: ports below 1024 need root or CAP_NET_BIND_SERVICE; change --reflector.listen-address or run with --no-reflector\n", exporterName, *reflectorAddrs)
 			return 1
 		}
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "%s: %v (change --reflector.listen-address or run with --no-reflector)\n", exporterName, err)
+			fmt.Fprintf(stderr, "%s: %v (change --reflector.listen-address or run with --no-reflector)\n", exporterName, err)
 			return 1
 		}
 		refl.Serve()
@@ -206,34 +206,6 @@ func run(args []string) int {
 			return 0
 		}
 	}
-}
-
-// newLoggers builds the go-kit logger and its slog bridge (for
-// exporter-toolkit and the packages), both filtered at lvl.
-func newLoggers(lvl, format string) (kitlog.Logger, *slog.Logger) {
-	w := kitlog.NewSyncWriter(os.Stderr)
-	var l kitlog.Logger
-	if format == "json" {
-		l = kitlog.NewJSONLogger(w)
-	} else {
-		l = kitlog.NewLogfmtLogger(w)
-	}
-	var opt level.Option
-	var sl slog.Level
-	switch lvl {
-	case "debug":
-		opt, sl = level.AllowDebug(), slog.LevelDebug
-	case "warn":
-		opt, sl = level.AllowWarn(), slog.LevelWarn
-	case "error":
-		opt, sl = level.AllowError(), slog.LevelError
-	default:
-		opt, sl = level.AllowInfo(), slog.LevelInfo
-	}
-	l = level.NewFilter(l, opt)
-	// The bridge's records carry slog's own caller, so it gets no caller key.
-	bridge := slog.New(sloggokit.NewGoKitHandler(kitlog.With(l, "ts", kitlog.DefaultTimestampUTC), sl))
-	return kitlog.With(l, "ts", kitlog.DefaultTimestampUTC, "caller", kitlog.DefaultCaller), bridge
 }
 
 func loadConfig(file string) (*config.Config, error) {
