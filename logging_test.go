@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/signal"
 	"regexp"
 	"slices"
 	"strings"
@@ -96,6 +97,11 @@ func exporterLog(t *testing.T, format string) []string {
 		done <- run([]string{"--web.listen-address=" + web, "--reflector.listen-address=" + refl,
 			"--log.level=debug", "--log.format=" + format}, out)
 	}()
+	// While this test sends SIGTERM, the test binary catches it too, so
+	// that a signal that comes after run has returned cannot kill it.
+	caught := make(chan os.Signal, 1)
+	signal.Notify(caught, syscall.SIGTERM)
+	t.Cleanup(func() { signal.Stop(caught) })
 	var lines []string
 	exited := false
 	t.Cleanup(func() {
