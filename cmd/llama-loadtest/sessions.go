@@ -46,6 +46,8 @@ type sessionsMode struct {
 	Sweep             bool
 	SweepConcurrency  int
 	Baseline          bool
+	Prober            string
+	PeerSmokeping     string
 }
 
 // maxSessions bounds --sessions: targets are 127.x.y.z with x from 1 to
@@ -75,6 +77,8 @@ func addSessionsCmd(app *kingpin.Application) *sessionsMode {
 	c.Flag("sweep", "After the measured period, scrape every target once and sum the loss counters.").Default("true").BoolVar(&m.Sweep)
 	c.Flag("sweep.concurrency", "Concurrent scrapes in the final sweep.").Default("32").IntVar(&m.SweepConcurrency)
 	c.Flag("baseline", "Before creating the sessions, run a plain per-packet Go prober (one system call per probe and per reply, user-space timestamps, counts only) for --duration against the same targets at the same rate, pinned like the exporter, and report its CPU next to the exporter's.").Default("true").BoolVar(&m.Baseline)
+	c.Flag("prober", "Module prober: stamp probes the reflector; icmp pings the targets; tcp connects to a listener on the targets' port, which this tool runs.").Default("stamp").EnumVar(&m.Prober, "stamp", "icmp", "tcp")
+	c.Flag("peer.smokeping", "Path of a smokeping_prober binary: before creating the sessions, run it against the same targets at the same interval (privileged ICMP) for --duration and report the exporter's CPU against its.").StringVar(&m.PeerSmokeping)
 	return m
 }
 
@@ -144,17 +148,30 @@ func durationMS(d time.Duration) string {
 const sessionsModule = "loadtest"
 
 func (m *sessionsMode) config(port int) string {
+	portLine := fmt.Sprintf("\n    port: %d", port)
+	if m.Prober == "icmp" {
+		portLine = ""
+	}
 	return fmt.Sprintf(`# written by llama-loadtest sessions
 modules:
   %s:
-    prober: stamp
+    prober: %s
     interval: %s
     timeout: %s
     window: %s
-    flows: %d
-    port: %d
+    flows: %d%s
     ip_protocol: ip4
-`, sessionsModule, durationMS(m.Interval), durationMS(m.ProbeTimeout), durationMS(m.Window), m.Flows, port)
+`, sessionsModule, m.Prober, durationMS(m.Interval), durationMS(m.ProbeTimeout), durationMS(m.Window), m.Flows, portLine)
+}
+
+// target is the i-th session's /probe target: sessionTarget, without the
+// port for the icmp prober, which has none.
+func (m *sessionsMode) target(i, port int) string {
+	t := sessionTarget(i, port)
+	if m.Prober == "icmp" {
+		return netip.MustParseAddrPort(t).Addr().String()
+	}
+	return t
 }
 
 func probeURL(webAddr, module, target string, debug bool) string {
@@ -205,6 +222,10 @@ func (m *sessionsMode) run(e *env) error {
 	if err != nil {
 		return err
 	}
+	peer, err := r.runPeer()
+	if err != nil {
+		return err
+	}
 	r.client = &http.Client{
 		Transport: &http.Transport{MaxIdleConns: 4096, MaxIdleConnsPerHost: m.CreateConcurrency + m.ScrapeConcurrency + m.SweepConcurrency,
 			DisableCompression: !m.ScrapeGzip},
@@ -225,6 +246,7 @@ func (m *sessionsMode) run(e *env) error {
 	}
 	toBaseline := r.printSteady(st, idle, base)
 	res := r.results(created, st, idle, base, toBaseline)
+	r.printPeer(st, peer, res)
 	if m.Sweep {
 		if err := r.sweepTargets(res); err != nil {
 			return err
@@ -263,6 +285,13 @@ func (m *sessionsMode) startProcesses(e *env) (*sessionsRun, error) {
 	}
 	r := &sessionsRun{m: m, e: e, rport: rport, webAddr: fmt.Sprintf("127.0.0.1:%d", webPort)}
 	r.reflWeb = r.webAddr
+	if m.Prober == "tcp" {
+		l, err := serveTCP(rport)
+		if err != nil {
+			return nil, fmt.Errorf("the tcp prober's target listener: %w", err)
+		}
+		go func() { <-e.ctx.Done(); l.Close() }()
+	}
 	cfgPath := filepath.Join(e.dir, "loadtest.yml")
 	if err := os.WriteFile(cfgPath, []byte(m.config(rport)), 0o644); err != nil {
 		return nil, err
@@ -342,6 +371,10 @@ func (r *sessionsRun) printSetup(idle procMem) {
 // cost; without --baseline it returns nil.
 func (r *sessionsRun) runBaseline() (*baselineResult, error) {
 	if !r.m.Baseline {
+		return nil, nil
+	}
+	if r.m.Prober != "stamp" {
+		logf("baseline: the plain prober sends STAMP probes, so it runs with --prober=stamp only")
 		return nil, nil
 	}
 	logf("baseline: plain per-packet Go prober for %v", r.m.Duration)
@@ -619,7 +652,7 @@ func (m *sessionsMode) create(ctx context.Context, client *http.Client, webAddr 
 			defer wg.Done()
 			for i := range idx {
 				t0 := time.Now()
-				code, body, err := get(ctx, client, probeURL(webAddr, sessionsModule, sessionTarget(i, port), false), 10)
+				code, body, err := get(ctx, client, probeURL(webAddr, sessionsModule, m.target(i, port), false), 10)
 				d := time.Since(t0)
 				mu.Lock()
 				switch {
@@ -711,7 +744,7 @@ func (m *sessionsMode) steady(ctx context.Context, client *http.Client, webAddr 
 			defer wg.Done()
 			for i := range jobs {
 				t0 := time.Now()
-				code, body, err := get(ctx, client, probeURL(webAddr, sessionsModule, sessionTarget(i, port), false), 10)
+				code, body, err := get(ctx, client, probeURL(webAddr, sessionsModule, m.target(i, port), false), 10)
 				if ctx.Err() != nil {
 					return // cut short by the end of the period: not a sample
 				}
@@ -769,7 +802,7 @@ func (m *sessionsMode) sweep(ctx context.Context, client *http.Client, webAddr s
 		go func() {
 			defer wg.Done()
 			for i := range idx {
-				mfs, _, err := fetchMetrics(ctx, client, probeURL(webAddr, sessionsModule, sessionTarget(i, port), false))
+				mfs, _, err := fetchMetrics(ctx, client, probeURL(webAddr, sessionsModule, m.target(i, port), false))
 				mu.Lock()
 				if err != nil {
 					res.errs++
