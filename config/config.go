@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/netip"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -240,59 +241,36 @@ func (m *Module) Equal(o *Module) bool {
 	if m == nil || o == nil {
 		return m == o
 	}
-	if m.Prober != o.Prober ||
-		m.Interval != o.Interval ||
-		m.Timeout != o.Timeout ||
-		m.Window != o.Window ||
-		m.Flows != o.Flows ||
-		m.FlowMetrics != o.FlowMetrics ||
-		m.DSCP != o.DSCP ||
-		m.PacketSize != o.PacketSize ||
-		m.Port != o.Port ||
-		m.IPProtocol != o.IPProtocol ||
-		m.IPProtocolFallback != o.IPProtocolFallback ||
-		m.IdleTimeout != o.IdleTimeout ||
-		m.AuthKeyFile != o.AuthKeyFile || !bytes.Equal(m.AuthKey, o.AuthKey) {
-		return false
-	}
-	if !slices.Equal(m.effectiveBuckets(), o.effectiveBuckets()) {
-		return false
-	}
-
-	mp, errM := parsePortRange(m.SourcePortRange)
-	op, errO := parsePortRange(o.SourcePortRange)
-	if errM != nil || errO != nil {
-		if m.SourcePortRange != o.SourcePortRange {
-			return false
-		}
-	} else if mp != op {
-		return false
-	}
-
-	mi, errM := parseSourceIP(m.SourceIPAddress)
-	oi, errO := parseSourceIP(o.SourceIPAddress)
-	if errM != nil || errO != nil {
-		if m.SourceIPAddress != o.SourceIPAddress {
-			return false
-		}
-	} else if mi != oi {
-		return false
-	}
-
-	ma, okM := normalizedPrefixes(m.AllowedTargets)
-	oa, okO := normalizedPrefixes(o.AllowedTargets)
-	if !okM || !okO {
-		return slices.Equal(m.AllowedTargets, o.AllowedTargets)
-	}
-	return slices.Equal(ma, oa)
+	return reflect.DeepEqual(m.canonical(), o.canonical())
 }
 
-// effectiveBuckets is Buckets without the copy.
-func (m *Module) effectiveBuckets() []float64 {
-	if len(m.RTTBuckets) == 0 {
-		return DefaultRTTBuckets
+// canonical returns a copy of m in which the equivalent ways of writing a
+// setting are made one, and the fields parsed from others are cleared. Equal
+// compares the copies as a whole, so that a field added to Module is
+// compared without being listed anywhere: only a field with several
+// spellings of one value needs a line here.
+func (m *Module) canonical() Module {
+	c := *m
+	c.SourcePorts, c.SourceIP, c.AllowedPrefixes = [2]uint16{}, netip.Addr{}, nil
+	if len(c.RTTBuckets) == 0 {
+		c.RTTBuckets = DefaultRTTBuckets
 	}
-	return m.RTTBuckets
+	if len(c.AuthKey) == 0 {
+		c.AuthKey = nil
+	}
+	if p, err := parsePortRange(m.SourcePortRange); err == nil && p[0] != 0 {
+		c.SourcePortRange = fmt.Sprintf("%d-%d", p[0], p[1])
+	}
+	if a, err := parseSourceIP(m.SourceIPAddress); err == nil && a.IsValid() {
+		c.SourceIPAddress = a.String()
+	}
+	if ps, ok := normalizedPrefixes(m.AllowedTargets); ok {
+		c.AllowedTargets = nil
+		for _, p := range ps {
+			c.AllowedTargets = append(c.AllowedTargets, p.String())
+		}
+	}
+	return c
 }
 
 // normalizedPrefixes parses targets into a sorted, duplicate-free list. ok
