@@ -293,9 +293,26 @@ func normalizedPrefixes(targets []string) (ps []netip.Prefix, ok bool) {
 // field (such as "flows" or "allowed_targets[1]") and whose Line is 0.
 func (m *Module) Validate() error {
 	if fe := m.validate(); fe != nil {
-		return &Error{Path: fe.path(""), Msg: fe.msg}
+		return &Error{Path: fe.path(), Msg: fe.msg}
 	}
 	return nil
+}
+
+// finish gives packet_size and port the defaults of the module's prober
+// where the file does not set them (fields), then validates the module.
+func finish(m Module, n *yaml.Node, fields map[string]yaml.Node) (*Module, *Error) {
+	if spec, ok := LookupProber(m.Prober); ok {
+		if v := fields["packet_size"]; isNull(&v) {
+			m.PacketSize = spec.DefaultPacketSize
+		}
+		if v := fields["port"]; isNull(&v) {
+			m.Port = spec.DefaultPort
+		}
+	}
+	if fe := m.validate(); fe != nil {
+		return nil, locate(fe, n, fields)
+	}
+	return &m, nil
 }
 
 // fieldError is a validation error of one module field, or of one element
@@ -306,9 +323,9 @@ type fieldError struct {
 	msg   string
 }
 
-// path returns the field's path below prefix.
-func (fe *fieldError) path(prefix string) string {
-	p := joinPath(prefix, fe.field)
+// path returns the field's path in its module, such as "rtt_buckets[2]".
+func (fe *fieldError) path() string {
+	p := fe.field
 	if fe.index >= 0 {
 		p += "[" + strconv.Itoa(fe.index) + "]"
 	}
