@@ -145,7 +145,7 @@ type Module struct {
 	// only replies with a valid HMAC count; packet_size must be at least
 	// 112. Read at load and at every reload; relative to the working
 	// directory.
-	AuthKeyFile string `yaml:"auth_key_file"`
+	AuthKeyFile string `yaml:"auth_key_file,omitempty"`
 
 	// AuthKey is the content of AuthKeyFile; nil without one. It is never
 	// shown (Config.YAML shows the file name only).
@@ -527,49 +527,25 @@ func formatDuration(d time.Duration) string {
 	return s
 }
 
-// moduleYAML is the form in which a Module is shown by Config.YAML.
-type moduleYAML struct {
-	Prober             string    `yaml:"prober"`
-	Interval           string    `yaml:"interval"`
-	Timeout            string    `yaml:"timeout"`
-	Window             string    `yaml:"window"`
-	Flows              int       `yaml:"flows"`
-	SourcePortRange    string    `yaml:"source_port_range"`
-	FlowMetrics        bool      `yaml:"flow_metrics"`
-	DSCP               int       `yaml:"dscp"`
-	PacketSize         int       `yaml:"packet_size"`
-	Port               int       `yaml:"port"`
-	IPProtocol         string    `yaml:"ip_protocol"`
-	IPProtocolFallback bool      `yaml:"ip_protocol_fallback"`
-	SourceIPAddress    string    `yaml:"source_ip_address"`
-	IdleTimeout        string    `yaml:"idle_timeout"`
-	RTTBuckets         []float64 `yaml:"rtt_buckets"`
-	AllowedTargets     []string  `yaml:"allowed_targets"`
-	AuthKeyFile        string    `yaml:"auth_key_file,omitempty"`
-}
-
-// shown returns the module as Config.YAML shows it. Secret settings, once
-// there are any, must be redacted here.
-func (m *Module) shown() *moduleYAML {
-	return &moduleYAML{
-		Prober:             m.Prober,
-		Interval:           formatDuration(m.Interval),
-		Timeout:            formatDuration(m.Timeout),
-		Window:             formatDuration(m.Window),
-		Flows:              m.Flows,
-		SourcePortRange:    m.SourcePortRange,
-		FlowMetrics:        m.FlowMetrics,
-		DSCP:               m.DSCP,
-		PacketSize:         m.PacketSize,
-		Port:               m.Port,
-		IPProtocol:         m.IPProtocol,
-		IPProtocolFallback: m.IPProtocolFallback,
-		SourceIPAddress:    m.SourceIPAddress,
-		IdleTimeout:        formatDuration(m.IdleTimeout),
-		RTTBuckets:         slices.Clone(m.RTTBuckets),
-		AllowedTargets:     slices.Clone(m.AllowedTargets),
-		AuthKeyFile:        m.AuthKeyFile, // the name only, never the key
+// shown returns the module as Config.YAML shows it: encoded by the YAML
+// library, which leaves out the fields tagged "-" (parsed forms and the
+// authentication key), with durations written as in the file. A secret
+// setting added to Module must be tagged "-" or redacted here.
+func (m *Module) shown() (*yaml.Node, error) {
+	var n yaml.Node
+	if err := n.Encode((*plainModule)(m)); err != nil {
+		return nil, err
 	}
+	v := reflect.ValueOf(m).Elem()
+	for f := range v.Type().Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if d, ok := v.FieldByIndex(f.Index).Interface().(time.Duration); ok {
+			if _, val := entry(&n, name); val != nil {
+				val.Value = formatDuration(d) // "5m", where the library writes "5m0s"
+			}
+		}
+	}
+	return &n, nil
 }
 
 // YAML returns the configuration as YAML, for display on the /config
@@ -580,15 +556,18 @@ func (m *Module) shown() *moduleYAML {
 // values, should any be added, are redacted. The error comes from the YAML
 // encoder and is not expected in practice.
 func (c *Config) YAML() ([]byte, error) {
-	out := struct {
-		Modules map[string]*moduleYAML `yaml:"modules"`
-	}{Modules: map[string]*moduleYAML{}}
-	if c != nil {
-		for name, m := range c.Modules {
-			if m != nil {
-				out.Modules[name] = m.shown()
+	if c == nil {
+		c = &Config{}
+	}
+	modules := map[string]*yaml.Node{}
+	for name, m := range c.Modules {
+		if m != nil {
+			n, err := m.shown()
+			if err != nil {
+				return nil, err
 			}
+			modules[name] = n
 		}
 	}
-	return yaml.Marshal(&out)
+	return yaml.Marshal(map[string]any{"modules": modules})
 }
