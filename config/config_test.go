@@ -535,7 +535,8 @@ func TestEqual(t *testing.T) {
 }
 
 // TestEveryField walks the yaml fields of Module: each must be decoded from
-// the file, noticed by Equal and kept by YAML. A field added to Module fails
+// the file, noticed by Equal, kept by YAML and named by the error for a
+// value of the wrong type. A field added to Module fails
 // here until it has a sample value, so that none is forgotten.
 func TestEveryField(t *testing.T) {
 	key := filepath.Join(t.TempDir(), "stamp.key")
@@ -578,6 +579,10 @@ func TestEveryField(t *testing.T) {
 			}
 			if back := mustParse(t, string(out)).Modules["m"]; !back.Equal(m) {
 				t.Errorf("YAML() loses %s:\n%s", name, out)
+			}
+			want := "line 4: modules.m." + name + ": must be "
+			if _, err := Parse([]byte(base + "    " + name + ": {x: 1}\n")); err == nil || !strings.HasPrefix(err.Error(), want) {
+				t.Errorf("a mapping as %s: error %v, want %s...", name, err, want)
 			}
 		})
 	}

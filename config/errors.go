@@ -69,7 +69,9 @@ func fromYAML(err error, path string, n *yaml.Node) *Error {
 	case "document contains excessive aliasing":
 		msg = "document too large after expanding aliases"
 	case "map merge requires map or sequence of maps as the value":
-		return mergeError(n, path)
+		if n != nil {
+			return mergeError(n, path)
+		}
 	}
 	var line int
 	if c, _ := fmt.Sscanf(msg, "line %d: ", &line); c == 1 {
