@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -521,6 +522,8 @@ func TestEqual(t *testing.T) {
 		"invalid target":       func(m *Module) { m.AllowedTargets = []string{"bogus"} },
 		"invalid source ip":    func(m *Module) { m.SourceIPAddress = "bogus" },
 		"invalid port range":   func(m *Module) { m.SourcePortRange = "bogus" },
+		"auth_key_file":        func(m *Module) { m.AuthKeyFile = "stamp.key" },
+		"auth key":             func(m *Module) { m.AuthKey = []byte("key") },
 	}
 	for name, change := range changes {
 		m := DefaultModule()
@@ -528,6 +531,60 @@ func TestEqual(t *testing.T) {
 		if m.Equal(&base) || base.Equal(&m) {
 			t.Errorf("%s: changed module equal to default", name)
 		}
+	}
+}
+
+// TestEveryField walks the yaml fields of Module: each must be decoded from
+// the file, noticed by Equal, kept by YAML and named by the error for a
+// value of the wrong type. A field added to Module fails
+// here until it has a sample value, so that none is forgotten.
+func TestEveryField(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "stamp.key")
+	writeFile(t, key, "secret")
+	samples := map[string]string{
+		"prober": "llama", "interval": "2s", "timeout": "2s", "window": "1m",
+		"flows": "2", "source_port_range": "1000-1007", "flow_metrics": "true",
+		"dscp": "46", "packet_size": "200", "port": "4862", "ip_protocol": "ip4",
+		"ip_protocol_fallback": "false", "source_ip_address": "::1",
+		"idle_timeout": "1h", "rtt_buckets": "[1, 2]",
+		"allowed_targets": "[10.0.0.0/8]", "auth_key_file": key,
+	}
+	// The merged packet_size leaves room for authenticated mode, and a
+	// sample of packet_size overrides it.
+	const base = "modules:\n  m:\n    <<: {packet_size: 112}\n"
+	def := mustParse(t, base).Modules["m"]
+	for f := range reflect.TypeFor[Module]().Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "-" {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			sample, ok := samples[name]
+			if !ok {
+				t.Fatalf("no sample value for field %s in this test", name)
+			}
+			m := mustParse(t, base+"    "+name+": "+sample+"\n").Modules["m"]
+			got := reflect.ValueOf(m).Elem().FieldByIndex(f.Index)
+			if reflect.DeepEqual(got.Interface(), reflect.ValueOf(def).Elem().FieldByIndex(f.Index).Interface()) {
+				t.Errorf("%s: %s left %s at its default %v", name, sample, f.Name, got)
+			}
+			changed := *def // only this field differs
+			reflect.ValueOf(&changed).Elem().FieldByIndex(f.Index).Set(got)
+			if changed.Equal(def) || def.Equal(&changed) {
+				t.Errorf("Equal misses a change of %s", name)
+			}
+			out, err := (&Config{Modules: map[string]*Module{"m": m}}).YAML()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if back := mustParse(t, string(out)).Modules["m"]; !back.Equal(m) {
+				t.Errorf("YAML() loses %s:\n%s", name, out)
+			}
+			want := "line 4: modules.m." + name + ": must be "
+			if _, err := Parse([]byte(base + "    " + name + ": {x: 1}\n")); err == nil || !strings.HasPrefix(err.Error(), want) {
+				t.Errorf("a mapping as %s: error %v, want %s...", name, err, want)
+			}
+		})
 	}
 }
 
