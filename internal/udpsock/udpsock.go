@@ -13,7 +13,7 @@
 //     (udpsock_portable.go, batch_portable.go): a plain net.UDPConn, one
 //     datagram per system call, no control messages, no GRO or GSO and no
 //     kernel timestamps, so callers time datagrams in user space. See
-//     ControlMessages, KernelTimestamps, Conn.GRO and Conn.GSO.
+//     BatchedIO, ControlMessages, KernelTimestamps, Conn.GRO and Conn.GSO.
 package udpsock
 
 import "net/netip"

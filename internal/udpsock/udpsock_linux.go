@@ -27,6 +27,10 @@ const ControlMessages = true
 // on the Linux fast path.
 const KernelTimestamps = true
 
+// BatchedIO reports whether BatchConn moves several datagrams per system
+// call: true on the Linux fast path (recvmmsg(2), sendmmsg(2)).
+const BatchedIO = true
+
 // Conn is a UDP socket of one address family with control-message support.
 type Conn struct {
 	*net.UDPConn

@@ -37,6 +37,10 @@ const ControlMessages = false
 // on the portable path, where datagrams are timed in user space.
 const KernelTimestamps = false
 
+// BatchedIO reports whether BatchConn moves several datagrams per system
+// call: false on the portable path, which reads and writes one at a time.
+const BatchedIO = false
+
 // Conn is a UDP socket of one address family: on the portable path a plain
 // net.UDPConn.
 type Conn struct {

@@ -14,8 +14,8 @@ import (
 // TestPortableReportsWhatItLacks: every option is accepted, and what the
 // portable path cannot provide reads as unknown or absent, not as an error.
 func TestPortableReportsWhatItLacks(t *testing.T) {
-	if ControlMessages || KernelTimestamps {
-		t.Fatalf("ControlMessages %v, KernelTimestamps %v on the portable path", ControlMessages, KernelTimestamps)
+	if ControlMessages || KernelTimestamps || BatchedIO {
+		t.Fatalf("ControlMessages %v, KernelTimestamps %v, BatchedIO %v on the portable path", ControlMessages, KernelTimestamps, BatchedIO)
 	}
 	o := Options{RecvMeta: true, RecvTOS: true, RxTimestamps: true, TxTimestamps: true, GRO: true}
 	a, b := listenPair(t, "udp4", o)
