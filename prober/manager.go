@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/udpsock"
 )
 
 // Rejection reasons, the values of llama_exporter_sessions_rejected_total's
@@ -73,6 +74,9 @@ type Options struct {
 	MaxTargets int
 	// UserTimestamps times probes with the monotonic clock only, without
 	// kernel timestamps (for comparison; kernel timestamps are better).
+	// It is forced where the socket layer has none (udpsock.KernelTimestamps
+	// false: FreeBSD, macOS), so that replies are read as they come
+	// rather than once per scheduler round.
 	UserTimestamps bool
 }
 
@@ -82,7 +86,7 @@ func NewManager(o Options, reg prometheus.Registerer, logger *slog.Logger) *Mana
 	m := &Manager{
 		logger:         logger,
 		maxTargets:     o.MaxTargets,
-		userTimestamps: o.UserTimestamps,
+		userTimestamps: o.UserTimestamps || !udpsock.KernelTimestamps,
 		lookup:         net.DefaultResolver.LookupNetIP,
 		resolveEvery:   defaultResolveEvery,
 		sessions:       make(map[sessionKey]*Session),

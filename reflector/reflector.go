@@ -372,7 +372,10 @@ func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.M
 // clears the U flag of those this reflector understands, fills the Class of
 // Service TLV with the DSCP and ECN received (§4.4), and returns the TOS
 // octet the reply must carry: DSCP1 when asked for, else the received one.
-// Unknown TLVs keep the U flag; a malformed one ends the walk.
+// Unknown TLVs keep the U flag; a malformed one ends the walk. So does the
+// Class of Service TLV when the received TOS is unknown (receivedTOS < 0,
+// the portable socket layer, which can send no per-reply DSCP either): a
+// DSCP2 we did not see would read as remarking.
 func answerTLVs(tlvs []byte, receivedTOS int) int {
 	tos := receivedTOS
 	for len(tlvs) >= stamp.TLVHeaderLen {
@@ -389,10 +392,11 @@ func answerTLVs(tlvs []byte, receivedTOS int) int {
 				tlvs[0] |= stamp.TLVFlagM
 				break
 			}
-			tlvs[0] &^= stamp.TLVFlagU
-			if receivedTOS >= 0 {
-				cos.DSCP2, cos.ECN = uint8(receivedTOS>>2), uint8(receivedTOS&3)
+			if receivedTOS < 0 {
+				break
 			}
+			tlvs[0] &^= stamp.TLVFlagU
+			cos.DSCP2, cos.ECN = uint8(receivedTOS>>2), uint8(receivedTOS&3)
 			cos.RP = stamp.CoSRPDefault
 			cos.MarshalTo(t.Value)
 			tos = int(cos.DSCP1) << 2
