@@ -62,6 +62,7 @@ type Manager struct {
 	rounds   *roundSignal // nil with user-space timestamps
 	m        *managerMetrics
 	dirty    []*flowConn // flow sockets with probes queued; scheduler goroutine only
+	probe    Probe       // encode's; scheduler goroutine only
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	stopOnce sync.Once

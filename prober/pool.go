@@ -302,6 +302,7 @@ func (p *pool) receive(c *flowConn) {
 	bc := c.Batch()
 	msgs := udpsock.NewReadBatch(recvBatch, maxDatagram)
 	dec := p.proto.New(p.cfg) // this loop's own: it may hold HMAC state
+	d := new(Reply)           // reused: through the interface it escapes
 	if fb, ok := dec.(flowBound); ok {
 		fb.bindFlow(c.flow, c.port)
 	}
@@ -316,7 +317,7 @@ func (p *pool) receive(c *flowConn) {
 			continue // ICMP errors surface here on Linux; the probe is lost
 		}
 		for i := range msgs[:n] {
-			p.handle(dec, &msgs[i], t4, wall)
+			p.handle(dec, d, &msgs[i], t4, wall)
 		}
 		if p.rounds != nil && n < len(msgs) {
 			// Drained: the next replies are read after the next round.
@@ -329,19 +330,18 @@ func (p *pool) receive(c *flowConn) {
 	}
 }
 
-// handle decodes one received datagram with dec and hands it to its
-// session. t4 and wall are the batch's read time, monotonic and Unix ns.
+// handle decodes one received datagram with dec, into d, and hands it to
+// its session. t4 and wall are the batch's read time, monotonic and Unix ns.
 // A datagram that does not decode is bad data; one that decodes but
 // answers no probe of ours is unmatched.
-func (p *pool) handle(dec Protocol, m *ipv4.Message, t4, wall int64) {
+func (p *pool) handle(dec Protocol, d *Reply, m *ipv4.Message, t4, wall int64) {
 	ua, ok := m.Addr.(*net.UDPAddr)
 	if !ok {
 		return
 	}
 	from := ua.AddrPort()
 	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-	var d Reply
-	if err := dec.Decode(m.Buffers[0][:m.N], &d); err != nil {
+	if err := dec.Decode(m.Buffers[0][:m.N], d); err != nil {
 		if errors.Is(err, ErrNotOurs) {
 			p.stats.unmatched()
 		} else {

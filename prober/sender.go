@@ -120,8 +120,9 @@ func (m *Manager) sendRound(due []*Session) {
 // encode writes probe seq of s to dst into buf (PacketSize + HeaderLen
 // octets) with the module's protocol and returns the datagram.
 func (m *Manager) encode(s *Session, seq uint32, flow int, dst netip.AddrPort, buf []byte) ([]byte, bool) {
-	p := Probe{SSID: uint16(s.ssid.Load()), Seq: seq, Flow: flow, DSCP: s.cfg.DSCP, IPv6: family(dst.Addr()) == 1}
-	out, err := s.pool.enc.Encode(buf, &p)
+	p := &m.probe // reused: through the interface it escapes
+	*p = Probe{SSID: uint16(s.ssid.Load()), Seq: seq, Flow: flow, DSCP: s.cfg.DSCP, IPv6: family(dst.Addr()) == 1}
+	out, err := s.pool.enc.Encode(buf, p)
 	if err != nil {
 		m.logger.Error("encoding a probe", "module", s.Module, "prober", s.cfg.Prober, "err", err)
 		return nil, false
