@@ -71,11 +71,15 @@ func (c sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descReordered, sn.Reordered)
 	rtt, dwell := c.s.histogramMetrics()
 	ch <- rtt
-	ch <- dwell
-	counter(descHopsChange, sn.HopsChanges)
 	counter(descFallbacks, sn.TimestampFallbacks)
-	ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedForward), "forward")
-	ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedBackward), "backward")
+	if !c.s.pool.proto.NoReflector {
+		// Without a reflector there is no dwell, hop count or remarking
+		// to report: absent, not zero.
+		ch <- dwell
+		counter(descHopsChange, sn.HopsChanges)
+		ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedForward), "forward")
+		ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedBackward), "backward")
+	}
 	if sn.Hops >= 0 {
 		gauge(descHops, float64(sn.Hops))
 	}
@@ -103,7 +107,7 @@ func (c sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descWinStdDev, sn.RTTStdDev)
 	gauge(descJitter, sn.Jitter)
 	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1,
-		sn.Dst.Addr().String(), strconv.Itoa(int(sn.Dst.Port())), sn.Src.String(),
+		sn.Dst.Addr().String(), dstPort(c.s.cfg, sn.Dst.Port()), sn.Src.String(),
 		strconv.Itoa(c.s.cfg.DSCP), c.s.cfg.Prober, timestamps(sn.KernelTimestamps))
 }
 

@@ -62,6 +62,7 @@ type Manager struct {
 	rounds   *roundSignal // nil with user-space timestamps
 	m        *managerMetrics
 	dirty    []*flowConn // flow sockets with probes queued; scheduler goroutine only
+	probe    Probe       // encode's; scheduler goroutine only
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -149,7 +150,9 @@ func (m *Manager) ApplyConfig(cfg *config.Config) {
 // Get returns the session of (module, target), creating and starting it if
 // it does not exist, and marks it as scraped. created reports a new
 // session, whose first probe the caller may wait for. Errors:
-// *BadTargetError, ErrNotAllowed, ErrLimit, or a resolution error.
+// *BadTargetError, ErrNotAllowed, ErrLimit, *UnavailableError when the
+// module's sockets cannot be opened on this host at all, or a resolution
+// or socket error.
 func (m *Manager) Get(ctx context.Context, module string, cfg *config.Module, target string) (s *Session, created bool, err error) {
 	key := sessionKey{module, target}
 	now := mono()
@@ -162,7 +165,7 @@ func (m *Manager) Get(ctx context.Context, module string, cfg *config.Module, ta
 	full := m.maxTargets > 0 && len(m.sessions) >= m.maxTargets
 	m.mu.Unlock()
 
-	host, port, err := ParseTarget(target, cfg.Port)
+	host, port, err := parseModuleTarget(target, cfg)
 	if err != nil {
 		m.m.rejected.WithLabelValues(ReasonBadTarget).Inc()
 		return nil, false, &BadTargetError{err}

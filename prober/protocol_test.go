@@ -65,7 +65,7 @@ func TestEncodeDecodeLegacyRoundTrip(t *testing.T) {
 func FuzzDecode(f *testing.F) {
 	for name, p := range Probers {
 		m := decodeModule(f, name)
-		buf := make([]byte, m.PacketSize)
+		buf := make([]byte, m.PacketSize+p.HeaderLen)
 		out, err := p.New(m).Encode(buf, &Probe{SSID: 1, Seq: 2, DSCP: 3})
 		if err != nil {
 			f.Fatal(err)

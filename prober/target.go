@@ -102,3 +102,26 @@ func resolve(ctx context.Context, lookup lookupFunc, host string, m *config.Modu
 	}
 	return netip.Addr{}, fmt.Errorf("resolving %q: no %s address", host, m.IPProtocol)
 }
+
+// parseModuleTarget is ParseTarget with the module's port. For a protocol
+// without ports (its ProberSpec's UsesPort is false) a target that names a
+// port is an error, and the port is 0.
+func parseModuleTarget(target string, cfg *config.Module) (host string, port uint16, err error) {
+	if spec, ok := config.LookupProber(cfg.Prober); !ok || spec.UsesPort {
+		return ParseTarget(target, cfg.Port)
+	}
+	if _, _, err := net.SplitHostPort(target); err == nil {
+		return "", 0, fmt.Errorf("target %q: prober %s uses no port, name the host alone", target, cfg.Prober)
+	}
+	host, _, err = ParseTarget(target, 1)
+	return host, 0, err
+}
+
+// dstPort is the dst_port label of llama_probe_target_info: empty for a
+// protocol without ports.
+func dstPort(cfg *config.Module, port uint16) string {
+	if spec, ok := config.LookupProber(cfg.Prober); ok && !spec.UsesPort {
+		return ""
+	}
+	return strconv.Itoa(int(port))
+}

@@ -116,7 +116,9 @@ func setOptions(fd int, v6 bool, o Options) error {
 		opts = append(opts, opt{unix.SOL_SOCKET, unix.SO_REUSEPORT, 1, "SO_REUSEPORT"})
 	}
 	if v6 {
-		opts = append(opts, opt{unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1, "IPV6_V6ONLY"})
+		if !isRaw(fd) { // a raw socket refuses it, and is IPv6-only anyway
+			opts = append(opts, opt{unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1, "IPV6_V6ONLY"})
+		}
 		if o.RecvMeta {
 			opts = append(opts,
 				opt{unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1, "IPV6_RECVPKTINFO"},
