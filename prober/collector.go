@@ -70,11 +70,14 @@ func (c sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descReordered, sn.Reordered)
 	rtt, dwell := c.s.histogramMetrics()
 	ch <- rtt
-	ch <- dwell
-	counter(descHopsChange, sn.HopsChanges)
 	counter(descFallbacks, sn.TimestampFallbacks)
-	ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedForward), "forward")
-	ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedBackward), "backward")
+	if c.s.reflected() {
+		// Without a reflector these are unknowable: absent, not zero.
+		ch <- dwell
+		counter(descHopsChange, sn.HopsChanges)
+		ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedForward), "forward")
+		ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedBackward), "backward")
+	}
 	if sn.Hops >= 0 {
 		gauge(descHops, float64(sn.Hops))
 	}

@@ -87,6 +87,15 @@ type Prober struct {
 	// handshake), and it must return at once and later decide the probe
 	// through s.onReply, or leave it to time out.
 	Start func(p *pool, s *Session, seq uint32, flow int, dst netip.AddrPort)
+	// Open, when set, replaces the flow sockets of a protocol with Start:
+	// the pool calls it once per address family (0 IPv4, 1 IPv6) on first
+	// use, with the module's source address (unspecified when it sets
+	// none), and closes what it returns when the pool closes.
+	Open func(p *pool, fam int, src netip.Addr) (flowSet, error)
+	// NoReflector is set for a protocol that the target's own network
+	// stack answers (a TCP handshake): no reflector reports dwell, hops,
+	// direction or DSCP remarking, so those series are absent.
+	NoReflector bool
 }
 
 // Probers maps a module's prober name to its protocol, as
@@ -95,6 +104,7 @@ type Prober struct {
 var Probers = map[string]*Prober{
 	config.ProberSTAMP: &stampProber,
 	config.ProberLLAMA: &llamaProber,
+	config.ProberTCP:   &tcpProber,
 }
 
 // The configuration learns the protocols, their defaults and their limits
