@@ -273,9 +273,13 @@ func setTOS(fd, fam, dscp int) error {
 // kernel gives it to no other connect, and the flow's handshakes, which
 // set SO_REUSEADDR too, can bind it. It returns the socket and its port.
 func reservePort(addr netip.AddrPort) (fd int, port uint16, err error) {
-	domain, sa := unix.AF_INET, unix.Sockaddr(&unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()})
-	if addr.Addr().Is6() {
-		domain, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: int(addr.Port()), Addr: addr.Addr().As16()}
+	var sa unix.Sockaddr
+	domain, a := unix.AF_INET, addr.Addr()
+	if a.Is6() {
+		domain = unix.AF_INET6
+		sa = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: a.As16()}
+	} else {
+		sa = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: a.As4()}
 	}
 	syscall.ForkLock.RLock()
 	fd, err = unix.Socket(domain, unix.SOCK_STREAM, 0)
