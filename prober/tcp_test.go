@@ -1,11 +1,13 @@
 package prober
 
 import (
+	"context"
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -135,4 +137,24 @@ func labels(mf *dto.MetricFamily) map[string]string {
 		out[l.GetName()] = l.GetValue()
 	}
 	return out
+}
+
+// TestTCPHandshakeLimit: a probe that finds every handshake slot taken is
+// not started; it counts as a send error and is lost. (With no slot at
+// all, nothing leaves the host.)
+func TestTCPHandshakeLimit(t *testing.T) {
+	defer func(l *slotLimit) { handshakeSlots = l }(handshakeSlots)
+	handshakeSlots = &slotLimit{max: 0}
+	mgr := NewManager(Options{}, nil, discard)
+	defer mgr.Close()
+	s, _, err := mgr.Get(context.Background(), "tcp", tcpModule(t, 9), "198.18.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "20 decided probes", func() bool { return s.Snapshot().Lost >= 20 })
+	errs := testutil.ToFloat64(mgr.m.sendErrors.WithLabelValues("tcp"))
+	sn := s.Snapshot()
+	if sn.Received != 0 || errs < float64(sn.Lost) || errs > float64(sn.Sent) {
+		t.Errorf("received %d, lost %d of %d sent, %v send errors; want every probe a send error, lost", sn.Received, sn.Lost, sn.Sent, errs)
+	}
 }
