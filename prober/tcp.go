@@ -63,6 +63,7 @@ type tcpFlows struct {
 	timeout   time.Duration
 	kernelRTT bool // time handshakes by TCP_INFO where the kernel has it
 	logger    loggerFunc
+	failed    func() // counts a send error
 
 	ctx    context.Context // ended by close
 	cancel context.CancelFunc
@@ -94,7 +95,7 @@ type handshake struct {
 // with source_port_range, ephemeral ports otherwise.
 func openTCPFlows(p *pool, fam int, src netip.Addr) (flowSet, error) {
 	f := &tcpFlows{network: "tcp4", src: src, timeout: p.cfg.Timeout,
-		kernelRTT: !p.userTimestamps, logger: p.logger.Debug,
+		kernelRTT: !p.userTimestamps, logger: p.logger.Debug, failed: p.stats.sendFailed,
 		inflight: make(map[tupleKey]*handshake)}
 	if fam == 1 {
 		f.network = "tcp6"
@@ -219,10 +220,15 @@ func (f *tcpFlows) handshake(ctx context.Context, k tupleKey) (r reply, answered
 	t4 := mono()
 	r = reply{t4: t4, read: t4, senderTTL: -1, dscp: -1, dscp2: -1}
 	if err != nil {
-		if !errors.Is(err, syscall.ECONNREFUSED) && ctx.Err() == nil {
+		refused := errors.Is(err, syscall.ECONNREFUSED)
+		if !refused && ctx.Err() == nil && !errors.Is(err, syscall.ETIMEDOUT) {
+			// Refused by the kernel (no route, a local firewall, the
+			// 4-tuple taken) or reported unreachable: as a datagram whose
+			// send fails.
+			f.failed()
 			f.logger("tcp handshake failed", "dst", k.dst, "port", f.ports[k.flow], "err", err)
 		}
-		return r, errors.Is(err, syscall.ECONNREFUSED) && t4-start < initialRTO
+		return r, refused && t4-start < initialRTO
 	}
 	defer c.Close()
 	if t4-start >= initialRTO {

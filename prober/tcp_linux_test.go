@@ -103,11 +103,12 @@ func TestTCPChild(t *testing.T) {
 	waitFor(t, 90*time.Second, fmt.Sprintf("%d decided probes in the window", c.Probes), func() bool {
 		return s.Snapshot().WindowSent >= c.Probes
 	})
+	errs := testutil.ToFloat64(mgr.m.sendErrors.WithLabelValues("tcp")) // before the snapshot: errs <= Sent
 	sn := s.Snapshot()
 	r := tcpResult{Counters: sn.Counters, WindowSent: sn.WindowSent, WindowLost: sn.WindowLost,
 		LossRatio: finite(sn.LossRatio), RTTMin: finite(sn.RTTMin), RTTMax: finite(sn.RTTMax),
 		KernelTimestamps: sn.KernelTimestamps, FlowWindowSent: sn.FlowWindowSent, FlowWindowLost: sn.FlowWindowLost,
-		SendErrors: testutil.ToFloat64(mgr.m.sendErrors.WithLabelValues("tcp")), Page: scrape()}
+		SendErrors: errs, Page: scrape()}
 	for i := range m.Flows {
 		r.FlowPorts = append(r.FlowPorts, s.pool.flowPort(sn.Dst.Addr(), i))
 	}
@@ -234,6 +235,19 @@ func TestTCPRefusedIsAnswer(t *testing.T) {
 	t.Logf("window %d/%d lost, RTT %.1f..%.1f µs, kernel %v", r.WindowLost, r.WindowSent, r.RTTMin*1e6, r.RTTMax*1e6, r.KernelTimestamps)
 	if r.Lost != 0 || r.Received < 300 || r.RTTMin <= 0 {
 		t.Errorf("lost %d, received %d, RTT min %v: want every refused probe answered, RTT > 0", r.Lost, r.Received, r.RTTMin)
+	}
+}
+
+// TestTCPUnreachableIsSendError: a handshake the kernel refuses to start
+// (an unreachable route) counts as a send error, as a datagram's failed
+// send does, and its probe is lost.
+func TestTCPUnreachableIsSendError(t *testing.T) {
+	s, _ := tcpPair(t)
+	s.Run(t, "ip", "route", "add", "unreachable", "198.18.36.0/24")
+	r := runTCPChild(t, s, tcpChild{Target: "198.18.36.1:80", Interval: 5 * time.Millisecond, Probes: 100})
+	t.Logf("sent %d, lost %d, send errors %v", r.Sent, r.Lost, r.SendErrors)
+	if r.Received != 0 || r.Lost < 100 || r.SendErrors < float64(r.Lost) || r.SendErrors > float64(r.Sent) {
+		t.Errorf("received %d, lost %d of %d, send errors %v: want every probe a send error, lost", r.Received, r.Lost, r.Sent, r.SendErrors)
 	}
 }
 
