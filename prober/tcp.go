@@ -105,19 +105,27 @@ func openTCPFlows(p *pool, fam int, src netip.Addr) (flowSet, error) {
 	f.dialer = net.Dialer{KeepAlive: -1, Control: func(_, _ string, c syscall.RawConn) error {
 		return control(c, fam, dscp)
 	}}
-	for i := range p.cfg.Flows {
+	if err := f.reserve(p.cfg); err != nil {
+		f.close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// reserve reserves the source port of every flow.
+func (f *tcpFlows) reserve(cfg *config.Module) error {
+	for i := range cfg.Flows {
 		port := uint16(0)
-		if p.cfg.SourcePorts[0] != 0 {
-			port = p.cfg.SourcePorts[0] + uint16(i)
+		if cfg.SourcePorts[0] != 0 {
+			port = cfg.SourcePorts[0] + uint16(i)
 		}
-		fd, bound, err := reservePort(netip.AddrPortFrom(src, port))
+		fd, bound, err := reservePort(netip.AddrPortFrom(f.src, port))
 		if err != nil {
-			f.close()
-			return nil, fmt.Errorf("flow %d: reserving TCP port %d: %w", i, port, err)
+			return fmt.Errorf("flow %d: reserving TCP port %d: %w", i, port, err)
 		}
 		f.fds, f.ports = append(f.fds, fd), append(f.ports, bound)
 	}
-	return f, nil
+	return nil
 }
 
 // port returns flow i's source port.
@@ -220,15 +228,7 @@ func (f *tcpFlows) handshake(ctx context.Context, k tupleKey) (r reply, answered
 	t4 := mono()
 	r = reply{t4: t4, read: t4, senderTTL: -1, dscp: -1, dscp2: -1}
 	if err != nil {
-		refused := errors.Is(err, syscall.ECONNREFUSED)
-		if !refused && ctx.Err() == nil && !errors.Is(err, syscall.ETIMEDOUT) {
-			// Refused by the kernel (no route, a local firewall, the
-			// 4-tuple taken) or reported unreachable: as a datagram whose
-			// send fails.
-			f.failed()
-			f.logger("tcp handshake failed", "dst", k.dst, "port", f.ports[k.flow], "err", err)
-		}
-		return r, refused && t4-start < initialRTO
+		return r, f.refused(ctx, k, err) && t4-start < initialRTO
 	}
 	defer c.Close()
 	if t4-start >= initialRTO {
@@ -244,6 +244,22 @@ func (f *tcpFlows) handshake(ctx context.Context, k tupleKey) (r reply, answered
 		}
 	}
 	return r, true
+}
+
+// refused reports whether a failed handshake was refused by the target (a
+// RST), which answers the probe. Any other failure but a timeout is a send
+// error: the kernel did not start it (no route, a local firewall) or the
+// network reported the target unreachable, as for a datagram whose send
+// fails.
+func (f *tcpFlows) refused(ctx context.Context, k tupleKey, err error) bool {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return true
+	}
+	if ctx.Err() == nil && !errors.Is(err, syscall.ETIMEDOUT) {
+		f.failed()
+		f.logger("tcp handshake failed", "dst", k.dst, "port", f.ports[k.flow], "err", err)
+	}
+	return false
 }
 
 // control sets the options of a handshake's socket before it is bound:
@@ -279,14 +295,7 @@ func setTOS(fd, fam, dscp int) error {
 // kernel gives it to no other connect, and the flow's handshakes, which
 // set SO_REUSEADDR too, can bind it. It returns the socket and its port.
 func reservePort(addr netip.AddrPort) (fd int, port uint16, err error) {
-	var sa unix.Sockaddr
-	domain, a := unix.AF_INET, addr.Addr()
-	if a.Is6() {
-		domain = unix.AF_INET6
-		sa = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: a.As16()}
-	} else {
-		sa = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: a.As4()}
-	}
+	domain, sa := sockaddr(addr)
 	syscall.ForkLock.RLock()
 	fd, err = unix.Socket(domain, unix.SOCK_STREAM, 0)
 	if err == nil {
@@ -300,21 +309,34 @@ func reservePort(addr netip.AddrPort) (fd int, port uint16, err error) {
 		unix.Close(fd)
 		return -1, 0, err
 	}
-	bound, err := unix.Getsockname(fd)
-	switch a := bound.(type) {
-	case *unix.SockaddrInet4:
-		port = uint16(a.Port)
-	case *unix.SockaddrInet6:
-		port = uint16(a.Port)
-	}
-	if err == nil && port == 0 {
-		err = errors.New("no port bound")
-	}
-	if err != nil {
+	if port, err = boundPort(fd); err != nil {
 		unix.Close(fd)
 		return -1, 0, err
 	}
 	return fd, port, nil
+}
+
+// sockaddr returns the address family and socket address of addr.
+func sockaddr(addr netip.AddrPort) (domain int, sa unix.Sockaddr) {
+	if a := addr.Addr(); a.Is6() {
+		return unix.AF_INET6, &unix.SockaddrInet6{Port: int(addr.Port()), Addr: a.As16()}
+	}
+	return unix.AF_INET, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}
+}
+
+// boundPort returns the local port a socket is bound to.
+func boundPort(fd int) (uint16, error) {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return 0, err
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return uint16(a.Port), nil
+	case *unix.SockaddrInet6:
+		return uint16(a.Port), nil
+	}
+	return 0, errors.New("no port bound")
 }
 
 // bindReserved sets a reserving socket's options and binds it to sa. An
