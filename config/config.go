@@ -22,6 +22,8 @@ const (
 	ProberSTAMP = "stamp"
 	// ProberLLAMA probes with the protobuf-encoded probes of Dropbox LLAMA.
 	ProberLLAMA = "llama"
+	// ProberTCP probes with TCP handshakes to the target's port.
+	ProberTCP = "tcp"
 )
 
 // IP protocol names accepted in a module's ip_protocol field.

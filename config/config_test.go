@@ -267,7 +267,7 @@ var badCases = []struct {
 	{"non-scalar key", "modules:\n  ? [a]\n  : {}\n", "line 2: modules: mapping key must be a scalar, got a sequence"},
 	{"unknown field", "modules:\n  default:\n    colour: red\n", "line 3: modules.default: field colour not found in type config.Module"},
 	{"duplicate field", "modules:\n  default:\n    flows: 4\n    flows: 5\n", `line 4: modules.default: mapping key "flows" already defined at line 3`},
-	{"unknown prober", "modules:\n  default:\n    prober: twamp\n", `line 3: modules.default.prober: must be "icmp", "llama" or "stamp", got "twamp"`},
+	{"unknown prober", "modules:\n  default:\n    prober: twamp\n", `line 3: modules.default.prober: must be "icmp", "llama", "stamp" or "tcp", got "twamp"`},
 	{"prober not a string", "modules:\n  default:\n    prober: [stamp]\n", "line 3: modules.default.prober: must be a string, got a sequence"},
 	{"invalid duration", "modules:\n  default:\n    prober: stamp\n    flows: 8\n    interval: 1x\n", `line 5: modules.default.interval: invalid duration "1x"`},
 	{"duration without unit", "modules:\n  default:\n    timeout: 5\n", `line 3: modules.default.timeout: invalid duration "5"`},
@@ -314,7 +314,7 @@ var badCases = []struct {
 	{"merge of a scalar", "modules:\n  x:\n    <<: 5\n", `line 3: modules.x: merge key value must be a mapping or a sequence of mappings, got "5"`},
 	{"merged unknown field", "modules:\n  x:\n    <<: {colour: red}\n", "line 3: modules.x: field colour not found in type config.Module"},
 	{"error in merged module", "modules:\n  a: &a\n    flows: 2\n  b:\n    <<: *a\n    source_port_range: 1-1\n", `line 6: modules.b.source_port_range: port range "1-1" has 1 ports, fewer than flows (2)`},
-	{"error in aliased module", "modules:\n  a: &a\n    prober: x\n  b: *a\n", `line 3: modules.a.prober: must be "icmp", "llama" or "stamp", got "x"`},
+	{"error in aliased module", "modules:\n  a: &a\n    prober: x\n  b: *a\n", `line 3: modules.a.prober: must be "icmp", "llama", "stamp" or "tcp", got "x"`},
 }
 
 func TestParseBad(t *testing.T) {

@@ -72,9 +72,8 @@ func (c sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	rtt, dwell := c.s.histogramMetrics()
 	ch <- rtt
 	counter(descFallbacks, sn.TimestampFallbacks)
-	if !c.s.pool.proto.NoReflector {
-		// Without a reflector there is no dwell, hop count or remarking
-		// to report: absent, not zero.
+	if c.s.reflected() {
+		// Without a reflector these are unknowable: absent, not zero.
 		ch <- dwell
 		counter(descHopsChange, sn.HopsChanges)
 		ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedForward), "forward")

@@ -166,6 +166,9 @@ func (m *Manager) Get(ctx context.Context, module string, cfg *config.Module, ta
 	m.mu.Unlock()
 
 	host, port, err := parseModuleTarget(target, cfg)
+	if err == nil && port == 0 && Probers[cfg.Prober].Spec.UsesPort {
+		err = fmt.Errorf("target %q names no port and module %s sets none: prober %s needs one", target, module, cfg.Prober)
+	}
 	if err != nil {
 		m.m.rejected.WithLabelValues(ReasonBadTarget).Inc()
 		return nil, false, &BadTargetError{err}
@@ -205,6 +208,7 @@ func (m *Manager) Get(ctx context.Context, module string, cfg *config.Module, ta
 		p = newPool(module, cfg, m.logger, &poolStats{
 			badReply:  m.m.badReplies.WithLabelValues(module).Inc,
 			unmatched: m.m.unmatched.WithLabelValues(module).Inc,
+			sendError: m.m.sendErrors.WithLabelValues(module).Inc,
 		})
 		p.userTimestamps, p.rounds = m.userTimestamps, m.rounds
 		m.pools[module] = p

@@ -45,6 +45,7 @@ type pool struct {
 
 	mu       sync.RWMutex
 	conns    [2][]*flowConn // [0] IPv4, [1] IPv6; opened on first use
+	flowSets [2]flowSet     // instead of conns, with Prober.Open
 	ttl      [2]int         // initial TTL / Hop Limit of probes, per family
 	sessions map[demuxKey]*Session
 	byAddr   map[netip.AddrPort][]*Session // for reflectors that zero the SSID
@@ -57,6 +58,7 @@ type pool struct {
 type poolStats struct {
 	badReply  func() // a datagram that is not a STAMP reply
 	unmatched func() // a reply no session claims
+	sendError func() // a probe that could not be sent
 }
 
 // newPool returns the pool of a module whose validated config names a
@@ -148,6 +150,9 @@ func (p *pool) flowPort(a netip.Addr, i int) uint16 {
 	if cs := p.conns[family(a)]; i < len(cs) {
 		return cs[i].port
 	}
+	if fs := p.flowSets[family(a)]; fs != nil {
+		return fs.port(i)
+	}
 	return 0
 }
 
@@ -180,6 +185,9 @@ func (p *pool) sockets(fam int) ([]*flowConn, error) {
 	}
 	if src.IsValid() && family(src) != fam {
 		return nil, fmt.Errorf("source_ip_address %s is not of the target's address family", src)
+	}
+	if p.proto.Open != nil {
+		return nil, p.openFlowSetLocked(fam, src.Unmap())
 	}
 	// A large receive buffer (a limit, not an allocation) absorbs bursts of
 	// replies, such as the first probes of many sessions started at once.
@@ -399,6 +407,7 @@ func (p *pool) close() {
 		}
 	}
 	p.mu.Unlock()
+	p.closeFlowSets()
 	p.wg.Wait()
 }
 

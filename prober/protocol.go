@@ -89,16 +89,21 @@ type Prober struct {
 	// the module's packet_size octets of payload (the ICMP echo header):
 	// Encode's buf is packet_size + HeaderLen octets long.
 	HeaderLen int
-	// NoReflector is true for protocols whose targets answer from their
-	// network stack rather than from a reflector (ICMP echo): their
-	// sessions have no dwell, direction, hop or DSCP remarking series,
-	// which are then absent, not 0.
-	NoReflector bool
 	// Start, when set, replaces datagrams on flow sockets: the scheduler
 	// calls it to start probe seq of s on flow towards dst (a TCP
 	// handshake), and it must return at once and later decide the probe
 	// through s.onReply, or leave it to time out.
 	Start func(p *pool, s *Session, seq uint32, flow int, dst netip.AddrPort)
+	// Open, when set, replaces the flow sockets of a protocol with Start:
+	// the pool calls it once per address family (0 IPv4, 1 IPv6) on first
+	// use, with the module's source address (unspecified when it sets
+	// none), and closes what it returns when the pool closes.
+	Open func(p *pool, fam int, src netip.Addr) (flowSet, error)
+	// NoReflector is set for a protocol that the target's own network
+	// stack answers (ICMP echo, a TCP handshake): no reflector reports
+	// dwell, hops, direction or DSCP remarking, so those series are absent,
+	// not 0.
+	NoReflector bool
 }
 
 // FlowSocket is one flow's socket: a *udpsock.Conn, or what a protocol's
@@ -125,6 +130,7 @@ var Probers = map[string]*Prober{
 	config.ProberSTAMP: &stampProber,
 	config.ProberLLAMA: &llamaProber,
 	proberICMP:         &icmpProber,
+	config.ProberTCP:   &tcpProber,
 }
 
 // The configuration learns the protocols, their defaults and their limits
