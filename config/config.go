@@ -22,6 +22,8 @@ const (
 	ProberSTAMP = "stamp"
 	// ProberLLAMA probes with the protobuf-encoded probes of Dropbox LLAMA.
 	ProberLLAMA = "llama"
+	// ProberICMP probes with ICMP and ICMPv6 echo (RFC 792, RFC 4443).
+	ProberICMP = "icmp"
 	// ProberTCP probes with TCP handshakes to the target's port.
 	ProberTCP = "tcp"
 )

@@ -13,9 +13,6 @@ import (
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
 )
 
-// proberICMP is the prober name of ICMP echo modules.
-const proberICMP = "icmp"
-
 // Sizes of ICMP echo messages (RFC 792; RFC 4443 §4.1), in octets.
 const (
 	// icmpHeaderLen is the echo header: Type, Code, Checksum,

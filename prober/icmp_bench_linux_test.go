@@ -25,7 +25,7 @@ const roundTargets = 64
 // and waits for every reply; it reports the process's CPU time (user and
 // system, the answers included) per probe as cpu-ns/probe.
 func BenchmarkProbeRoundTrip(b *testing.B) {
-	for _, name := range []string{config.ProberSTAMP, proberICMP} {
+	for _, name := range []string{config.ProberSTAMP, config.ProberICMP} {
 		b.Run(name, func(b *testing.B) {
 			ns := netns.New(b)
 			// Every address of 198.18.40.0/24 is local: 64 targets.

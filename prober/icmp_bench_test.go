@@ -23,7 +23,7 @@ func benchReply(b *testing.B, name string, req []byte) []byte {
 			b.Fatal(err)
 		}
 		return out
-	case proberICMP:
+	case config.ProberICMP:
 		return echoReply(req, 0x1234)
 	}
 	return req // a LLAMA reflector returns the probe
@@ -33,7 +33,7 @@ func benchReply(b *testing.B, name string, req []byte) []byte {
 // probe encoded, and its reply decoded, with each prober's default
 // packet_size.
 func BenchmarkProtocolCodec(b *testing.B) {
-	for _, name := range []string{config.ProberSTAMP, config.ProberLLAMA, proberICMP} {
+	for _, name := range []string{config.ProberSTAMP, config.ProberLLAMA, config.ProberICMP} {
 		b.Run(name, func(b *testing.B) {
 			m := decodeModule(b, name)
 			p := Probers[name]

@@ -81,7 +81,7 @@ func icmpSession(t *testing.T, ns *netns.NS, mgr *Manager, m *config.Module, tar
 	t.Helper()
 	var s *Session
 	if err := ns.Do(func() (err error) {
-		s, _, err = mgr.Get(context.Background(), proberICMP, m, target)
+		s, _, err = mgr.Get(context.Background(), config.ProberICMP, m, target)
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -144,7 +144,7 @@ func TestICMPSessions(t *testing.T) {
 // series it has.
 func checkICMPExposition(t *testing.T, mgr *Manager, m *config.Module, target string) {
 	t.Helper()
-	cfg := &config.Config{Modules: map[string]*config.Module{proberICMP: m}}
+	cfg := &config.Config{Modules: map[string]*config.Module{config.ProberICMP: m}}
 	h := &Handler{Manager: mgr, Config: func() *config.Config { return cfg }, Logger: discard}
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, httptest.NewRequest("GET", "/probe?module=icmp&target="+target, nil))
@@ -207,7 +207,7 @@ func TestICMPWithoutSocketsAnswers500(t *testing.T) {
 	mgr := NewManager(Options{}, nil, discard)
 	defer mgr.Close()
 	m := icmpModule(t)
-	cfg := &config.Config{Modules: map[string]*config.Module{proberICMP: m}}
+	cfg := &config.Config{Modules: map[string]*config.Module{config.ProberICMP: m}}
 	h := &Handler{Manager: mgr, Config: func() *config.Config { return cfg }, Logger: discard}
 	w := httptest.NewRecorder()
 	done := make(chan error)

@@ -17,7 +17,7 @@ import (
 // over a second: its reply is then late, not lost.
 func icmpModule(t testing.TB) *config.Module {
 	t.Helper()
-	m := decodeModule(t, proberICMP)
+	m := decodeModule(t, config.ProberICMP)
 	m.Interval, m.Timeout, m.Window = 5*time.Millisecond, 3*time.Second, 10*time.Second
 	return m
 }
@@ -45,7 +45,7 @@ func TestICMPTargetNamesNoPort(t *testing.T) {
 	}
 	mgr := NewManager(Options{}, nil, discard)
 	defer mgr.Close()
-	_, _, err := mgr.Get(context.Background(), proberICMP, m, "198.18.0.2:862")
+	_, _, err := mgr.Get(context.Background(), config.ProberICMP, m, "198.18.0.2:862")
 	if bad := (*BadTargetError)(nil); !errors.As(err, &bad) {
 		t.Errorf("Get with a port: %v, want a *BadTargetError", err)
 	}
@@ -64,8 +64,8 @@ func echoReply(req []byte, ident uint16) []byte {
 
 // and malformed replies are bad data.
 func TestICMPDecode(t *testing.T) {
-	m := decodeModule(t, proberICMP)
-	p := Probers[proberICMP]
+	m := decodeModule(t, config.ProberICMP)
+	p := Probers[config.ProberICMP]
 	const ssid, ident = uint16(7), uint16(0x1234)
 	seq := uint32(1<<20 + 3)
 	flow := int(seq % uint32(m.Flows))

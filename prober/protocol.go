@@ -129,7 +129,7 @@ type FlowSocket interface {
 var Probers = map[string]*Prober{
 	config.ProberSTAMP: &stampProber,
 	config.ProberLLAMA: &llamaProber,
-	proberICMP:         &icmpProber,
+	config.ProberICMP:  &icmpProber,
 	config.ProberTCP:   &tcpProber,
 }
 
