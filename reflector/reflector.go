@@ -299,56 +299,30 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 // reflect checks limits, decodes the Session-Sender packet in req and
 // builds the Session-Reflector packet in out[:len(req)], all but T3, which
 // the caller writes (and, in authenticated mode, then seals) just before
-// sending. It reports false
-// when the packet is dropped (and counted).
+// sending. It reports false when the packet is dropped (and counted).
 func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.Meta, t2 time.Time, sessions *sessionTable, auth *stamp.Authenticator) (reply []byte, tos int, isSTAMP, ok bool) {
-	if r.global != nil && !r.global.AllowN(t2, 1) {
-		r.m.throttled.Inc()
-		return nil, 0, false, false
-	}
-	if r.perSource != nil && !r.perSource.allow(from.Addr(), t2) {
-		r.m.throttled.Inc()
+	if !r.allow(from, t2) {
 		return nil, 0, false, false
 	}
 	if auth == nil && legacy.IsProbe(req) {
-		// A Dropbox LLAMA collector's probe: returned byte for byte, with
-		// the TOS it asks for, as Dropbox's reflector does.
-		var lp legacy.Probe
-		lp.UnmarshalBinary(req)
-		return out[:copy(out, req)], int(lp.TOS), false, true
+		reply, tos = echoLegacy(req, out)
+		return reply, tos, false, true
 	}
 	var p stamp.SenderPacket
-	var err error
-	reqBase, replyBase := stamp.SenderPacketLen, stamp.ReflectorPacketLen
-	if auth != nil {
-		err = p.UnmarshalAuthWith(req, auth)
-		reqBase, replyBase = stamp.AuthSenderPacketLen, stamp.AuthReflectorPacketLen
-	} else {
-		err = p.UnmarshalBinary(req)
-	}
+	reqBase, replyBase, err := decodeSender(&p, req, auth)
 	if err != nil {
 		r.m.badData.Inc()
 		return nil, 0, false, false
 	}
-	ttl := uint8(255)
-	if meta.TTL >= 0 && meta.TTL <= 255 {
-		ttl = uint8(meta.TTL)
-	}
-	seq := p.Sequence // stateless mode: copied (RFC 8762 §4.3.1)
-	if sessions != nil {
-		if n, ok := sessions.next(sessionKey{from, meta.Dst, p.SSID}, t2.Unix()); ok {
-			seq = n // stateful mode: this session's count
-		}
-	}
 	rp := stamp.ReflectorPacket{
-		Sequence:            seq,
+		Sequence:            replySequence(sessions, sessionKey{from, meta.Dst, p.SSID}, p.Sequence, t2.Unix()),
 		ErrorEstimate:       r.errEst,
 		SSID:                p.SSID,
 		ReceiveTimestamp:    stamp.NewTimestamp(t2),
 		SenderSequence:      p.Sequence,
 		SenderTimestamp:     p.Timestamp,
 		SenderErrorEstimate: p.ErrorEstimate,
-		SenderTTL:           ttl,
+		SenderTTL:           senderTTL(meta.TTL),
 	}
 	// Never more octets than received: the reply is exactly the request's
 	// size, and whatever followed the base packet (padding, TLVs) is echoed.
@@ -356,16 +330,85 @@ func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.M
 	copy(reply[replyBase:], req[reqBase:])
 	tos = answerTLVs(reply[replyBase:], meta.TOS)
 	// T3 is filled in by the caller just before the send.
-	if auth != nil {
-		_, err = rp.MarshalAuthUnsealed(reply) // sealed once T3 is in
-	} else {
-		_, err = rp.MarshalTo(reply)
-	}
-	if err != nil {
+	if err := encodeReflector(&rp, reply, auth); err != nil {
 		r.m.badData.Inc()
 		return nil, 0, false, false
 	}
 	return reply, tos, true, true
+}
+
+// allow applies the global and the per-source rate limits to a packet
+// from from received at t2. One that either limit refuses is dropped, and
+// counted as throttled. Small enough to be inlined: without limits, the
+// reflection path makes no call for them.
+func (r *Reflector) allow(from netip.AddrPort, t2 time.Time) bool {
+	return r.global == nil && r.perSource == nil || r.allowLimited(from, t2)
+}
+
+// allowLimited is allow when at least one limit is set.
+func (r *Reflector) allowLimited(from netip.AddrPort, t2 time.Time) bool {
+	if r.global != nil && !r.global.AllowN(t2, 1) {
+		r.m.throttled.Inc()
+		return false
+	}
+	if r.perSource != nil && !r.perSource.allow(from.Addr(), t2) {
+		r.m.throttled.Inc()
+		return false
+	}
+	return true
+}
+
+// echoLegacy answers a Dropbox LLAMA collector's probe as Dropbox's
+// reflector does: req returned byte for byte in out, with the TOS it asks
+// for.
+func echoLegacy(req, out []byte) (reply []byte, tos int) {
+	var lp legacy.Probe
+	lp.UnmarshalBinary(req)
+	return out[:copy(out, req)], int(lp.TOS)
+}
+
+// decodeSender decodes the Session-Sender packet in req into p, checking
+// its HMAC with auth in authenticated mode. reqBase and replyBase are the
+// sizes of the base Session-Sender and Session-Reflector packets of the
+// mode, after which the TLVs start.
+func decodeSender(p *stamp.SenderPacket, req []byte, auth *stamp.Authenticator) (reqBase, replyBase int, err error) {
+	if auth != nil {
+		return stamp.AuthSenderPacketLen, stamp.AuthReflectorPacketLen, p.UnmarshalAuthWith(req, auth)
+	}
+	return stamp.SenderPacketLen, stamp.ReflectorPacketLen, p.UnmarshalBinary(req)
+}
+
+// replySequence is the reply's Sequence Number (RFC 8762 §4.3.1): in
+// stateful mode (sessions not nil) the count of session k's packets, one
+// more of which came at Unix second now; else, or when the table has no
+// room for k, the sender's senderSeq.
+func replySequence(sessions *sessionTable, k sessionKey, senderSeq uint32, now int64) uint32 {
+	if sessions != nil {
+		if n, ok := sessions.next(k, now); ok {
+			return n
+		}
+	}
+	return senderSeq
+}
+
+// senderTTL is the Sender TTL of a reply to a packet received with ttl:
+// 255 when that is unknown.
+func senderTTL(ttl int) uint8 {
+	if ttl >= 0 && ttl <= 255 {
+		return uint8(ttl)
+	}
+	return 255
+}
+
+// encodeReflector writes rp into the base packet at the start of reply;
+// in authenticated mode without its HMAC, which is sealed once T3 is in.
+func encodeReflector(rp *stamp.ReflectorPacket, reply []byte, auth *stamp.Authenticator) error {
+	if auth != nil {
+		_, err := rp.MarshalAuthUnsealed(reply)
+		return err
+	}
+	_, err := rp.MarshalTo(reply)
+	return err
 }
 
 // answerTLVs processes the TLVs copied from a request (RFC 8972 §4): it
