@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/ipv4"
 	"golang.org/x/time/rate"
 
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
@@ -203,45 +204,14 @@ const batchSize = 32
 // serve is one socket's receive loop: it reads up to batchSize buffers per
 // system call, each one datagram or, with UDP GRO, a run of datagrams of
 // one flow, and answers them with one sendmmsg(2), runs of replies to one
-// destination as UDP GSO buffers. Its buffers are allocated once, so the
-// reflection path does not allocate (golang.org/x/net's ReadBatch
-// allocates the sender's net.UDPAddr, once per buffer).
+// destination as UDP GSO buffers.
 func (r *Reflector) serve(c *udpsock.Conn) {
-	bc := c.Batch()
-	in := udpsock.NewReadBatch(batchSize, maxDatagram)
-	replyBuf := make([]byte, maxDatagram)
-	out := newReplyBatch(c, r.logger)
-	var sessions *sessionTable
-	if !r.stateless {
-		sessions = newSessionTable(&r.sessions)
-		defer func() { r.sessions.Add(-int64(len(sessions.m))) }()
-	}
-	var auth *stamp.Authenticator // this loop's own: HMAC state is not shareable
-	t3At := stamp.OffsetTimestamp // where T3 goes in a Session-Reflector packet
-	if r.authKey != nil {
-		auth, t3At = stamp.NewAuthenticator(r.authKey), stamp.AuthOffsetTimestamp
-	}
-	// Bound to one address, the kernel picks it as the source: no
-	// IP_PKTINFO needed per reply.
-	wildcard := c.LocalAddr().(*net.UDPAddr).IP.IsUnspecified()
-	received := 0 // datagrams read and not yet counted
-	send := func() {
-		// Counted before their replies, so that received >= reflected
-		// whenever the counters are read.
-		r.m.received.Add(float64(received))
-		received = 0
-		// T3 as late as possible, and one clock read for the batch: the
-		// replies are complete but for it (and, authenticated, the HMAC
-		// that covers it).
-		out.stampT3(stamp.NewTimestamp(time.Now()), t3At, auth)
-		sent, failed := out.flush(bc)
-		r.m.reflected.Add(float64(sent))
-		if failed > 0 {
-			r.m.sendErrs.Add(float64(failed))
-		}
+	l := r.newReceiveLoop(c)
+	if l.sessions != nil {
+		defer func() { r.sessions.Add(-int64(len(l.sessions.m))) }()
 	}
 	for {
-		n, err := bc.ReadBatch(in, 0)
+		n, err := l.bc.ReadBatch(l.in, 0)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -249,50 +219,143 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 			r.logger.Debug("reflector read", "err", err)
 			continue
 		}
-		now := time.Now()
-		for i := range in[:n] {
-			m := &in[i]
-			ua, ok := m.Addr.(*net.UDPAddr)
+		l.reflectBatch(l.in[:n])
+	}
+}
+
+// receiveLoop is the state of one socket's receive loop. Its buffers are
+// allocated once, so the reflection path does not allocate
+// (golang.org/x/net's ReadBatch allocates the sender's net.UDPAddr, once
+// per buffer).
+type receiveLoop struct {
+	r        *Reflector
+	bc       udpsock.BatchConn
+	in       []ipv4.Message // the read batch
+	replyBuf []byte         // where reflect builds each reply
+	out      *replyBatch
+	sessions *sessionTable        // nil in stateless mode
+	auth     *stamp.Authenticator // nil unless authenticated; this loop's own: HMAC state is not shareable
+	t3At     int                  // where T3 goes in a Session-Reflector packet
+	// wildcard is true when the socket is bound to a wildcard address, so
+	// that each reply names its source. Bound to one address, the kernel
+	// picks it as the source: no IP_PKTINFO needed per reply.
+	wildcard bool
+}
+
+// newReceiveLoop allocates the buffers of c's receive loop, and its own
+// session table (stateful mode) and HMAC state (authenticated mode).
+func (r *Reflector) newReceiveLoop(c *udpsock.Conn) *receiveLoop {
+	l := &receiveLoop{
+		r:        r,
+		bc:       c.Batch(),
+		in:       udpsock.NewReadBatch(batchSize, maxDatagram),
+		replyBuf: make([]byte, maxDatagram),
+		out:      newReplyBatch(c, r.logger),
+		t3At:     stamp.OffsetTimestamp,
+		wildcard: c.LocalAddr().(*net.UDPAddr).IP.IsUnspecified(),
+	}
+	if !r.stateless {
+		l.sessions = newSessionTable(&r.sessions)
+	}
+	if r.authKey != nil {
+		l.auth, l.t3At = stamp.NewAuthenticator(r.authKey), stamp.AuthOffsetTimestamp
+	}
+	return l
+}
+
+// reflectBatch answers the datagrams of the buffers in, just read, and
+// sends the replies: with one sendmmsg(2), or, when GRO buffers bring more
+// replies than one holds, as many as needed.
+func (l *receiveLoop) reflectBatch(in []ipv4.Message) {
+	// Locals, so that the per-datagram loop does not reload them through
+	// l after every call.
+	r, replyBuf, out, sessions, auth, wildcard := l.r, l.replyBuf, l.out, l.sessions, l.auth, l.wildcard
+	received := 0 // datagrams read and not yet counted
+	now := time.Now()
+	for i := range in {
+		m := &in[i]
+		ua, ok := m.Addr.(*net.UDPAddr)
+		if !ok {
+			continue
+		}
+		from := unmap(ua.AddrPort())
+		meta := udpsock.ParseMeta(m.OOB[:m.NN])
+		t2, src := receiveTime(meta.KernelRX, now), replySource(meta.Dst, wildcard)
+		data := m.Buffers[0][:m.N]
+		seg, segments := groSegments(len(data), meta.GROSize)
+		received += segments
+		for j := range segments {
+			req := data[j*seg : min((j+1)*seg, len(data))]
+			reply, tos, isSTAMP, ok := r.reflect(req, replyBuf, from, meta, t2, sessions, auth)
 			if !ok {
 				continue
 			}
-			from := ua.AddrPort()
-			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-			meta := udpsock.ParseMeta(m.OOB[:m.NN])
-			t2 := now
-			if meta.KernelRX != 0 {
-				t2 = time.Unix(0, meta.KernelRX) // the kernel's receive time
+			if tos == 0 {
+				tos = -1 // the socket's default: no control message needed
 			}
-			src := meta.Dst
-			if !wildcard {
-				src = netip.Addr{}
-			}
-			data := m.Buffers[0][:m.N]
-			seg := len(data)
-			if meta.GROSize > 0 && meta.GROSize < seg {
-				seg = meta.GROSize // a run of datagrams of one flow (UDP GRO)
-			}
-			segments := 1 // also for an empty datagram, which is bad data
-			if seg > 0 {
-				segments = (len(data) + seg - 1) / seg
-			}
-			received += segments
-			for j := range segments {
-				req := data[j*seg : min((j+1)*seg, len(data))]
-				reply, tos, isSTAMP, ok := r.reflect(req, replyBuf, from, meta, t2, sessions, auth)
-				if !ok {
-					continue
-				}
-				if tos == 0 {
-					tos = -1 // the socket's default: no control message needed
-				}
-				if !out.add(reply, from, src, meta.IfIndex, tos, isSTAMP) {
-					send()
-					out.add(reply, from, src, meta.IfIndex, tos, isSTAMP)
-				}
+			if !out.add(reply, from, src, meta.IfIndex, tos, isSTAMP) {
+				l.send(received)
+				received = 0
+				out.add(reply, from, src, meta.IfIndex, tos, isSTAMP)
 			}
 		}
-		send()
+	}
+	l.send(received)
+}
+
+// unmap is a with an IPv4-mapped IPv6 address turned into the IPv4
+// address: a sender is known by one address, whichever the socket's family.
+func unmap(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+}
+
+// receiveTime is T2: the kernel's receive time kernelRX when it has one
+// (not 0), else now, when the batch was read.
+func receiveTime(kernelRX int64, now time.Time) time.Time {
+	if kernelRX != 0 {
+		return time.Unix(0, kernelRX)
+	}
+	return now
+}
+
+// replySource is the address a reply must leave from: on a wildcard
+// socket the one its probe was sent to, dst; else invalid, for the kernel
+// to pick the socket's.
+func replySource(dst netip.Addr, wildcard bool) netip.Addr {
+	if !wildcard {
+		return netip.Addr{}
+	}
+	return dst
+}
+
+// groSegments splits a buffer of n octets, read with GRO segment size
+// groSize (0 for a single datagram), into segments datagrams of seg
+// octets, the last possibly shorter.
+func groSegments(n, groSize int) (seg, segments int) {
+	seg = n
+	if groSize > 0 && groSize < seg {
+		seg = groSize // a run of datagrams of one flow (UDP GRO)
+	}
+	if seg == 0 {
+		return 0, 1 // an empty datagram, which is bad data
+	}
+	return seg, (n + seg - 1) / seg
+}
+
+// send counts the received datagrams not counted yet, then stamps T3 into
+// the replies collected and sends them.
+func (l *receiveLoop) send(received int) {
+	// Counted before their replies, so that received >= reflected
+	// whenever the counters are read.
+	l.r.m.received.Add(float64(received))
+	// T3 as late as possible, and one clock read for the batch: the
+	// replies are complete but for it (and, authenticated, the HMAC that
+	// covers it).
+	l.out.stampT3(stamp.NewTimestamp(time.Now()), l.t3At, l.auth)
+	sent, failed := l.out.flush(l.bc)
+	l.r.m.reflected.Add(float64(sent))
+	if failed > 0 {
+		l.r.m.sendErrs.Add(float64(failed))
 	}
 }
 
