@@ -628,7 +628,10 @@ func deadFunc(c *child) func() error {
 	}
 }
 
+// createResult is what creating the sessions counted; mu guards it while
+// the workers run.
 type createResult struct {
+	mu       sync.Mutex
 	lat      latencies
 	ok       int
 	non200   int
@@ -643,63 +646,11 @@ func (m *sessionsMode) create(ctx context.Context, client *http.Client, webAddr 
 	ctx, cancel := context.WithTimeout(ctx, m.CreateTimeout)
 	defer cancel()
 	res := &createResult{}
-	var mu sync.Mutex
 	idx := make(chan int)
-	var wg sync.WaitGroup
-	for range m.CreateConcurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range idx {
-				t0 := time.Now()
-				code, body, err := get(ctx, client, probeURL(webAddr, sessionsModule, m.target(i, port), false), 10)
-				d := time.Since(t0)
-				mu.Lock()
-				switch {
-				case err != nil:
-					if res.firstErr == nil {
-						res.firstErr = err
-					}
-				case code != http.StatusOK:
-					res.non200++
-					if res.firstErr == nil {
-						res.firstErr = fmt.Errorf("HTTP %d: %s", code, body)
-					}
-				default:
-					res.ok++
-					if v, ok := sampleValue(body, "probe_success"); ok && v == 1 {
-						res.success++
-					}
-				}
-				mu.Unlock()
-				if code == http.StatusOK {
-					res.lat.add(d, nil)
-				} else {
-					res.lat.add(d, errors.New("failed"))
-				}
-			}
-		}()
-	}
-	progress := time.NewTicker(5 * time.Second)
-	defer progress.Stop()
-feed:
-	for i := range m.Sessions {
-		for {
-			select {
-			case idx <- i:
-				continue feed
-			case <-progress.C:
-				mu.Lock()
-				logf("  %d sessions created", res.ok)
-				mu.Unlock()
-				if exp.Exited() {
-					break feed
-				}
-			case <-ctx.Done():
-				break feed
-			}
-		}
-	}
+	wg := startWorkers(m.CreateConcurrency, idx, func(i int) {
+		res.createOne(ctx, client, probeURL(webAddr, sessionsModule, m.target(i, port), false))
+	})
+	res.feed(ctx, idx, m.Sessions, exp)
 	close(idx)
 	wg.Wait()
 	if exp.Exited() {
@@ -709,6 +660,85 @@ feed:
 		return nil, fmt.Errorf("creating sessions: %w (%d created)", err, res.ok)
 	}
 	return res, nil
+}
+
+// startWorkers starts n goroutines that call work with each index idx
+// brings, until it is closed; the WaitGroup waits for them to end.
+func startWorkers(n int, idx <-chan int, work func(i int)) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range idx {
+				work(i)
+			}
+		}()
+	}
+	return &wg
+}
+
+// feed hands the indexes of the n sessions to the workers through idx,
+// and logs how many exist every 5 s, until every index is handed out, the
+// exporter has exited or ctx is done.
+func (res *createResult) feed(ctx context.Context, idx chan<- int, n int, exp *child) {
+	progress := time.NewTicker(5 * time.Second)
+	defer progress.Stop()
+feed:
+	for i := range n {
+		for {
+			select {
+			case idx <- i:
+				continue feed
+			case <-progress.C:
+				res.mu.Lock()
+				logf("  %d sessions created", res.ok)
+				res.mu.Unlock()
+				if exp.Exited() {
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// createOne requests /probe at u once, which creates its session, and
+// counts the answer and its latency.
+func (res *createResult) createOne(ctx context.Context, client *http.Client, u string) {
+	t0 := time.Now()
+	code, body, err := get(ctx, client, u, 10)
+	d := time.Since(t0)
+	res.count(code, body, err)
+	if code == http.StatusOK {
+		res.lat.add(d, nil)
+	} else {
+		res.lat.add(d, errors.New("failed"))
+	}
+}
+
+// count counts a first /probe's answer: a session created, and with
+// probe_success 1, or a failure, the first of which is kept.
+func (res *createResult) count(code int, body string, err error) {
+	res.mu.Lock()
+	defer res.mu.Unlock()
+	switch {
+	case err != nil:
+		if res.firstErr == nil {
+			res.firstErr = err
+		}
+	case code != http.StatusOK:
+		res.non200++
+		if res.firstErr == nil {
+			res.firstErr = fmt.Errorf("HTTP %d: %s", code, body)
+		}
+	default:
+		res.ok++
+		if v, ok := sampleValue(body, "probe_success"); ok && v == 1 {
+			res.success++
+		}
+	}
 }
 
 // get fetches url and returns the status and body; timeoutHeader, when
@@ -791,49 +821,12 @@ type sweepResult struct {
 // sweep scrapes every target once and sums its counters.
 func (m *sessionsMode) sweep(ctx context.Context, client *http.Client, webAddr string, port int) (*sweepResult, error) {
 	start := time.Now()
-	res := &sweepResult{}
-	var mu sync.Mutex
-	var p50s, p99s []float64
+	sum := &sweepSum{}
 	idx := make(chan int)
-	var wg sync.WaitGroup
-	var firstErr error
-	for range m.SweepConcurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range idx {
-				mfs, _, err := fetchMetrics(ctx, client, probeURL(webAddr, sessionsModule, m.target(i, port), false))
-				mu.Lock()
-				if err != nil {
-					res.errs++
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-					continue
-				}
-				res.scraped++
-				res.sent += mfs.get("llama_probe_packets_sent_total")
-				res.received += mfs.get("llama_probe_packets_received_total")
-				res.lost += mfs.get("llama_probe_packets_lost_total")
-				res.late += mfs.get("llama_probe_packets_late_total")
-				res.dup += mfs.get("llama_probe_packets_duplicated_total")
-				res.reordered += mfs.get("llama_probe_packets_reordered_total")
-				res.wsent += mfs.get("llama_probe_window_packets_sent")
-				res.wlost += mfs.get("llama_probe_window_packets_lost")
-				if mfs.get("probe_success") != 1 {
-					res.down++
-				}
-				if v := mfs.summaryQuantile("llama_probe_window_rtt_seconds", 0.5); !math.IsNaN(v) {
-					p50s = append(p50s, v)
-				}
-				if v := mfs.summaryQuantile("llama_probe_window_rtt_seconds", 0.99); !math.IsNaN(v) {
-					p99s = append(p99s, v)
-				}
-				mu.Unlock()
-			}
-		}()
-	}
+	wg := startWorkers(m.SweepConcurrency, idx, func(i int) {
+		mfs, _, err := fetchMetrics(ctx, client, probeURL(webAddr, sessionsModule, m.target(i, port), false))
+		sum.add(mfs, err)
+	})
 feed:
 	for i := range m.Sessions {
 		select {
@@ -847,15 +840,62 @@ feed:
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if firstErr != nil {
-		logf("sweep: %d errors, first: %v", res.errs, firstErr)
+	return sum.result(start), nil
+}
+
+// sweepSum is the sweep's sums as the workers scrape; mu guards it.
+type sweepSum struct {
+	mu         sync.Mutex
+	res        sweepResult
+	p50s, p99s []float64 // the window RTT quantiles of the targets that have them
+	firstErr   error
+}
+
+// add adds the counters of one target's scrape mfs, or counts its error.
+func (s *sweepSum) add(mfs metricFamilies, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	res := &s.res
+	if err != nil {
+		res.errs++
+		if s.firstErr == nil {
+			s.firstErr = err
+		}
+		return
 	}
-	slices.Sort(p50s)
-	slices.Sort(p99s)
-	res.p50Median = quantile(p50s, 0.5)
-	res.p99Max = quantile(p99s, 1)
-	res.took = time.Since(start)
-	return res, nil
+	res.scraped++
+	res.sent += mfs.get("llama_probe_packets_sent_total")
+	res.received += mfs.get("llama_probe_packets_received_total")
+	res.lost += mfs.get("llama_probe_packets_lost_total")
+	res.late += mfs.get("llama_probe_packets_late_total")
+	res.dup += mfs.get("llama_probe_packets_duplicated_total")
+	res.reordered += mfs.get("llama_probe_packets_reordered_total")
+	res.wsent += mfs.get("llama_probe_window_packets_sent")
+	res.wlost += mfs.get("llama_probe_window_packets_lost")
+	if mfs.get("probe_success") != 1 {
+		res.down++
+	}
+	if v := mfs.summaryQuantile("llama_probe_window_rtt_seconds", 0.5); !math.IsNaN(v) {
+		s.p50s = append(s.p50s, v)
+	}
+	if v := mfs.summaryQuantile("llama_probe_window_rtt_seconds", 0.99); !math.IsNaN(v) {
+		s.p99s = append(s.p99s, v)
+	}
+}
+
+// result logs the sweep's errors, if any, and completes its sums with the
+// median of the targets' p50 RTTs, the largest p99 RTT, and the time since
+// start.
+func (s *sweepSum) result(start time.Time) *sweepResult {
+	if s.firstErr != nil {
+		logf("sweep: %d errors, first: %v", s.res.errs, s.firstErr)
+	}
+	slices.Sort(s.p50s)
+	slices.Sort(s.p99s)
+	s.res.p50Median = quantile(s.p50s, 0.5)
+	s.res.p99Max = quantile(s.p99s, 1)
+	s.res.took = time.Since(start)
+	return &s.res
 }
 
 // baselineResult is the plain prober's run: its CPU over the measured
