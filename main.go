@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"io"
 	"log/slog"
 	"math"
 	"net/http"
@@ -32,7 +33,6 @@ import (
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
-	sloggokit "github.com/tjhop/slog-gokit"
 
 	"github.com/llama-exporter/llama_exporter/config"
 	"github.com/llama-exporter/llama_exporter/prober"
@@ -42,115 +42,189 @@ import (
 const exporterName = "llama_exporter"
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
-// run is main with an exit code, so deferred cleanups run.
-func run(args []string) int {
-	app := kingpin.New(exporterName, "Loss and latency matrix exporter: STAMP reflector and continuous /probe prober.")
-	var (
-		configFile     = app.Flag("config.file", "YAML file with probe modules; without it the built-in \"default\" module is used.").String()
-		configCheck    = app.Flag("config.check", "Validate the config file and exit 0, or print the error and exit 1.").Bool()
-		timeoutOffset  = app.Flag("timeout-offset", "Seconds subtracted from the Prometheus scrape timeout header.").Default("0.5").Float64()
-		reflectorOn    = app.Flag("reflector", "Run the STAMP reflector.").Default("true").Bool()
-		reflectorAddrs = app.Flag("reflector.listen-address", "host:port the reflector listens on; repeatable. 862 is the STAMP port (RFC 8762).").Default(":862").Strings()
-		maxPPS         = app.Flag("reflector.max-pps", "Global reflector limit in packets per second; excess is dropped and counted. 0 = unlimited.").Default("100000").Float64()
-		maxPPSSource   = app.Flag("reflector.max-pps-per-source", "Reflector limit in packets per second per source address; excess is dropped and counted. 0 = unlimited.").Default("2000").Float64()
-		authKeyFile    = app.Flag("reflector.auth-key-file", "File holding the shared key of STAMP authenticated mode (RFC 8762 §4.2.2); with it the reflector answers only probes with a valid HMAC.").String()
-		reflSockets    = app.Flag("reflector.sockets", "Sockets per reflector listen address and family, sharing the port with SO_REUSEPORT; the kernel spreads flows over them.").Default(strconv.Itoa(runtime.NumCPU())).Int()
-		stateful       = app.Flag("reflector.stateful", "Number each test session's packets (RFC 8762 §4.3.1 stateful mode) so that senders can tell forward from backward loss.").Default("true").Bool()
-		maxTargets     = app.Flag("probe.max-targets", "Cap on concurrent probe sessions across all modules; more answer 503. 0 = unlimited.").Default("10000").Int()
-		kernelTS       = app.Flag("probe.kernel-timestamps", "Time probes with the kernel's software timestamps (SO_TIMESTAMPING) where available; --no-probe.kernel-timestamps uses the monotonic clock only, for comparison.").Default("true").Bool()
-		logLevel       = app.Flag("log.level", "Only log messages with the given severity or above. One of: [debug, info, warn, error]").Default("info").Enum("debug", "info", "warn", "error")
-		logFormat      = app.Flag("log.format", "Output format of log messages. One of: [logfmt, json]").Default("logfmt").Enum("logfmt", "json")
-		webFlags       = kingpinflag.AddFlags(app, ":5200")
-	)
-	app.Version(version.Print(exporterName))
-	app.HelpFlag.Short('h')
-	if _, err := app.Parse(args); err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", exporterName, err)
+// run is main with an exit code, so deferred cleanups run; it logs, and
+// writes its errors, to stderr. It parses the flags, starts the reflector
+// and the prober, and serves HTTP until a signal stops it.
+func run(args []string, stderr io.Writer) int {
+	f, err := parseFlags(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", exporterName, err)
 		return 2
 	}
-	kitLogger, slogLogger := newLoggers(*logLevel, *logFormat)
+	logger, slogger := newLoggers(stderr, f.logLevel, f.logFormat)
 	// Signals are caught from the start, so that SIGTERM during start-up
 	// still shuts down cleanly.
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, os.Interrupt)
 	defer signal.Stop(signals)
-
-	if *configCheck {
-		if _, err := loadConfig(*configFile); err != nil {
-			fmt.Fprintf(os.Stderr, "invalid config: %v\n", err)
-			return 1
-		}
-		fmt.Fprintf(os.Stdout, "config %s is valid\n", describeFile(*configFile))
-		return 0
+	if f.configCheck {
+		return checkConfig(f.configFile, stderr)
 	}
 
-	level.Info(kitLogger).Log("msg", "starting "+exporterName, "version", version.Info(), "build_context", version.BuildContext())
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(versioncollector.NewCollector(exporterName),
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
+	level.Info(logger).Log("msg", "starting "+exporterName, "version", version.Info(), "build_context", version.BuildContext())
+	reg := newRegistry()
 	sc := config.NewSafeConfig(reg)
-	if err := sc.Reload(*configFile); err != nil {
-		level.Error(kitLogger).Log("msg", "loading config", "file", describeFile(*configFile), "err", err)
+	if err := sc.Reload(f.configFile); err != nil {
+		level.Error(logger).Log("msg", "loading config", "file", describeFile(f.configFile), "err", err)
 		return 1
 	}
-
-	var refl *reflector.Reflector
-	if *reflectorOn {
-		var authKey []byte
-		if *authKeyFile != "" {
-			k, err := config.ReadKeyFile(*authKeyFile)
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "%s: --reflector.auth-key-file: %v\n", exporterName, err)
-				return 1
-			}
-			authKey = k
-		}
-		var err error
-		refl, err = reflector.New(reflector.Config{
-			AuthKey:         authKey,
-			ListenAddresses: *reflectorAddrs, MaxPPS: *maxPPS, MaxPPSPerSource: *maxPPSSource,
-			Stateless: !*stateful, Sockets: *reflSockets,
-		}, reg, slogLogger.With("component", "reflector"))
-		if errors.Is(err, syscall.EACCES) {
-			fmt.Fprintf(os.Stderr, "%s: cannot bind the reflector to %v: ports below 1024 need root or CAP_NET_BIND_SERVICE; change --reflector.listen-address or run with --no-reflector\n", exporterName, *reflectorAddrs)
-			return 1
-		}
+	if f.reflectorOn {
+		refl, err := startReflector(f, reg, slogger.With("component", "reflector"))
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "%s: %v (change --reflector.listen-address or run with --no-reflector)\n", exporterName, err)
+			fmt.Fprintf(stderr, "%s: %v\n", exporterName, err)
 			return 1
 		}
-		refl.Serve()
 		defer refl.Close()
-		level.Info(kitLogger).Log("msg", "reflector listening", "addresses", fmt.Sprint(refl.Addrs()))
+		level.Info(logger).Log("msg", "reflector listening", "addresses", fmt.Sprint(refl.Addrs()))
 	}
-
-	mgr := prober.NewManager(prober.Options{MaxTargets: *maxTargets, UserTimestamps: !*kernelTS}, reg, slogLogger.With("component", "prober"))
+	mgr := prober.NewManager(prober.Options{MaxTargets: f.maxTargets, UserTimestamps: !f.kernelTS}, reg, slogger.With("component", "prober"))
 	defer mgr.Close()
 	mgr.ApplyConfig(sc.Get())
 
-	reload := func() error {
-		if err := sc.Reload(*configFile); err != nil {
-			level.Error(kitLogger).Log("msg", "reloading config failed, keeping the old one", "err", err)
+	reload := reloader(f.configFile, sc, mgr, logger)
+	timeoutOffset := time.Duration(f.timeoutOffset * float64(time.Second))
+	srv := &http.Server{Handler: newMux(reg, sc, mgr, timeoutOffset, reload, slogger), ReadHeaderTimeout: 10 * time.Second}
+	return serve(srv, f.web, signals, reload, logger, slogger)
+}
+
+// flags is the parsed command line.
+type flags struct {
+	configFile     string
+	configCheck    bool
+	timeoutOffset  float64 // seconds
+	reflectorOn    bool
+	reflectorAddrs []string
+	maxPPS         float64
+	maxPPSSource   float64
+	authKeyFile    string
+	reflSockets    int
+	stateful       bool
+	maxTargets     int
+	kernelTS       bool
+	logLevel       string
+	logFormat      string
+	web            *web.FlagConfig
+}
+
+// parseFlags parses the command line; --help and --version print and exit,
+// as kingpin does.
+func parseFlags(args []string) (*flags, error) {
+	app := kingpin.New(exporterName, "Loss and latency matrix exporter: STAMP reflector and continuous /probe prober.")
+	f := &flags{}
+	app.Flag("config.file", "YAML file with probe modules; without it the built-in \"default\" module is used.").StringVar(&f.configFile)
+	app.Flag("config.check", "Validate the config file and exit 0, or print the error and exit 1.").BoolVar(&f.configCheck)
+	app.Flag("timeout-offset", "Seconds subtracted from the Prometheus scrape timeout header.").Default("0.5").Float64Var(&f.timeoutOffset)
+	app.Flag("reflector", "Run the STAMP reflector.").Default("true").BoolVar(&f.reflectorOn)
+	app.Flag("reflector.listen-address", "host:port the reflector listens on; repeatable. 862 is the STAMP port (RFC 8762).").Default(":862").StringsVar(&f.reflectorAddrs)
+	app.Flag("reflector.max-pps", "Global reflector limit in packets per second; excess is dropped and counted. 0 = unlimited.").Default("100000").Float64Var(&f.maxPPS)
+	app.Flag("reflector.max-pps-per-source", "Reflector limit in packets per second per source address; excess is dropped and counted. 0 = unlimited.").Default("2000").Float64Var(&f.maxPPSSource)
+	app.Flag("reflector.auth-key-file", "File holding the shared key of STAMP authenticated mode (RFC 8762 §4.2.2); with it the reflector answers only probes with a valid HMAC.").StringVar(&f.authKeyFile)
+	app.Flag("reflector.sockets", "Sockets per reflector listen address and family, sharing the port with SO_REUSEPORT; the kernel spreads flows over them.").Default(strconv.Itoa(runtime.NumCPU())).IntVar(&f.reflSockets)
+	app.Flag("reflector.stateful", "Number each test session's packets (RFC 8762 §4.3.1 stateful mode) so that senders can tell forward from backward loss.").Default("true").BoolVar(&f.stateful)
+	app.Flag("probe.max-targets", "Cap on concurrent probe sessions across all modules; more answer 503. 0 = unlimited.").Default("10000").IntVar(&f.maxTargets)
+	app.Flag("probe.kernel-timestamps", "Time probes with the kernel's software timestamps (SO_TIMESTAMPING) where available; --no-probe.kernel-timestamps uses the monotonic clock only, for comparison.").Default("true").BoolVar(&f.kernelTS)
+	app.Flag("log.level", "Only log messages with the given severity or above. One of: [debug, info, warn, error]").Default("info").EnumVar(&f.logLevel, "debug", "info", "warn", "error")
+	app.Flag("log.format", "Output format of log messages. One of: [logfmt, json]").Default("logfmt").EnumVar(&f.logFormat, "logfmt", "json")
+	f.web = kingpinflag.AddFlags(app, ":5200")
+	app.Version(version.Print(exporterName))
+	app.HelpFlag.Short('h')
+	_, err := app.Parse(args)
+	return f, err
+}
+
+// checkConfig is --config.check: it validates file, or the built-in
+// default without one, says so on stdout or stderr, and returns the exit
+// code.
+func checkConfig(file string, stderr io.Writer) int {
+	if _, err := loadConfig(file); err != nil {
+		fmt.Fprintf(stderr, "invalid config: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(os.Stdout, "config %s is valid\n", describeFile(file))
+	return 0
+}
+
+// newRegistry returns the registry behind /metrics, with the build info,
+// Go runtime and process collectors.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(versioncollector.NewCollector(exporterName),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// startReflector binds the STAMP reflector as f says and starts serving.
+// Its error is the line to print before exiting, naming the flag to change.
+func startReflector(f *flags, reg prometheus.Registerer, logger *slog.Logger) (*reflector.Reflector, error) {
+	var authKey []byte
+	if f.authKeyFile != "" {
+		k, err := config.ReadKeyFile(f.authKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--reflector.auth-key-file: %v", err)
+		}
+		authKey = k
+	}
+	refl, err := reflector.New(reflector.Config{
+		AuthKey:         authKey,
+		ListenAddresses: f.reflectorAddrs, MaxPPS: f.maxPPS, MaxPPSPerSource: f.maxPPSSource,
+		Stateless: !f.stateful, Sockets: f.reflSockets,
+	}, reg, logger)
+	if errors.Is(err, syscall.EACCES) {
+		return nil, fmt.Errorf("cannot bind the reflector to %v: ports below 1024 need root or CAP_NET_BIND_SERVICE; change --reflector.listen-address or run with --no-reflector", f.reflectorAddrs)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%v (change --reflector.listen-address or run with --no-reflector)", err)
+	}
+	refl.Serve()
+	return refl, nil
+}
+
+// reloader returns the reload of SIGHUP and POST /-/reload: it reads file
+// again and applies it to mgr, or logs why not and keeps the running
+// config.
+func reloader(file string, sc *config.SafeConfig, mgr *prober.Manager, logger kitlog.Logger) func() error {
+	return func() error {
+		if err := sc.Reload(file); err != nil {
+			level.Error(logger).Log("msg", "reloading config failed, keeping the old one", "err", err)
 			return err
 		}
 		mgr.ApplyConfig(sc.Get())
-		level.Info(kitLogger).Log("msg", "config reloaded", "file", describeFile(*configFile))
+		level.Info(logger).Log("msg", "config reloaded", "file", describeFile(file))
 		return nil
 	}
+}
 
+// newMux routes the exporter's HTTP endpoints: /metrics, /probe, the
+// health, ready and reload endpoints, /config, Go's profiler and the
+// landing page.
+func newMux(reg *prometheus.Registry, sc *config.SafeConfig, mgr *prober.Manager, timeoutOffset time.Duration, reload func() error, logger *slog.Logger) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
 	mux.Handle("/probe", &prober.Handler{
-		Manager: mgr, Config: sc.Get, Logger: slogLogger.With("component", "probe"),
-		TimeoutOffset: time.Duration(*timeoutOffset * float64(time.Second)),
+		Manager: mgr, Config: sc.Get, Logger: logger.With("component", "probe"),
+		TimeoutOffset: timeoutOffset,
 	})
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Healthy") })
 	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Ready") })
-	mux.HandleFunc("/-/reload", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/-/reload", reloadHandler(reload))
+	mux.HandleFunc("/config", configHandler(sc))
+	// Go's profiler, as Prometheus servers and exporters offer it.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { landingPage(w, r, mgr, logger) })
+	return mux
+}
+
+// reloadHandler is /-/reload: a POST reloads the config, and answers 500
+// with the error when that fails.
+func reloadHandler(reload func() error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
 			http.Error(w, "This endpoint requires a POST request.", http.StatusMethodNotAllowed)
@@ -161,8 +235,12 @@ func run(args []string) int {
 			return
 		}
 		fmt.Fprintln(w, "config reloaded")
-	})
-	mux.HandleFunc("/config", func(w http.ResponseWriter, _ *http.Request) {
+	}
+}
+
+// configHandler is /config: the running config as YAML.
+func configHandler(sc *config.SafeConfig) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
 		y, err := sc.Get().YAML()
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -170,23 +248,20 @@ func run(args []string) int {
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write(y)
-	})
-	// Go's profiler, as Prometheus servers and exporters offer it.
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { landingPage(w, r, mgr, slogLogger) })
+	}
+}
 
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+// serve runs srv on the addresses of webFlags until it fails, or until
+// SIGTERM or an interrupt comes, and returns the exit code; SIGHUP calls
+// reload.
+func serve(srv *http.Server, webFlags *web.FlagConfig, signals <-chan os.Signal, reload func() error, logger kitlog.Logger, slogger *slog.Logger) int {
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- web.ListenAndServe(srv, webFlags, slogLogger) }()
+	go func() { serveErr <- web.ListenAndServe(srv, webFlags, slogger) }()
 	for {
 		select {
 		case err := <-serveErr:
 			if !errors.Is(err, http.ErrServerClosed) {
-				level.Error(kitLogger).Log("msg", "HTTP server failed", "err", err)
+				level.Error(logger).Log("msg", "HTTP server failed", "err", err)
 				return 1
 			}
 			return 0
@@ -195,46 +270,24 @@ func run(args []string) int {
 				reload()
 				continue
 			}
-			level.Info(kitLogger).Log("msg", "shutting down", "signal", sig)
-			// Within a second in all: HTTP gets half of it, then the
-			// deferred closes stop the prober and the reflector.
-			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-			if err := srv.Shutdown(ctx); err != nil {
-				srv.Close()
-			}
-			cancel()
-			<-serveErr
+			level.Info(logger).Log("msg", "shutting down", "signal", sig)
+			shutdown(srv, serveErr)
 			return 0
 		}
 	}
 }
 
-// newLoggers builds the go-kit logger and its slog bridge (for
-// exporter-toolkit and the packages), both filtered at lvl.
-func newLoggers(lvl, format string) (kitlog.Logger, *slog.Logger) {
-	w := kitlog.NewSyncWriter(os.Stderr)
-	var l kitlog.Logger
-	if format == "json" {
-		l = kitlog.NewJSONLogger(w)
-	} else {
-		l = kitlog.NewLogfmtLogger(w)
+// shutdown stops srv, closing it outright if its connections are not idle
+// within half a second, and waits for its ListenAndServe, whose error
+// serveErr brings, to return. That leaves run's deferred closes the other
+// half of the second in which the exporter stops.
+func shutdown(srv *http.Server, serveErr <-chan error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	if err := srv.Shutdown(ctx); err != nil {
+		srv.Close()
 	}
-	var opt level.Option
-	var sl slog.Level
-	switch lvl {
-	case "debug":
-		opt, sl = level.AllowDebug(), slog.LevelDebug
-	case "warn":
-		opt, sl = level.AllowWarn(), slog.LevelWarn
-	case "error":
-		opt, sl = level.AllowError(), slog.LevelError
-	default:
-		opt, sl = level.AllowInfo(), slog.LevelInfo
-	}
-	l = level.NewFilter(l, opt)
-	// The bridge's records carry slog's own caller, so it gets no caller key.
-	bridge := slog.New(sloggokit.NewGoKitHandler(kitlog.With(l, "ts", kitlog.DefaultTimestampUTC), sl))
-	return kitlog.With(l, "ts", kitlog.DefaultTimestampUTC, "caller", kitlog.DefaultCaller), bridge
+	cancel()
+	<-serveErr
 }
 
 func loadConfig(file string) (*config.Config, error) {

@@ -56,7 +56,7 @@ func TestConfigCheckExitCodes(t *testing.T) {
 		{[]string{"--config.file=" + bad, "--config.check"}, 1},
 		{[]string{"--no-such-flag"}, 2},
 	} {
-		if got := run(tc.args); got != tc.code {
+		if got := run(tc.args, os.Stderr); got != tc.code {
 			t.Errorf("llama_exporter %v exited %d, want %d", tc.args, got, tc.code)
 		}
 	}
@@ -75,7 +75,7 @@ func TestSIGTERMStopsEverything(t *testing.T) {
 	web, refl := freeTCP(t), freeUDP(t)
 	done := make(chan int, 1)
 	go func() {
-		done <- run([]string{"--web.listen-address=" + web, "--reflector.listen-address=" + refl, "--log.level=error"})
+		done <- run([]string{"--web.listen-address=" + web, "--reflector.listen-address=" + refl, "--log.level=error"}, os.Stderr)
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -148,7 +148,7 @@ func TestReloadKeepsOldConfigAndSessions(t *testing.T) {
 	done := make(chan int, 1)
 	go func() {
 		done <- run([]string{"--web.listen-address=" + web, "--reflector.listen-address=" + refl,
-			"--config.file=" + cfg, "--log.level=error"})
+			"--config.file=" + cfg, "--log.level=error"}, os.Stderr)
 	}()
 	t.Cleanup(func() {
 		syscall.Kill(os.Getpid(), syscall.SIGTERM)

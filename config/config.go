@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/netip"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +22,10 @@ const (
 	ProberSTAMP = "stamp"
 	// ProberLLAMA probes with the protobuf-encoded probes of Dropbox LLAMA.
 	ProberLLAMA = "llama"
+	// ProberICMP probes with ICMP and ICMPv6 echo (RFC 792, RFC 4443).
+	ProberICMP = "icmp"
+	// ProberTCP probes with TCP handshakes to the target's port.
+	ProberTCP = "tcp"
 )
 
 // IP protocol names accepted in a module's ip_protocol field.
@@ -144,10 +149,10 @@ type Module struct {
 	// only replies with a valid HMAC count; packet_size must be at least
 	// 112. Read at load and at every reload; relative to the working
 	// directory.
-	AuthKeyFile string `yaml:"auth_key_file"`
+	AuthKeyFile string `yaml:"auth_key_file,omitempty"`
 	// PathTrace, when set, traces each flow's path (see PathTrace); nil
 	// (default, path_trace absent) leaves tracing off.
-	PathTrace *PathTrace `yaml:"path_trace"`
+	PathTrace *PathTrace `yaml:"path_trace,omitempty"`
 
 	// AuthKey is the content of AuthKeyFile; nil without one. It is never
 	// shown (Config.YAML shows the file name only).
@@ -243,60 +248,36 @@ func (m *Module) Equal(o *Module) bool {
 	if m == nil || o == nil {
 		return m == o
 	}
-	if m.Prober != o.Prober ||
-		m.Interval != o.Interval ||
-		m.Timeout != o.Timeout ||
-		m.Window != o.Window ||
-		m.Flows != o.Flows ||
-		m.FlowMetrics != o.FlowMetrics ||
-		m.DSCP != o.DSCP ||
-		m.PacketSize != o.PacketSize ||
-		m.Port != o.Port ||
-		m.IPProtocol != o.IPProtocol ||
-		m.IPProtocolFallback != o.IPProtocolFallback ||
-		m.IdleTimeout != o.IdleTimeout ||
-		m.AuthKeyFile != o.AuthKeyFile || !bytes.Equal(m.AuthKey, o.AuthKey) ||
-		!m.PathTrace.Equal(o.PathTrace) {
-		return false
-	}
-	if !slices.Equal(m.effectiveBuckets(), o.effectiveBuckets()) {
-		return false
-	}
-
-	mp, errM := parsePortRange(m.SourcePortRange)
-	op, errO := parsePortRange(o.SourcePortRange)
-	if errM != nil || errO != nil {
-		if m.SourcePortRange != o.SourcePortRange {
-			return false
-		}
-	} else if mp != op {
-		return false
-	}
-
-	mi, errM := parseSourceIP(m.SourceIPAddress)
-	oi, errO := parseSourceIP(o.SourceIPAddress)
-	if errM != nil || errO != nil {
-		if m.SourceIPAddress != o.SourceIPAddress {
-			return false
-		}
-	} else if mi != oi {
-		return false
-	}
-
-	ma, okM := normalizedPrefixes(m.AllowedTargets)
-	oa, okO := normalizedPrefixes(o.AllowedTargets)
-	if !okM || !okO {
-		return slices.Equal(m.AllowedTargets, o.AllowedTargets)
-	}
-	return slices.Equal(ma, oa)
+	return reflect.DeepEqual(m.canonical(), o.canonical())
 }
 
-// effectiveBuckets is Buckets without the copy.
-func (m *Module) effectiveBuckets() []float64 {
-	if len(m.RTTBuckets) == 0 {
-		return DefaultRTTBuckets
+// canonical returns a copy of m in which the equivalent ways of writing a
+// setting are made one, and the fields parsed from others are cleared. Equal
+// compares the copies as a whole, so that a field added to Module is
+// compared without being listed anywhere: only a field with several
+// spellings of one value needs a line here.
+func (m *Module) canonical() Module {
+	c := *m
+	c.SourcePorts, c.SourceIP, c.AllowedPrefixes = [2]uint16{}, netip.Addr{}, nil
+	if len(c.RTTBuckets) == 0 {
+		c.RTTBuckets = DefaultRTTBuckets
 	}
-	return m.RTTBuckets
+	if len(c.AuthKey) == 0 {
+		c.AuthKey = nil
+	}
+	if p, err := parsePortRange(m.SourcePortRange); err == nil && p[0] != 0 {
+		c.SourcePortRange = fmt.Sprintf("%d-%d", p[0], p[1])
+	}
+	if a, err := parseSourceIP(m.SourceIPAddress); err == nil && a.IsValid() {
+		c.SourceIPAddress = a.String()
+	}
+	if ps, ok := normalizedPrefixes(m.AllowedTargets); ok {
+		c.AllowedTargets = nil
+		for _, p := range ps {
+			c.AllowedTargets = append(c.AllowedTargets, p.String())
+		}
+	}
+	return c
 }
 
 // normalizedPrefixes parses targets into a sorted, duplicate-free list. ok
@@ -319,9 +300,26 @@ func normalizedPrefixes(targets []string) (ps []netip.Prefix, ok bool) {
 // field (such as "flows" or "allowed_targets[1]") and whose Line is 0.
 func (m *Module) Validate() error {
 	if fe := m.validate(); fe != nil {
-		return &Error{Path: fe.path(""), Msg: fe.msg}
+		return &Error{Path: fe.path(), Msg: fe.msg}
 	}
 	return nil
+}
+
+// finish gives packet_size and port the defaults of the module's prober
+// where the file does not set them (fields), then validates the module.
+func finish(m Module, n *yaml.Node, fields map[string]yaml.Node) (*Module, *Error) {
+	if spec, ok := LookupProber(m.Prober); ok {
+		if v := fields["packet_size"]; isNull(&v) {
+			m.PacketSize = spec.DefaultPacketSize
+		}
+		if v := fields["port"]; isNull(&v) {
+			m.Port = spec.DefaultPort
+		}
+	}
+	if fe := m.validate(); fe != nil {
+		return nil, locate(fe, n, fields)
+	}
+	return &m, nil
 }
 
 // fieldError is a validation error of one module field, or of one element
@@ -332,9 +330,9 @@ type fieldError struct {
 	msg   string
 }
 
-// path returns the field's path below prefix.
-func (fe *fieldError) path(prefix string) string {
-	p := joinPath(prefix, fe.field)
+// path returns the field's path in its module, such as "rtt_buckets[2]".
+func (fe *fieldError) path() string {
+	p := fe.field
 	if fe.index >= 0 {
 		p += "[" + strconv.Itoa(fe.index) + "]"
 	}
@@ -539,52 +537,25 @@ func formatDuration(d time.Duration) string {
 	return s
 }
 
-// moduleYAML is the form in which a Module is shown by Config.YAML.
-type moduleYAML struct {
-	Prober             string    `yaml:"prober"`
-	Interval           string    `yaml:"interval"`
-	Timeout            string    `yaml:"timeout"`
-	Window             string    `yaml:"window"`
-	Flows              int       `yaml:"flows"`
-	SourcePortRange    string    `yaml:"source_port_range"`
-	FlowMetrics        bool      `yaml:"flow_metrics"`
-	DSCP               int       `yaml:"dscp"`
-	PacketSize         int       `yaml:"packet_size"`
-	Port               int       `yaml:"port"`
-	IPProtocol         string    `yaml:"ip_protocol"`
-	IPProtocolFallback bool      `yaml:"ip_protocol_fallback"`
-	SourceIPAddress    string    `yaml:"source_ip_address"`
-	IdleTimeout        string    `yaml:"idle_timeout"`
-	RTTBuckets         []float64 `yaml:"rtt_buckets"`
-	AllowedTargets     []string  `yaml:"allowed_targets"`
-	AuthKeyFile        string    `yaml:"auth_key_file,omitempty"`
-
-	PathTrace *pathTraceYAML `yaml:"path_trace,omitempty"` // only when set
-}
-
-// shown returns the module as Config.YAML shows it. Secret settings, once
-// there are any, must be redacted here.
-func (m *Module) shown() *moduleYAML {
-	return &moduleYAML{
-		Prober:             m.Prober,
-		Interval:           formatDuration(m.Interval),
-		Timeout:            formatDuration(m.Timeout),
-		Window:             formatDuration(m.Window),
-		Flows:              m.Flows,
-		SourcePortRange:    m.SourcePortRange,
-		FlowMetrics:        m.FlowMetrics,
-		DSCP:               m.DSCP,
-		PacketSize:         m.PacketSize,
-		Port:               m.Port,
-		IPProtocol:         m.IPProtocol,
-		IPProtocolFallback: m.IPProtocolFallback,
-		SourceIPAddress:    m.SourceIPAddress,
-		IdleTimeout:        formatDuration(m.IdleTimeout),
-		RTTBuckets:         slices.Clone(m.RTTBuckets),
-		AllowedTargets:     slices.Clone(m.AllowedTargets),
-		AuthKeyFile:        m.AuthKeyFile, // the name only, never the key
-		PathTrace:          shownPathTrace(m.PathTrace),
+// shown returns the module as Config.YAML shows it: encoded by the YAML
+// library, which leaves out the fields tagged "-" (parsed forms and the
+// authentication key), with durations written as in the file. A secret
+// setting added to Module must be tagged "-" or redacted here.
+func (m *Module) shown() (*yaml.Node, error) {
+	var n yaml.Node
+	if err := n.Encode((*plainModule)(m)); err != nil {
+		return nil, err
 	}
+	v := reflect.ValueOf(m).Elem()
+	for f := range v.Type().Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if d, ok := v.FieldByIndex(f.Index).Interface().(time.Duration); ok {
+			if _, val := entry(&n, name); val != nil {
+				val.Value = formatDuration(d) // "5m", where the library writes "5m0s"
+			}
+		}
+	}
+	return &n, nil
 }
 
 // YAML returns the configuration as YAML, for display on the /config
@@ -595,15 +566,18 @@ func (m *Module) shown() *moduleYAML {
 // values, should any be added, are redacted. The error comes from the YAML
 // encoder and is not expected in practice.
 func (c *Config) YAML() ([]byte, error) {
-	out := struct {
-		Modules map[string]*moduleYAML `yaml:"modules"`
-	}{Modules: map[string]*moduleYAML{}}
-	if c != nil {
-		for name, m := range c.Modules {
-			if m != nil {
-				out.Modules[name] = m.shown()
+	if c == nil {
+		c = &Config{}
+	}
+	modules := map[string]*yaml.Node{}
+	for name, m := range c.Modules {
+		if m != nil {
+			n, err := m.shown()
+			if err != nil {
+				return nil, err
 			}
+			modules[name] = n
 		}
 	}
-	return yaml.Marshal(&out)
+	return yaml.Marshal(map[string]any{"modules": modules})
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -266,7 +267,7 @@ var badCases = []struct {
 	{"non-scalar key", "modules:\n  ? [a]\n  : {}\n", "line 2: modules: mapping key must be a scalar, got a sequence"},
 	{"unknown field", "modules:\n  default:\n    colour: red\n", "line 3: modules.default: field colour not found in type config.Module"},
 	{"duplicate field", "modules:\n  default:\n    flows: 4\n    flows: 5\n", `line 4: modules.default: mapping key "flows" already defined at line 3`},
-	{"unknown prober", "modules:\n  default:\n    prober: twamp\n", `line 3: modules.default.prober: must be "llama" or "stamp", got "twamp"`},
+	{"unknown prober", "modules:\n  default:\n    prober: twamp\n", `line 3: modules.default.prober: must be "icmp", "llama", "stamp" or "tcp", got "twamp"`},
 	{"prober not a string", "modules:\n  default:\n    prober: [stamp]\n", "line 3: modules.default.prober: must be a string, got a sequence"},
 	{"invalid duration", "modules:\n  default:\n    prober: stamp\n    flows: 8\n    interval: 1x\n", `line 5: modules.default.interval: invalid duration "1x"`},
 	{"duration without unit", "modules:\n  default:\n    timeout: 5\n", `line 3: modules.default.timeout: invalid duration "5"`},
@@ -313,7 +314,7 @@ var badCases = []struct {
 	{"merge of a scalar", "modules:\n  x:\n    <<: 5\n", `line 3: modules.x: merge key value must be a mapping or a sequence of mappings, got "5"`},
 	{"merged unknown field", "modules:\n  x:\n    <<: {colour: red}\n", "line 3: modules.x: field colour not found in type config.Module"},
 	{"error in merged module", "modules:\n  a: &a\n    flows: 2\n  b:\n    <<: *a\n    source_port_range: 1-1\n", `line 6: modules.b.source_port_range: port range "1-1" has 1 ports, fewer than flows (2)`},
-	{"error in aliased module", "modules:\n  a: &a\n    prober: x\n  b: *a\n", `line 3: modules.a.prober: must be "llama" or "stamp", got "x"`},
+	{"error in aliased module", "modules:\n  a: &a\n    prober: x\n  b: *a\n", `line 3: modules.a.prober: must be "icmp", "llama", "stamp" or "tcp", got "x"`},
 }
 
 func TestParseBad(t *testing.T) {
@@ -521,6 +522,8 @@ func TestEqual(t *testing.T) {
 		"invalid target":       func(m *Module) { m.AllowedTargets = []string{"bogus"} },
 		"invalid source ip":    func(m *Module) { m.SourceIPAddress = "bogus" },
 		"invalid port range":   func(m *Module) { m.SourcePortRange = "bogus" },
+		"auth_key_file":        func(m *Module) { m.AuthKeyFile = "stamp.key" },
+		"auth key":             func(m *Module) { m.AuthKey = []byte("key") },
 	}
 	for name, change := range changes {
 		m := DefaultModule()
@@ -528,6 +531,65 @@ func TestEqual(t *testing.T) {
 		if m.Equal(&base) || base.Equal(&m) {
 			t.Errorf("%s: changed module equal to default", name)
 		}
+	}
+}
+
+// TestEveryField walks the yaml fields of Module: each must be decoded from
+// the file, noticed by Equal, kept by YAML and named by the error for a
+// value of the wrong type. A field added to Module fails
+// here until it has a sample value, so that none is forgotten.
+func TestEveryField(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "stamp.key")
+	writeFile(t, key, "secret")
+	samples := map[string]string{
+		"prober": "llama", "interval": "2s", "timeout": "2s", "window": "1m",
+		"flows": "2", "source_port_range": "1000-1007", "flow_metrics": "true",
+		"dscp": "46", "packet_size": "200", "port": "4862", "ip_protocol": "ip4",
+		"ip_protocol_fallback": "false", "source_ip_address": "::1",
+		"idle_timeout": "1h", "rtt_buckets": "[1, 2]",
+		"allowed_targets": "[10.0.0.0/8]", "auth_key_file": key,
+		"path_trace": "{interval: 2s, max_hops: 3, on_loss: false}",
+	}
+	// The merged packet_size leaves room for authenticated mode, and a
+	// sample of packet_size overrides it.
+	const base = "modules:\n  m:\n    <<: {packet_size: 112}\n"
+	def := mustParse(t, base).Modules["m"]
+	for f := range reflect.TypeFor[Module]().Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "-" {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			sample, ok := samples[name]
+			if !ok {
+				t.Fatalf("no sample value for field %s in this test", name)
+			}
+			m := mustParse(t, base+"    "+name+": "+sample+"\n").Modules["m"]
+			got := reflect.ValueOf(m).Elem().FieldByIndex(f.Index)
+			if reflect.DeepEqual(got.Interface(), reflect.ValueOf(def).Elem().FieldByIndex(f.Index).Interface()) {
+				t.Errorf("%s: %s left %s at its default %v", name, sample, f.Name, got)
+			}
+			changed := *def // only this field differs
+			reflect.ValueOf(&changed).Elem().FieldByIndex(f.Index).Set(got)
+			if changed.Equal(def) || def.Equal(&changed) {
+				t.Errorf("Equal misses a change of %s", name)
+			}
+			out, err := (&Config{Modules: map[string]*Module{"m": m}}).YAML()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if back := mustParse(t, string(out)).Modules["m"]; !back.Equal(m) {
+				t.Errorf("YAML() loses %s:\n%s", name, out)
+			}
+			wrong := "{x: 1}" // a mapping, where a scalar or a list belongs
+			if f.Type.Kind() == reflect.Pointer {
+				wrong = "true" // a scalar, where a mapping belongs
+			}
+			want := "line 4: modules.m." + name + ": must be "
+			if _, err := Parse([]byte(base + "    " + name + ": " + wrong + "\n")); err == nil || !strings.HasPrefix(err.Error(), want) {
+				t.Errorf("%s as %s: error %v, want %s...", wrong, name, err, want)
+			}
+		})
 	}
 }
 

@@ -21,7 +21,9 @@
 //
 // Fields left out of a module (or given as null) get the defaults of
 // [DefaultModule]; packet_size and port default according to the module's
-// prober. YAML anchors, aliases and merge keys ("<<") are supported.
+// prober. YAML anchors, aliases and merge keys ("<<") are supported; a
+// mapping has at most one merge key, which merges several mappings as a
+// sequence ("<<: [*a, *b]").
 //
 // [SafeConfig] holds the running configuration, replaces it atomically on
 // [SafeConfig.Reload] and exports the outcome of the last reload as

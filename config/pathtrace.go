@@ -1,7 +1,10 @@
 package config
 
 import (
+	"cmp"
 	"fmt"
+	"reflect"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -79,76 +82,43 @@ func (m *Module) validatePathTrace(spec ProberSpec) *fieldError {
 	return m.PathTrace.validate()
 }
 
+// plainPathTrace is PathTrace without its UnmarshalYAML, for the YAML library to
+// decode the fields into.
+type plainPathTrace PathTrace
+
 // UnmarshalYAML decodes path_trace settings strictly, the fields left out
-// at their defaults (DefaultPathTrace), and validates them. Errors are
-// *Error with paths relative to path_trace.
-func (p *PathTrace) UnmarshalYAML(n *yaml.Node) error {
-	v, err := newDecoder().pathTrace("", n)
-	if err != nil {
-		return err
+// at their defaults (DefaultPathTrace), and validates them, so that each
+// error names the line of its own field. Errors are *Error with paths
+// below path_trace. A null path_trace never gets here: it leaves the
+// module's pointer nil, and tracing off.
+func (p *PathTrace) UnmarshalYAML(unmarshal func(any) error) error {
+	var r nodeRef
+	_ = unmarshal(&r) // cannot fail
+	if n := resolve(r.n); n.Kind != yaml.MappingNode {
+		return &Error{Line: n.Line, Path: "path_trace", Msg: fmt.Sprintf("must be a mapping, got %s", kindOf(n))}
 	}
-	*p = *v
+	n, _, err := mappingOf(unmarshal, "path_trace", reflect.TypeFor[PathTrace]())
+	if err != nil {
+		return underPathTrace(err, n)
+	}
+	v := DefaultPathTrace()
+	if err := unmarshal((*plainPathTrace)(&v)); err != nil {
+		return underPathTrace(fromYAML(err, "", n), n)
+	}
+	if fe := v.validate(); fe != nil {
+		name := strings.TrimPrefix(fe.field, "path_trace.")
+		return &Error{Line: keyLine(n, name, n.Line), Path: fe.field, Msg: fe.msg}
+	}
+	*p = v
 	return nil
 }
 
-// pathTrace decodes the path_trace mapping n found at path (the key's
-// line is n's) and validates it, so that each error names the line of its
-// own field. A null value is nil: tracing stays off.
-func (d *decoder) pathTrace(path string, n *yaml.Node) (*PathTrace, error) {
-	if isNull(n) {
-		return nil, nil
-	}
-	n = resolve(n)
-	if n.Kind != yaml.MappingNode {
-		return nil, errorf(n.Line, path, "must be a mapping, got %s", kindOf(n))
-	}
-	ps, err := d.pairs(path, n, 0)
-	if err != nil {
-		return nil, err
-	}
-	p := DefaultPathTrace()
-	lines := map[string]int{}
-	for _, kv := range ps {
-		name := kv.key.Value
-		v := resolve(kv.value)
-		var err error
-		switch name {
-		case "interval":
-			err = decodeDuration(v, &p.Interval)
-		case "max_hops":
-			err = decodeInt(v, &p.MaxHops)
-		case "on_loss":
-			err = decodeBool(v, &p.OnLoss)
-		default:
-			return nil, errorf(kv.key.Line, path, "field %s not found in type config.PathTrace", name)
-		}
-		if err != nil {
-			return nil, &Error{Line: kv.key.Line, Path: joinPath(path, name), Msg: err.Error()}
-		}
-		lines["path_trace."+name] = kv.key.Line
-	}
-	if fe := p.validate(); fe != nil {
-		line, ok := lines[fe.field]
-		if !ok {
-			line = n.Line
-		}
-		return nil, &Error{Line: line, Path: joinPath(path, fe.field[len("path_trace."):]), Msg: fe.msg}
-	}
-	return &p, nil
-}
-
-// pathTraceField decodes the path_trace entry p of a module at path into
-// m.
-func (d *decoder) pathTraceField(path string, m *Module, p pair) error {
-	v, err := d.pathTrace(joinPath(path, "path_trace"), p.value)
-	if err != nil {
-		if e, ok := err.(*Error); ok && e.Line == 0 {
-			e.Line = p.key.Line
-		}
-		return err
-	}
-	m.PathTrace = v
-	return nil
+// underPathTrace puts err, found in the path_trace mapping n, below
+// path_trace, at n's line when it names none.
+func underPathTrace(err *Error, n *yaml.Node) *Error {
+	err.Path = strings.TrimSuffix("path_trace."+err.Path, ".")
+	err.Line = cmp.Or(err.Line, n.Line)
+	return err
 }
 
 // pathTraceYAML is the form in which Config.YAML shows path_trace.
@@ -158,12 +128,10 @@ type pathTraceYAML struct {
 	OnLoss   bool   `yaml:"on_loss"`
 }
 
-// shownPathTrace returns p as Config.YAML shows it; nil when off.
-func shownPathTrace(p *PathTrace) *pathTraceYAML {
-	if p == nil {
-		return nil
-	}
-	return &pathTraceYAML{Interval: formatDuration(p.Interval), MaxHops: p.MaxHops, OnLoss: p.OnLoss}
+// MarshalYAML shows the settings as the file writes them, the interval as
+// a duration string ("1m").
+func (p PathTrace) MarshalYAML() (any, error) {
+	return pathTraceYAML{Interval: formatDuration(p.Interval), MaxHops: p.MaxHops, OnLoss: p.OnLoss}, nil
 }
 
 // String describes the settings, as in the debug page.

@@ -117,7 +117,7 @@ func TestPathTraceEqualAndYAML(t *testing.T) {
 	if err := yaml.Unmarshal([]byte("max_hops: 3\n"), &p); err != nil || p.MaxHops != 3 || p.Interval != time.Minute {
 		t.Errorf("UnmarshalYAML: %+v, %v", p, err)
 	}
-	if err := yaml.Unmarshal([]byte("max_hops: 0\n"), &p); err == nil || err.Error() != "line 1: max_hops: must be 1..64, got 0" {
+	if err := yaml.Unmarshal([]byte("max_hops: 0\n"), &p); err == nil || err.Error() != "line 1: path_trace.max_hops: must be 1..64, got 0" {
 		t.Errorf("UnmarshalYAML error = %v", err)
 	}
 }

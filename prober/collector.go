@@ -7,7 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Descriptors of the per-session metrics served on /probe (DESIGN §7).
+// Descriptors of the per-session metrics served on /probe; the README's
+// Metrics section lists them.
 var (
 	descSent       = counterDesc("llama_probe_packets_sent_total", "Probes sent since the session started.")
 	descReceived   = counterDesc("llama_probe_packets_received_total", "Probes answered within timeout.")
@@ -70,11 +71,14 @@ func (c sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descReordered, sn.Reordered)
 	rtt, dwell := c.s.histogramMetrics()
 	ch <- rtt
-	ch <- dwell
-	counter(descHopsChange, sn.HopsChanges)
 	counter(descFallbacks, sn.TimestampFallbacks)
-	ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedForward), "forward")
-	ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedBackward), "backward")
+	if c.s.reflected() {
+		// Without a reflector these are unknowable: absent, not zero.
+		ch <- dwell
+		counter(descHopsChange, sn.HopsChanges)
+		ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedForward), "forward")
+		ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedBackward), "backward")
+	}
 	if sn.Hops >= 0 {
 		gauge(descHops, float64(sn.Hops))
 	}
@@ -105,7 +109,7 @@ func (c sessionCollector) Collect(ch chan<- prometheus.Metric) {
 		c.collectPaths(ch, &sn)
 	}
 	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1,
-		sn.Dst.Addr().String(), strconv.Itoa(int(sn.Dst.Port())), sn.Src.String(),
+		sn.Dst.Addr().String(), dstPort(c.s.cfg, sn.Dst.Port()), sn.Src.String(),
 		strconv.Itoa(c.s.cfg.DSCP), c.s.cfg.Prober, timestamps(sn.KernelTimestamps))
 }
 

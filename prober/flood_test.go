@@ -1,6 +1,6 @@
 package prober
 
-// Robustness of the prober's flow sockets under hostile traffic (issue 5):
+// Robustness of the prober's flow sockets under hostile traffic:
 // anything that lands on a probe socket must be counted, must not crash the
 // receive loops, and must not disturb the measurement of the session that
 // shares the sockets.

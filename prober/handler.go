@@ -23,7 +23,7 @@ import (
 const defaultScrapeTimeout = 120 * time.Second
 
 // Handler serves /probe?target=HOST[:PORT]&module=NAME[&debug=true]
-// (DESIGN §4, §5).
+// (the README's HTTP endpoints and Probe sessions sections).
 type Handler struct {
 	Manager *Manager
 	// Config returns the running configuration.
@@ -35,8 +35,10 @@ type Handler struct {
 
 // ServeHTTP answers 400 for a missing or bad target, an unknown module or a
 // bad parameter, 403 for a target outside allowed_targets, 503 when
-// --probe.max-targets is reached, and otherwise 200 with the session's
-// metrics, probe_success 0 when the target does not answer.
+// --probe.max-targets is reached, 500 when the module's prober cannot work
+// on this host (*UnavailableError, such as icmp without ping or raw
+// sockets), and otherwise 200 with the session's metrics, probe_success 0
+// when the target does not answer.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	q := r.URL.Query()
@@ -80,6 +82,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case errors.Is(err, ErrLimit):
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	case errors.As(err, new(*UnavailableError)):
+		// The module cannot probe from this host: say what is missing.
+		h.Logger.Warn("probe session not started", "module", moduleName, "target", target, "err", err)
+		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	case err != nil:
 		// Resolution or socket failure: the target is down, not the request.

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/udpsock"
 )
 
 // Rejection reasons, the values of llama_exporter_sessions_rejected_total's
@@ -40,8 +41,7 @@ type BadTargetError struct{ Err error }
 func (e *BadTargetError) Error() string { return e.Err.Error() }
 func (e *BadTargetError) Unwrap() error { return e.Err }
 
-// defaultResolveEvery is how often a hostname target is resolved again
-// (DESIGN §5).
+// defaultResolveEvery is how often a hostname target is resolved again.
 const defaultResolveEvery = time.Minute
 
 type sessionKey struct{ module, target string }
@@ -63,6 +63,7 @@ type Manager struct {
 	m        *managerMetrics
 	dirty    []*flowConn // flow sockets with probes queued; scheduler goroutine only
 	tracer   *tracer     // path tracing; started with the first module that traces
+	probe    Probe       // encode's; scheduler goroutine only
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -75,6 +76,9 @@ type Options struct {
 	MaxTargets int
 	// UserTimestamps times probes with the monotonic clock only, without
 	// kernel timestamps (for comparison; kernel timestamps are better).
+	// It is forced where the socket layer has none (udpsock.KernelTimestamps
+	// false: FreeBSD, macOS), so that replies are read as they come
+	// rather than once per scheduler round.
 	UserTimestamps bool
 }
 
@@ -84,7 +88,7 @@ func NewManager(o Options, reg prometheus.Registerer, logger *slog.Logger) *Mana
 	m := &Manager{
 		logger:         logger,
 		maxTargets:     o.MaxTargets,
-		userTimestamps: o.UserTimestamps,
+		userTimestamps: o.UserTimestamps || !udpsock.KernelTimestamps,
 		lookup:         net.DefaultResolver.LookupNetIP,
 		resolveEvery:   defaultResolveEvery,
 		sessions:       make(map[sessionKey]*Session),
@@ -147,7 +151,9 @@ func (m *Manager) ApplyConfig(cfg *config.Config) {
 // Get returns the session of (module, target), creating and starting it if
 // it does not exist, and marks it as scraped. created reports a new
 // session, whose first probe the caller may wait for. Errors:
-// *BadTargetError, ErrNotAllowed, ErrLimit, or a resolution error.
+// *BadTargetError, ErrNotAllowed, ErrLimit, *UnavailableError when the
+// module's sockets cannot be opened on this host at all, or a resolution
+// or socket error.
 func (m *Manager) Get(ctx context.Context, module string, cfg *config.Module, target string) (s *Session, created bool, err error) {
 	key := sessionKey{module, target}
 	now := mono()
@@ -160,7 +166,10 @@ func (m *Manager) Get(ctx context.Context, module string, cfg *config.Module, ta
 	full := m.maxTargets > 0 && len(m.sessions) >= m.maxTargets
 	m.mu.Unlock()
 
-	host, port, err := ParseTarget(target, cfg.Port)
+	host, port, err := parseModuleTarget(target, cfg)
+	if err == nil && port == 0 && Probers[cfg.Prober].Spec.UsesPort {
+		err = fmt.Errorf("target %q names no port and module %s sets none: prober %s needs one", target, module, cfg.Prober)
+	}
 	if err != nil {
 		m.m.rejected.WithLabelValues(ReasonBadTarget).Inc()
 		return nil, false, &BadTargetError{err}
@@ -200,6 +209,7 @@ func (m *Manager) Get(ctx context.Context, module string, cfg *config.Module, ta
 		p = newPool(module, cfg, m.logger, &poolStats{
 			badReply:  m.m.badReplies.WithLabelValues(module).Inc,
 			unmatched: m.m.unmatched.WithLabelValues(module).Inc,
+			sendError: m.m.sendErrors.WithLabelValues(module).Inc,
 		})
 		p.userTimestamps, p.rounds = m.userTimestamps, m.rounds
 		if cfg.PathTrace != nil {

@@ -358,8 +358,12 @@ func newPoolTrace(t *tracer, p *pool) *poolTrace {
 // enable has the flow sockets cs hand their ICMP errors to the tracer.
 func (pt *poolTrace) enable(cs []*flowConn) error {
 	for _, fc := range cs {
+		c, ok := fc.FlowSocket.(*udpsock.Conn)
+		if !ok {
+			return fmt.Errorf("path_trace: flow socket %d is no UDP socket", fc.flow)
+		}
 		fc.icmpErrors = true
-		if err := fc.EnableICMPErrors(func(e *udpsock.ICMPError) { pt.t.onICMP(pt, fc, e) }); err != nil {
+		if err := c.EnableICMPErrors(func(e *udpsock.ICMPError) { pt.t.onICMP(pt, fc, e) }); err != nil {
 			return fmt.Errorf("path_trace: %w", err)
 		}
 	}
@@ -374,8 +378,9 @@ func (pt *poolTrace) send(fc *flowConn, s *Session, seq uint32, flow, ttl int, d
 	if err != nil {
 		return err
 	}
-	pt.oob = fc.AppendHopLimit(pt.oob[:0], ttl)
-	return fc.sendOne(b, pt.oob, dst, txPending{s: s, seq: seq})
+	c := fc.FlowSocket.(*udpsock.Conn) // enable made sure of it
+	pt.oob = c.AppendHopLimit(pt.oob[:0], ttl)
+	return fc.sendOne(c, b, pt.oob, dst, txPending{s: s, seq: seq})
 }
 
 // reply takes a reflector's reply d from from to a hop probe, with the
@@ -392,12 +397,13 @@ func (pt *poolTrace) reply(from netip.AddrPort, d *Reply, oob []byte) bool {
 	return true
 }
 
-// sendOne sends one datagram b with control messages oob to dst, keeping
+// sendOne sends one datagram b with control messages oob to dst on c, fc's
+// UDP socket, keeping
 // the socket's count of datagrams (the key of their transmit timestamps)
 // in step with the scheduler's batches. A first failure may be an ICMP
 // error the socket reported (IP_RECVERR) rather than a refused send: it is
 // tried once more.
-func (fc *flowConn) sendOne(b, oob []byte, dst netip.AddrPort, p txPending) error {
+func (fc *flowConn) sendOne(c *udpsock.Conn, b, oob []byte, dst netip.AddrPort, p txPending) error {
 	fc.sendMu.Lock()
 	defer fc.sendMu.Unlock()
 	var err error
@@ -406,7 +412,7 @@ func (fc *flowConn) sendOne(b, oob []byte, dst netip.AddrPort, p txPending) erro
 		p.key = fc.sends
 		fc.pending[p.key%txRing] = p
 		fc.mu.Unlock()
-		if _, _, err = fc.WriteMsgUDPAddrPort(b, oob, dst); err == nil {
+		if _, _, err = c.WriteMsgUDPAddrPort(b, oob, dst); err == nil {
 			fc.mu.Lock()
 			fc.sends++
 			fc.mu.Unlock()

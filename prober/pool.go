@@ -46,6 +46,7 @@ type pool struct {
 
 	mu       sync.RWMutex
 	conns    [2][]*flowConn // [0] IPv4, [1] IPv6; opened on first use
+	flowSets [2]flowSet     // instead of conns, with Prober.Open
 	ttl      [2]int         // initial TTL / Hop Limit of probes, per family
 	sessions map[demuxKey]*Session
 	byAddr   map[netip.AddrPort][]*Session // for reflectors that zero the SSID
@@ -58,6 +59,7 @@ type pool struct {
 type poolStats struct {
 	badReply  func() // a datagram that is not a STAMP reply
 	unmatched func() // a reply no session claims
+	sendError func() // a probe that could not be sent
 }
 
 // newPool returns the pool of a module whose validated config names a
@@ -87,8 +89,9 @@ const txRing = 256
 // flowConn is one flow's socket and the probes awaiting their kernel
 // transmit timestamps, keyed by the socket's OPT_ID counter.
 type flowConn struct {
-	*udpsock.Conn
-	port uint16 // local UDP port: the flow's identity
+	FlowSocket
+	flow int    // index among the pool's flow sockets of its family
+	port uint16 // local UDP port (ICMP echo Identifier): the flow's identity
 
 	out *outBatch // this round's probes; scheduler goroutine only
 
@@ -151,6 +154,9 @@ func (p *pool) flowPort(a netip.Addr, i int) uint16 {
 	if cs := p.conns[family(a)]; i < len(cs) {
 		return cs[i].port
 	}
+	if fs := p.flowSets[family(a)]; fs != nil {
+		return fs.port(i)
+	}
 	return 0
 }
 
@@ -184,6 +190,9 @@ func (p *pool) sockets(fam int) ([]*flowConn, error) {
 	if src.IsValid() && family(src) != fam {
 		return nil, fmt.Errorf("source_ip_address %s is not of the target's address family", src)
 	}
+	if p.proto.Open != nil {
+		return nil, p.openFlowSetLocked(fam, src.Unmap())
+	}
 	// A large receive buffer (a limit, not an allocation) absorbs bursts of
 	// replies, such as the first probes of many sessions started at once.
 	// Of the reply's control messages only the DSCP is used.
@@ -191,7 +200,7 @@ func (p *pool) sockets(fam int) ([]*flowConn, error) {
 		RxTimestamps: !p.userTimestamps, TxTimestamps: !p.userTimestamps}
 	listen := p.proto.Listen
 	if listen == nil {
-		listen = udpsock.Listen
+		listen = listenUDP
 	}
 	cs = make([]*flowConn, 0, p.cfg.Flows)
 	for i := range p.cfg.Flows {
@@ -206,9 +215,9 @@ func (p *pool) sockets(fam int) ([]*flowConn, error) {
 			}
 			return nil, fmt.Errorf("module %s: flow socket %d: %w", p.module, i, err)
 		}
-		fc := &flowConn{Conn: c, port: c.LocalAddr().(*net.UDPAddr).AddrPort().Port()}
+		fc := &flowConn{FlowSocket: c, flow: i, port: c.LocalAddr().(*net.UDPAddr).AddrPort().Port()}
 		fc.onTx = fc.txTimestamp
-		fc.out = newOutBatch(fc, p.cfg.PacketSize)
+		fc.out = newOutBatch(fc, p.cfg.PacketSize+p.proto.HeaderLen)
 		cs = append(cs, fc)
 	}
 	if p.tr != nil {
@@ -229,6 +238,15 @@ func (p *pool) sockets(fam int) ([]*flowConn, error) {
 	}
 	p.conns[fam] = cs
 	return cs, nil
+}
+
+// listenUDP is udpsock.Listen as a Prober's Listen.
+func listenUDP(network string, laddr netip.AddrPort, o udpsock.Options) (FlowSocket, error) {
+	c, err := udpsock.Listen(network, laddr, o)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // register makes s reachable for replies from dst. A session keeps its
@@ -310,6 +328,10 @@ func (p *pool) receive(c *flowConn) {
 	bc := c.Batch()
 	msgs := udpsock.NewReadBatch(recvBatch, maxDatagram)
 	dec := p.proto.New(p.cfg) // this loop's own: it may hold HMAC state
+	d := new(Reply)           // reused: through the interface it escapes
+	if fb, ok := dec.(flowBound); ok {
+		fb.bindFlow(c.flow, c.port)
+	}
 	for {
 		n, err := bc.ReadBatch(msgs, 0)
 		now := time.Now() // one clock read for the batch: monotonic and wall
@@ -324,7 +346,7 @@ func (p *pool) receive(c *flowConn) {
 			continue // ICMP errors surface here on Linux; the probe is lost
 		}
 		for i := range msgs[:n] {
-			p.handle(dec, &msgs[i], t4, wall)
+			p.handle(dec, d, &msgs[i], t4, wall)
 		}
 		if p.rounds != nil && n < len(msgs) {
 			// Drained: the next replies are read after the next round.
@@ -337,19 +359,18 @@ func (p *pool) receive(c *flowConn) {
 	}
 }
 
-// handle decodes one received datagram with dec and hands it to its
-// session. t4 and wall are the batch's read time, monotonic and Unix ns.
+// handle decodes one received datagram with dec, into d, and hands it to
+// its session. t4 and wall are the batch's read time, monotonic and Unix ns.
 // A datagram that does not decode is bad data; one that decodes but
 // answers no probe of ours is unmatched.
-func (p *pool) handle(dec Protocol, m *ipv4.Message, t4, wall int64) {
+func (p *pool) handle(dec Protocol, d *Reply, m *ipv4.Message, t4, wall int64) {
 	ua, ok := m.Addr.(*net.UDPAddr)
 	if !ok {
 		return
 	}
 	from := ua.AddrPort()
 	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-	var d Reply
-	if err := dec.Decode(m.Buffers[0][:m.N], &d); err != nil {
+	if err := dec.Decode(m.Buffers[0][:m.N], d); err != nil {
 		if errors.Is(err, ErrNotOurs) {
 			p.stats.unmatched()
 		} else {
@@ -357,7 +378,7 @@ func (p *pool) handle(dec Protocol, m *ipv4.Message, t4, wall int64) {
 		}
 		return
 	}
-	if p.tr != nil && d.Seq&traceSeqFlag != 0 && p.tr.reply(from, &d, m.OOB[:m.NN]) {
+	if p.tr != nil && d.Seq&traceSeqFlag != 0 && p.tr.reply(from, d, m.OOB[:m.NN]) {
 		return
 	}
 	s := p.lookup(from, d.SSID)
@@ -410,6 +431,7 @@ func (p *pool) close() {
 		}
 	}
 	p.mu.Unlock()
+	p.closeFlowSets()
 	p.wg.Wait()
 }
 

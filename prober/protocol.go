@@ -2,6 +2,7 @@ package prober
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"time"
 
@@ -16,8 +17,8 @@ import (
 // HMAC.
 type Protocol interface {
 	// Encode writes probe p into buf, whose length is the module's
-	// packet_size, and returns the datagram to send: buf, or a prefix of
-	// it. An error drops the probe (it stays sent, and will be lost).
+	// packet_size plus the Prober's HeaderLen, and returns the datagram to
+	// send: buf, or a prefix of it. An error drops the probe (it stays sent, and will be lost).
 	Encode(buf []byte, p *Probe) ([]byte, error)
 	// Decode reads datagram b, received on a flow socket, into r. It
 	// returns ErrNotOurs for a well-formed datagram that answers no probe
@@ -43,6 +44,8 @@ type Probe struct {
 	// DSCP is the module's DSCP, 0..63, that the probe asks the reflector
 	// to answer with.
 	DSCP int
+	// IPv6 is true when the probe goes to an IPv6 address.
+	IPv6 bool
 }
 
 // Reply is what Protocol.Decode learnt from a received datagram: the key
@@ -81,12 +84,43 @@ type Prober struct {
 	// "udp4" or "udp6", the flow's local address, the pool's options);
 	// nil means udpsock.Listen. A protocol over another socket type (ICMP
 	// echo) opens its own.
-	Listen func(network string, laddr netip.AddrPort, o udpsock.Options) (*udpsock.Conn, error)
+	Listen func(network string, laddr netip.AddrPort, o udpsock.Options) (FlowSocket, error)
+	// HeaderLen is the octets that the protocol's datagrams carry before
+	// the module's packet_size octets of payload (the ICMP echo header):
+	// Encode's buf is packet_size + HeaderLen octets long.
+	HeaderLen int
 	// Start, when set, replaces datagrams on flow sockets: the scheduler
 	// calls it to start probe seq of s on flow towards dst (a TCP
 	// handshake), and it must return at once and later decide the probe
 	// through s.onReply, or leave it to time out.
 	Start func(p *pool, s *Session, seq uint32, flow int, dst netip.AddrPort)
+	// Open, when set, replaces the flow sockets of a protocol with Start:
+	// the pool calls it once per address family (0 IPv4, 1 IPv6) on first
+	// use, with the module's source address (unspecified when it sets
+	// none), and closes what it returns when the pool closes.
+	Open func(p *pool, fam int, src netip.Addr) (flowSet, error)
+	// NoReflector is set for a protocol that the target's own network
+	// stack answers (ICMP echo, a TCP handshake): no reflector reports
+	// dwell, hops, direction or DSCP remarking, so those series are absent,
+	// not 0.
+	NoReflector bool
+}
+
+// FlowSocket is one flow's socket: a *udpsock.Conn, or what a protocol's
+// Listen opens.
+type FlowSocket interface {
+	// Batch returns the socket's batched I/O.
+	Batch() udpsock.BatchConn
+	// DrainTxTimestamps reads the queued kernel transmit timestamps, as
+	// udpsock.Conn.DrainTxTimestamps does.
+	DrainTxTimestamps(f func(key uint32, ts int64), limit int) error
+	// InitialTTL returns the TTL / Hop Limit that datagrams leave with.
+	InitialTTL() int
+	// LocalAddr returns the bound address, a *net.UDPAddr whose port
+	// identifies the flow.
+	LocalAddr() net.Addr
+	// Close closes the socket; a blocked Batch read returns net.ErrClosed.
+	Close() error
 }
 
 // Probers maps a module's prober name to its protocol, as
@@ -95,6 +129,8 @@ type Prober struct {
 var Probers = map[string]*Prober{
 	config.ProberSTAMP: &stampProber,
 	config.ProberLLAMA: &llamaProber,
+	config.ProberICMP:  &icmpProber,
+	config.ProberTCP:   &tcpProber,
 }
 
 // The configuration learns the protocols, their defaults and their limits

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llama-exporter/llama_exporter/internal/udpsock"
 	"github.com/llama-exporter/llama_exporter/reflector"
 )
 
@@ -16,6 +17,9 @@ import (
 // answered, without restarting. A new address outside allowed_targets is
 // not followed.
 func TestHostnameAddressChangeIsFollowed(t *testing.T) {
+	if !udpsock.ControlMessages {
+		t.Skip("the portable socket layer has no IP_PKTINFO: the wildcard reflector answers probes to 127.0.0.2 from 127.0.0.1, which match no session")
+	}
 	refl, err := reflector.New(reflector.Config{ListenAddresses: []string{"0.0.0.0:0"}}, nil, discard)
 	if err != nil {
 		t.Fatal(err)

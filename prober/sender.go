@@ -50,7 +50,7 @@ func (m *Manager) queue(fc *flowConn, s *Session, seq uint32, flow int, dst neti
 	if b.n == 0 {
 		m.dirty = append(m.dirty, fc)
 	}
-	buf, ok := m.encode(s, seq, flow, b.bufs[b.n][:s.cfg.PacketSize])
+	buf, ok := m.encode(s, seq, flow, dst, b.bufs[b.n][:s.cfg.PacketSize+s.pool.proto.HeaderLen])
 	if !ok {
 		return
 	}
@@ -127,11 +127,12 @@ func (m *Manager) sendRound(due []*Session) {
 	m.dirty = m.dirty[:0]
 }
 
-// encode writes probe seq of s into buf (PacketSize octets) with the
-// module's protocol and returns the datagram.
-func (m *Manager) encode(s *Session, seq uint32, flow int, buf []byte) ([]byte, bool) {
-	p := Probe{SSID: uint16(s.ssid.Load()), Seq: seq, Flow: flow, DSCP: s.cfg.DSCP}
-	out, err := s.pool.enc.Encode(buf, &p)
+// encode writes probe seq of s to dst into buf (PacketSize + HeaderLen
+// octets) with the module's protocol and returns the datagram.
+func (m *Manager) encode(s *Session, seq uint32, flow int, dst netip.AddrPort, buf []byte) ([]byte, bool) {
+	p := &m.probe // reused: through the interface it escapes
+	*p = Probe{SSID: uint16(s.ssid.Load()), Seq: seq, Flow: flow, DSCP: s.cfg.DSCP, IPv6: family(dst.Addr()) == 1}
+	out, err := s.pool.enc.Encode(buf, p)
 	if err != nil {
 		m.logger.Error("encoding a probe", "module", s.Module, "prober", s.cfg.Prober, "err", err)
 		return nil, false

@@ -85,6 +85,7 @@ type reply struct {
 	senderTTL int    // TTL the reflector received; -1 if unknown
 	dscp      int    // DSCP of the reply as received; -1 if unknown
 	dscp2     int    // DSCP the reflector received (CoS TLV); -1 if absent
+	rtt       int64  // ns, when the protocol had the kernel time the exchange; 0 if not
 }
 
 // flowState tracks a stateful reflector's per-flow sequence numbers: the
@@ -319,8 +320,11 @@ func (s *Session) onReply(r *reply) bool {
 	// Kernel timestamps exclude our own scheduling delays; they come from
 	// CLOCK_REALTIME, so they are trusted only when consistent with the
 	// monotonic measurement, which they can only shorten: a clock step
-	// between T1 and T4 falls back to the monotonic RTT.
-	if k := r.rxKernel - sl.txKernel; sl.txKernel != 0 && r.rxKernel != 0 && k > 0 && k <= elapsed {
+	// between T1 and T4 falls back to the monotonic RTT. An RTT the kernel
+	// measured itself (a TCP handshake's SYN to SYN-ACK) is trusted alike.
+	if r.rtt > 0 && r.rtt <= elapsed {
+		rtt, s.kernelTS = r.rtt, true
+	} else if k := r.rxKernel - sl.txKernel; sl.txKernel != 0 && r.rxKernel != 0 && k > 0 && k <= elapsed {
 		rtt = k
 		s.kernelTS = true
 	} else {

@@ -14,8 +14,9 @@ import (
 
 // ParseTarget splits a /probe target of the form host, host:port,
 // [ipv6]:port or a bare IPv6 address into host and port, using defaultPort
-// when the target has none. It returns an error, suitable for a 400 answer,
-// for an empty host, a malformed string or a port outside 1..65535.
+// when the target has none (0 when the module has none either: the caller
+// decides whether that will do). It returns an error, suitable for a 400
+// answer, for an empty host, a malformed string or a port outside 1..65535.
 func ParseTarget(target string, defaultPort int) (host string, port uint16, err error) {
 	if target == "" {
 		return "", 0, errors.New("target parameter is missing")
@@ -30,17 +31,21 @@ func ParseTarget(target string, defaultPort int) (host string, port uint16, err 
 		return a.String(), uint16(defaultPort), nil // bare IP, IPv6 included
 	}
 	h, p, err := net.SplitHostPort(target)
-	if err != nil {
+	named := err == nil
+	if !named {
 		if strings.ContainsAny(target, ":[]") {
 			return "", 0, fmt.Errorf("target %q is not host[:port]", target)
 		}
-		h, p = target, strconv.Itoa(defaultPort)
+		h = target
 	}
 	if h == "" {
 		return "", 0, fmt.Errorf("target %q has no host", target)
 	}
 	if !validHost(h) {
 		return "", 0, fmt.Errorf("target %q is not host[:port]", target)
+	}
+	if !named {
+		return h, uint16(defaultPort), nil
 	}
 	n, err := strconv.ParseUint(p, 10, 32)
 	if err != nil || n == 0 || n > 65535 {
@@ -101,4 +106,27 @@ func resolve(ctx context.Context, lookup lookupFunc, host string, m *config.Modu
 		return fallback, nil
 	}
 	return netip.Addr{}, fmt.Errorf("resolving %q: no %s address", host, m.IPProtocol)
+}
+
+// parseModuleTarget is ParseTarget with the module's port. For a protocol
+// without ports (its ProberSpec's UsesPort is false) a target that names a
+// port is an error, and the port is 0.
+func parseModuleTarget(target string, cfg *config.Module) (host string, port uint16, err error) {
+	if spec, ok := config.LookupProber(cfg.Prober); !ok || spec.UsesPort {
+		return ParseTarget(target, cfg.Port)
+	}
+	if _, _, err := net.SplitHostPort(target); err == nil {
+		return "", 0, fmt.Errorf("target %q: prober %s uses no port, name the host alone", target, cfg.Prober)
+	}
+	host, _, err = ParseTarget(target, 1)
+	return host, 0, err
+}
+
+// dstPort is the dst_port label of llama_probe_target_info: empty for a
+// protocol without ports.
+func dstPort(cfg *config.Module, port uint16) string {
+	if spec, ok := config.LookupProber(cfg.Prober); ok && !spec.UsesPort {
+		return ""
+	}
+	return strconv.Itoa(int(port))
 }

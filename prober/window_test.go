@@ -17,7 +17,7 @@ import (
 // next sequence number; times are monotonic ns. A probe counts only once its
 // fate is decided: the window covers probes sent in
 // [now - timeout - window, now - timeout], so in-flight probes are never
-// counted as lost (DESIGN §5).
+// counted as lost.
 func summarizeSlow(slots []slot, next uint32, now, timeout, window, firstSent int64, flows int, perFlow bool) Snapshot {
 	end := now - timeout
 	start := end - window

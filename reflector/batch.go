@@ -62,7 +62,7 @@ func newReplyBatch(c *udpsock.Conn, logger *slog.Logger) *replyBatch {
 		msgs:   make([]ipv4.Message, batchSize),
 		addrs:  make([]net.UDPAddr, batchSize),
 		trains: make([]train, batchSize),
-		gso:    true,
+		gso:    c.GSO(), // the portable socket layer has none
 		logger: logger,
 		split:  make([]ipv4.Message, maxSegments),
 	}

@@ -2,7 +2,7 @@ package reflector
 
 import "github.com/prometheus/client_golang/prometheus"
 
-// metrics are the reflector's own series on /metrics (DESIGN §7).
+// metrics are the reflector's own series on /metrics (llama_reflector_*).
 type metrics struct {
 	up        prometheus.Gauge
 	received  prometheus.Counter

@@ -1,7 +1,12 @@
-// Package reflector implements a stateless STAMP Session-Reflector (RFC 8762
-// §4.3.1, with the RFC 8972 SSID): every valid Session-Sender packet is
+// Package reflector implements a STAMP Session-Reflector (RFC 8762 §4.3,
+// with the RFC 8972 SSID and TLVs): every valid Session-Sender packet is
 // answered with a Session-Reflector packet of the same size, from the address
-// the probe was sent to and with the DSCP it arrived with.
+// the probe was sent to and with the DSCP it arrived with. It is stateful by
+// default (RFC 8762 §4.3.1): each test session, a sender's 5-tuple and SSID,
+// gets its own reply sequence numbers, from which senders tell forward from
+// backward loss; Config.Stateless copies the sender's sequence number
+// instead. It also echoes Dropbox LLAMA probes byte for byte, and can
+// answer only authenticated probes (RFC 8762 §4.2.2).
 package reflector
 
 import (
@@ -18,6 +23,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/ipv4"
 	"golang.org/x/time/rate"
 
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
@@ -198,45 +204,14 @@ const batchSize = 32
 // serve is one socket's receive loop: it reads up to batchSize buffers per
 // system call, each one datagram or, with UDP GRO, a run of datagrams of
 // one flow, and answers them with one sendmmsg(2), runs of replies to one
-// destination as UDP GSO buffers. Its buffers are allocated once, so the
-// reflection path does not allocate (golang.org/x/net's ReadBatch
-// allocates the sender's net.UDPAddr, once per buffer).
+// destination as UDP GSO buffers.
 func (r *Reflector) serve(c *udpsock.Conn) {
-	bc := c.Batch()
-	in := udpsock.NewReadBatch(batchSize, maxDatagram)
-	replyBuf := make([]byte, maxDatagram)
-	out := newReplyBatch(c, r.logger)
-	var sessions *sessionTable
-	if !r.stateless {
-		sessions = newSessionTable(&r.sessions)
-		defer func() { r.sessions.Add(-int64(len(sessions.m))) }()
-	}
-	var auth *stamp.Authenticator // this loop's own: HMAC state is not shareable
-	t3At := stamp.OffsetTimestamp // where T3 goes in a Session-Reflector packet
-	if r.authKey != nil {
-		auth, t3At = stamp.NewAuthenticator(r.authKey), stamp.AuthOffsetTimestamp
-	}
-	// Bound to one address, the kernel picks it as the source: no
-	// IP_PKTINFO needed per reply.
-	wildcard := c.LocalAddr().(*net.UDPAddr).IP.IsUnspecified()
-	received := 0 // datagrams read and not yet counted
-	send := func() {
-		// Counted before their replies, so that received >= reflected
-		// whenever the counters are read.
-		r.m.received.Add(float64(received))
-		received = 0
-		// T3 as late as possible, and one clock read for the batch: the
-		// replies are complete but for it (and, authenticated, the HMAC
-		// that covers it).
-		out.stampT3(stamp.NewTimestamp(time.Now()), t3At, auth)
-		sent, failed := out.flush(bc)
-		r.m.reflected.Add(float64(sent))
-		if failed > 0 {
-			r.m.sendErrs.Add(float64(failed))
-		}
+	l := r.newReceiveLoop(c)
+	if l.sessions != nil {
+		defer func() { r.sessions.Add(-int64(len(l.sessions.m))) }()
 	}
 	for {
-		n, err := bc.ReadBatch(in, 0)
+		n, err := l.bc.ReadBatch(l.in, 0)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -244,106 +219,173 @@ func (r *Reflector) serve(c *udpsock.Conn) {
 			r.logger.Debug("reflector read", "err", err)
 			continue
 		}
-		now := time.Now()
-		for i := range in[:n] {
-			m := &in[i]
-			ua, ok := m.Addr.(*net.UDPAddr)
+		l.reflectBatch(l.in[:n])
+	}
+}
+
+// receiveLoop is the state of one socket's receive loop. Its buffers are
+// allocated once, so the reflection path does not allocate
+// (golang.org/x/net's ReadBatch allocates the sender's net.UDPAddr, once
+// per buffer).
+type receiveLoop struct {
+	r        *Reflector
+	bc       udpsock.BatchConn
+	in       []ipv4.Message // the read batch
+	replyBuf []byte         // where reflect builds each reply
+	out      *replyBatch
+	sessions *sessionTable        // nil in stateless mode
+	auth     *stamp.Authenticator // nil unless authenticated; this loop's own: HMAC state is not shareable
+	t3At     int                  // where T3 goes in a Session-Reflector packet
+	// wildcard is true when the socket is bound to a wildcard address, so
+	// that each reply names its source. Bound to one address, the kernel
+	// picks it as the source: no IP_PKTINFO needed per reply.
+	wildcard bool
+}
+
+// newReceiveLoop allocates the buffers of c's receive loop, and its own
+// session table (stateful mode) and HMAC state (authenticated mode).
+func (r *Reflector) newReceiveLoop(c *udpsock.Conn) *receiveLoop {
+	l := &receiveLoop{
+		r:        r,
+		bc:       c.Batch(),
+		in:       udpsock.NewReadBatch(batchSize, maxDatagram),
+		replyBuf: make([]byte, maxDatagram),
+		out:      newReplyBatch(c, r.logger),
+		t3At:     stamp.OffsetTimestamp,
+		wildcard: c.LocalAddr().(*net.UDPAddr).IP.IsUnspecified(),
+	}
+	if !r.stateless {
+		l.sessions = newSessionTable(&r.sessions)
+	}
+	if r.authKey != nil {
+		l.auth, l.t3At = stamp.NewAuthenticator(r.authKey), stamp.AuthOffsetTimestamp
+	}
+	return l
+}
+
+// reflectBatch answers the datagrams of the buffers in, just read, and
+// sends the replies: with one sendmmsg(2), or, when GRO buffers bring more
+// replies than one holds, as many as needed.
+func (l *receiveLoop) reflectBatch(in []ipv4.Message) {
+	// Locals, so that the per-datagram loop does not reload them through
+	// l after every call.
+	r, replyBuf, out, sessions, auth, wildcard := l.r, l.replyBuf, l.out, l.sessions, l.auth, l.wildcard
+	received := 0 // datagrams read and not yet counted
+	now := time.Now()
+	for i := range in {
+		m := &in[i]
+		ua, ok := m.Addr.(*net.UDPAddr)
+		if !ok {
+			continue
+		}
+		from := unmap(ua.AddrPort())
+		meta := udpsock.ParseMeta(m.OOB[:m.NN])
+		t2, src := receiveTime(meta.KernelRX, now), replySource(meta.Dst, wildcard)
+		data := m.Buffers[0][:m.N]
+		seg, segments := groSegments(len(data), meta.GROSize)
+		received += segments
+		for j := range segments {
+			req := data[j*seg : min((j+1)*seg, len(data))]
+			reply, tos, isSTAMP, ok := r.reflect(req, replyBuf, from, meta, t2, sessions, auth)
 			if !ok {
 				continue
 			}
-			from := ua.AddrPort()
-			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-			meta := udpsock.ParseMeta(m.OOB[:m.NN])
-			t2 := now
-			if meta.KernelRX != 0 {
-				t2 = time.Unix(0, meta.KernelRX) // the kernel's receive time
+			if tos == 0 {
+				tos = -1 // the socket's default: no control message needed
 			}
-			src := meta.Dst
-			if !wildcard {
-				src = netip.Addr{}
-			}
-			data := m.Buffers[0][:m.N]
-			seg := len(data)
-			if meta.GROSize > 0 && meta.GROSize < seg {
-				seg = meta.GROSize // a run of datagrams of one flow (UDP GRO)
-			}
-			segments := 1 // also for an empty datagram, which is bad data
-			if seg > 0 {
-				segments = (len(data) + seg - 1) / seg
-			}
-			received += segments
-			for j := range segments {
-				req := data[j*seg : min((j+1)*seg, len(data))]
-				reply, tos, isSTAMP, ok := r.reflect(req, replyBuf, from, meta, t2, sessions, auth)
-				if !ok {
-					continue
-				}
-				if tos == 0 {
-					tos = -1 // the socket's default: no control message needed
-				}
-				if !out.add(reply, from, src, meta.IfIndex, tos, isSTAMP) {
-					send()
-					out.add(reply, from, src, meta.IfIndex, tos, isSTAMP)
-				}
+			if !out.add(reply, from, src, meta.IfIndex, tos, isSTAMP) {
+				l.send(received)
+				received = 0
+				out.add(reply, from, src, meta.IfIndex, tos, isSTAMP)
 			}
 		}
-		send()
+	}
+	l.send(received)
+}
+
+// unmap is a with an IPv4-mapped IPv6 address turned into the IPv4
+// address: a sender is known by one address, whichever the socket's family.
+func unmap(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+}
+
+// receiveTime is T2: the kernel's receive time kernelRX when it has one
+// (not 0), else now, when the batch was read.
+func receiveTime(kernelRX int64, now time.Time) time.Time {
+	if kernelRX != 0 {
+		return time.Unix(0, kernelRX)
+	}
+	return now
+}
+
+// replySource is the address a reply must leave from: on a wildcard
+// socket the one its probe was sent to, dst; else invalid, for the kernel
+// to pick the socket's.
+func replySource(dst netip.Addr, wildcard bool) netip.Addr {
+	if !wildcard {
+		return netip.Addr{}
+	}
+	return dst
+}
+
+// groSegments splits a buffer of n octets, read with GRO segment size
+// groSize (0 for a single datagram), into segments datagrams of seg
+// octets, the last possibly shorter.
+func groSegments(n, groSize int) (seg, segments int) {
+	seg = n
+	if groSize > 0 && groSize < seg {
+		seg = groSize // a run of datagrams of one flow (UDP GRO)
+	}
+	if seg == 0 {
+		return 0, 1 // an empty datagram, which is bad data
+	}
+	return seg, (n + seg - 1) / seg
+}
+
+// send counts the received datagrams not counted yet, then stamps T3 into
+// the replies collected and sends them.
+func (l *receiveLoop) send(received int) {
+	// Counted before their replies, so that received >= reflected
+	// whenever the counters are read.
+	l.r.m.received.Add(float64(received))
+	// T3 as late as possible, and one clock read for the batch: the
+	// replies are complete but for it (and, authenticated, the HMAC that
+	// covers it).
+	l.out.stampT3(stamp.NewTimestamp(time.Now()), l.t3At, l.auth)
+	sent, failed := l.out.flush(l.bc)
+	l.r.m.reflected.Add(float64(sent))
+	if failed > 0 {
+		l.r.m.sendErrs.Add(float64(failed))
 	}
 }
 
 // reflect checks limits, decodes the Session-Sender packet in req and
 // builds the Session-Reflector packet in out[:len(req)], all but T3, which
 // the caller writes (and, in authenticated mode, then seals) just before
-// sending. It reports false
-// when the packet is dropped (and counted).
+// sending. It reports false when the packet is dropped (and counted).
 func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.Meta, t2 time.Time, sessions *sessionTable, auth *stamp.Authenticator) (reply []byte, tos int, isSTAMP, ok bool) {
-	if r.global != nil && !r.global.AllowN(t2, 1) {
-		r.m.throttled.Inc()
-		return nil, 0, false, false
-	}
-	if r.perSource != nil && !r.perSource.allow(from.Addr(), t2) {
-		r.m.throttled.Inc()
+	if !r.allow(from, t2) {
 		return nil, 0, false, false
 	}
 	if auth == nil && legacy.IsProbe(req) {
-		// A Dropbox LLAMA collector's probe: returned byte for byte, with
-		// the TOS it asks for, as Dropbox's reflector does.
-		var lp legacy.Probe
-		lp.UnmarshalBinary(req)
-		return out[:copy(out, req)], int(lp.TOS), false, true
+		reply, tos = echoLegacy(req, out)
+		return reply, tos, false, true
 	}
 	var p stamp.SenderPacket
-	var err error
-	reqBase, replyBase := stamp.SenderPacketLen, stamp.ReflectorPacketLen
-	if auth != nil {
-		err = p.UnmarshalAuthWith(req, auth)
-		reqBase, replyBase = stamp.AuthSenderPacketLen, stamp.AuthReflectorPacketLen
-	} else {
-		err = p.UnmarshalBinary(req)
-	}
+	reqBase, replyBase, err := decodeSender(&p, req, auth)
 	if err != nil {
 		r.m.badData.Inc()
 		return nil, 0, false, false
 	}
-	ttl := uint8(255)
-	if meta.TTL >= 0 && meta.TTL <= 255 {
-		ttl = uint8(meta.TTL)
-	}
-	seq := p.Sequence // stateless mode: copied (RFC 8762 §4.3.1)
-	if sessions != nil {
-		if n, ok := sessions.next(sessionKey{from, meta.Dst, p.SSID}, t2.Unix()); ok {
-			seq = n // stateful mode: this session's count
-		}
-	}
 	rp := stamp.ReflectorPacket{
-		Sequence:            seq,
+		Sequence:            replySequence(sessions, sessionKey{from, meta.Dst, p.SSID}, p.Sequence, t2.Unix()),
 		ErrorEstimate:       r.errEst,
 		SSID:                p.SSID,
 		ReceiveTimestamp:    stamp.NewTimestamp(t2),
 		SenderSequence:      p.Sequence,
 		SenderTimestamp:     p.Timestamp,
 		SenderErrorEstimate: p.ErrorEstimate,
-		SenderTTL:           ttl,
+		SenderTTL:           senderTTL(meta.TTL),
 	}
 	// Never more octets than received: the reply is exactly the request's
 	// size, and whatever followed the base packet (padding, TLVs) is echoed.
@@ -351,23 +393,95 @@ func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.M
 	copy(reply[replyBase:], req[reqBase:])
 	tos = answerTLVs(reply[replyBase:], meta.TOS)
 	// T3 is filled in by the caller just before the send.
-	if auth != nil {
-		_, err = rp.MarshalAuthUnsealed(reply) // sealed once T3 is in
-	} else {
-		_, err = rp.MarshalTo(reply)
-	}
-	if err != nil {
+	if err := encodeReflector(&rp, reply, auth); err != nil {
 		r.m.badData.Inc()
 		return nil, 0, false, false
 	}
 	return reply, tos, true, true
 }
 
+// allow applies the global and the per-source rate limits to a packet
+// from from received at t2. One that either limit refuses is dropped, and
+// counted as throttled. Small enough to be inlined: without limits, the
+// reflection path makes no call for them.
+func (r *Reflector) allow(from netip.AddrPort, t2 time.Time) bool {
+	return r.global == nil && r.perSource == nil || r.allowLimited(from, t2)
+}
+
+// allowLimited is allow when at least one limit is set.
+func (r *Reflector) allowLimited(from netip.AddrPort, t2 time.Time) bool {
+	if r.global != nil && !r.global.AllowN(t2, 1) {
+		r.m.throttled.Inc()
+		return false
+	}
+	if r.perSource != nil && !r.perSource.allow(from.Addr(), t2) {
+		r.m.throttled.Inc()
+		return false
+	}
+	return true
+}
+
+// echoLegacy answers a Dropbox LLAMA collector's probe as Dropbox's
+// reflector does: req returned byte for byte in out, with the TOS it asks
+// for.
+func echoLegacy(req, out []byte) (reply []byte, tos int) {
+	var lp legacy.Probe
+	lp.UnmarshalBinary(req)
+	return out[:copy(out, req)], int(lp.TOS)
+}
+
+// decodeSender decodes the Session-Sender packet in req into p, checking
+// its HMAC with auth in authenticated mode. reqBase and replyBase are the
+// sizes of the base Session-Sender and Session-Reflector packets of the
+// mode, after which the TLVs start.
+func decodeSender(p *stamp.SenderPacket, req []byte, auth *stamp.Authenticator) (reqBase, replyBase int, err error) {
+	if auth != nil {
+		return stamp.AuthSenderPacketLen, stamp.AuthReflectorPacketLen, p.UnmarshalAuthWith(req, auth)
+	}
+	return stamp.SenderPacketLen, stamp.ReflectorPacketLen, p.UnmarshalBinary(req)
+}
+
+// replySequence is the reply's Sequence Number (RFC 8762 §4.3.1): in
+// stateful mode (sessions not nil) the count of session k's packets, one
+// more of which came at Unix second now; else, or when the table has no
+// room for k, the sender's senderSeq.
+func replySequence(sessions *sessionTable, k sessionKey, senderSeq uint32, now int64) uint32 {
+	if sessions != nil {
+		if n, ok := sessions.next(k, now); ok {
+			return n
+		}
+	}
+	return senderSeq
+}
+
+// senderTTL is the Sender TTL of a reply to a packet received with ttl:
+// 255 when that is unknown.
+func senderTTL(ttl int) uint8 {
+	if ttl >= 0 && ttl <= 255 {
+		return uint8(ttl)
+	}
+	return 255
+}
+
+// encodeReflector writes rp into the base packet at the start of reply;
+// in authenticated mode without its HMAC, which is sealed once T3 is in.
+func encodeReflector(rp *stamp.ReflectorPacket, reply []byte, auth *stamp.Authenticator) error {
+	if auth != nil {
+		_, err := rp.MarshalAuthUnsealed(reply)
+		return err
+	}
+	_, err := rp.MarshalTo(reply)
+	return err
+}
+
 // answerTLVs processes the TLVs copied from a request (RFC 8972 §4): it
 // clears the U flag of those this reflector understands, fills the Class of
 // Service TLV with the DSCP and ECN received (§4.4), and returns the TOS
 // octet the reply must carry: DSCP1 when asked for, else the received one.
-// Unknown TLVs keep the U flag; a malformed one ends the walk.
+// Unknown TLVs keep the U flag; a malformed one ends the walk. So does the
+// Class of Service TLV when the received TOS is unknown (receivedTOS < 0,
+// the portable socket layer, which can send no per-reply DSCP either): a
+// DSCP2 we did not see would read as remarking.
 func answerTLVs(tlvs []byte, receivedTOS int) int {
 	tos := receivedTOS
 	for len(tlvs) >= stamp.TLVHeaderLen {
@@ -384,10 +498,11 @@ func answerTLVs(tlvs []byte, receivedTOS int) int {
 				tlvs[0] |= stamp.TLVFlagM
 				break
 			}
-			tlvs[0] &^= stamp.TLVFlagU
-			if receivedTOS >= 0 {
-				cos.DSCP2, cos.ECN = uint8(receivedTOS>>2), uint8(receivedTOS&3)
+			if receivedTOS < 0 {
+				break
 			}
+			tlvs[0] &^= stamp.TLVFlagU
+			cos.DSCP2, cos.ECN = uint8(receivedTOS>>2), uint8(receivedTOS&3)
 			cos.RP = stamp.CoSRPDefault
 			cos.MarshalTo(t.Value)
 			tos = int(cos.DSCP1) << 2

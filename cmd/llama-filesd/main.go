@@ -51,25 +51,7 @@ func main() {
 // run is main without the process: it parses args, writes the files and
 // returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
-	app := kingpin.New(name, "Write Prometheus file_sd files for a full llama_exporter mesh.")
-	app.UsageWriter(stdout)
-	app.ErrorWriter(stderr)
-	app.HelpFlag.Short('h')
-	app.Version(version.Print(name))
-	var (
-		hostsFile     = app.Flag("hosts.file", "YAML list of hosts (name, address, exporter, role, module, labels).").Required().String()
-		outFile       = app.Flag("output.file", "Write every pair into this file.").String()
-		outDir        = app.Flag("output.dir", "Write one llama_<source> file per source into this directory, and remove those of sources no longer listed.").String()
-		exportersFile = app.Flag("output.exporters-file", "Also write the exporters themselves (for the job scraping /metrics) into this file.").String()
-		format        = app.Flag("output.format", "File format: json or yaml.").Default("json").Enum("json", "yaml")
-		exporterPort  = app.Flag("exporter.port", "Port of llama_exporter on hosts that name no exporter address.").Default("5200").Uint16()
-		reflectorPort = app.Flag("reflector.port", "Port appended to host addresses that have none; 0 leaves them as they are (the module's port applies).").Default("0").Uint16()
-		module        = app.Flag("module", "Module for hosts that name none; empty: the exporter's default module.").String()
-		groupLabel    = app.Flag("mesh.group-label", "Thin the mesh: full mesh among hosts with the same value of this label, and between groups only among hosts marked representative.").String()
-	)
-	exit := -1
-	app.Terminate(func(code int) { exit = code })
-	_, err := app.Parse(args)
+	f, exit, err := parseFlags(args, stdout, stderr)
 	if exit >= 0 { // --help or --version
 		return exit
 	}
@@ -77,51 +59,104 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return 2
 	}
-	if *outFile == "" && *outDir == "" {
+	if f.outFile == "" && f.outDir == "" {
 		fmt.Fprintf(stderr, "%s: one of --output.file and --output.dir is required\n", name)
 		return 2
 	}
-	list, err := LoadHosts(*hostsFile)
+	list, err := LoadHosts(f.hostsFile)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return 1
 	}
-	if *groupLabel != "" {
-		isolated, err := CheckGroups(list, *groupLabel)
-		if err != nil {
+	if f.groupLabel != "" {
+		if err := checkGroupLabel(list, f.groupLabel, stderr); err != nil {
 			fmt.Fprintf(stderr, "%s: %v\n", name, err)
 			return 1
 		}
-		if len(isolated) > 0 {
-			fmt.Fprintf(stderr, "%s: warning: no representative in %s %v: probed only from inside\n", name, *groupLabel, isolated)
-		}
 	}
-	m := Build(list, Options{ExporterPort: int(*exporterPort), ReflectorPort: int(*reflectorPort), Module: *module, GroupLabel: *groupLabel})
+	m := Build(list, Options{ExporterPort: int(f.exporterPort), ReflectorPort: int(f.reflectorPort), Module: f.module, GroupLabel: f.groupLabel})
 	pairs := len(m.All())
-	if *outFile != "" {
-		if err := writeGroups(*outFile, *format, m.All(), stdout); err != nil {
-			fmt.Fprintf(stderr, "%s: %v\n", name, err)
-			return 1
-		}
-	}
-	if *outDir != "" {
-		changed, err := writeDir(*outDir, *format, m)
-		for _, c := range changed {
-			fmt.Fprintf(stdout, "wrote %s\n", filepath.Join(*outDir, c))
-		}
-		if err != nil {
-			fmt.Fprintf(stderr, "%s: %v\n", name, err)
-			return 1
-		}
-	}
-	if *exportersFile != "" {
-		if err := writeGroups(*exportersFile, *format, m.Exporters, stdout); err != nil {
-			fmt.Fprintf(stderr, "%s: %v\n", name, err)
-			return 1
-		}
+	if err := f.write(m, stdout); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return 1
 	}
 	fmt.Fprintf(stdout, "%d hosts, %d sources, %d pairs\n", len(list.Hosts), len(m.Sources), pairs)
 	return 0
+}
+
+// flags is the parsed command line.
+type flags struct {
+	hostsFile     string
+	outFile       string
+	outDir        string
+	exportersFile string
+	format        string
+	exporterPort  uint16
+	reflectorPort uint16
+	module        string
+	groupLabel    string
+}
+
+// parseFlags parses args. exit is the exit code when --help or --version
+// has printed its text to stdout, -1 otherwise; errors go to stderr.
+func parseFlags(args []string, stdout, stderr io.Writer) (f *flags, exit int, err error) {
+	app := kingpin.New(name, "Write Prometheus file_sd files for a full llama_exporter mesh.")
+	app.UsageWriter(stdout)
+	app.ErrorWriter(stderr)
+	app.HelpFlag.Short('h')
+	app.Version(version.Print(name))
+	f = &flags{}
+	app.Flag("hosts.file", "YAML list of hosts (name, address, exporter, role, module, labels).").Required().StringVar(&f.hostsFile)
+	app.Flag("output.file", "Write every pair into this file.").StringVar(&f.outFile)
+	app.Flag("output.dir", "Write one llama_<source> file per source into this directory, and remove those of sources no longer listed.").StringVar(&f.outDir)
+	app.Flag("output.exporters-file", "Also write the exporters themselves (for the job scraping /metrics) into this file.").StringVar(&f.exportersFile)
+	app.Flag("output.format", "File format: json or yaml.").Default("json").EnumVar(&f.format, "json", "yaml")
+	app.Flag("exporter.port", "Port of llama_exporter on hosts that name no exporter address.").Default("5200").Uint16Var(&f.exporterPort)
+	app.Flag("reflector.port", "Port appended to host addresses that have none; 0 leaves them as they are (the module's port applies).").Default("0").Uint16Var(&f.reflectorPort)
+	app.Flag("module", "Module for hosts that name none; empty: the exporter's default module.").StringVar(&f.module)
+	app.Flag("mesh.group-label", "Thin the mesh: full mesh among hosts with the same value of this label, and between groups only among hosts marked representative.").StringVar(&f.groupLabel)
+	exit = -1
+	app.Terminate(func(code int) { exit = code })
+	_, err = app.Parse(args)
+	return f, exit, err
+}
+
+// checkGroupLabel checks the groups that label makes of list's hosts, and
+// warns on stderr about those without a representative: they are probed
+// only from inside.
+func checkGroupLabel(list *HostList, label string, stderr io.Writer) error {
+	isolated, err := CheckGroups(list, label)
+	if err != nil {
+		return err
+	}
+	if len(isolated) > 0 {
+		fmt.Fprintf(stderr, "%s: warning: no representative in %s %v: probed only from inside\n", name, label, isolated)
+	}
+	return nil
+}
+
+// write writes the files that f asks for, of the mesh m: every pair into
+// --output.file, one file per source into --output.dir, and the exporters
+// into --output.exporters-file. Each file changed is named on stdout.
+func (f *flags) write(m *Mesh, stdout io.Writer) error {
+	if f.outFile != "" {
+		if err := writeGroups(f.outFile, f.format, m.All(), stdout); err != nil {
+			return err
+		}
+	}
+	if f.outDir != "" {
+		changed, err := writeDir(f.outDir, f.format, m)
+		for _, c := range changed {
+			fmt.Fprintf(stdout, "wrote %s\n", filepath.Join(f.outDir, c))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if f.exportersFile != "" {
+		return writeGroups(f.exportersFile, f.format, m.Exporters, stdout)
+	}
+	return nil
 }
 
 func writeGroups(path, format string, groups []TargetGroup, stdout io.Writer) error {

@@ -110,6 +110,16 @@
 // on this host that day, so "exporter CPU / baseline CPU" compares the
 // exporter with the host's floor, as the echo loop does for the reflector.
 //
+// --prober picks the module's protocol: stamp (default) probes the
+// reflector; icmp pings the target addresses (root or ping sockets); tcp
+// connects to the targets on a port where this tool accepts and closes
+// connections. The baseline runs with stamp only.
+//
+// Peer (--peer.smokeping=PATH): before the sessions are created,
+// smokeping_prober (built from its source) pings the same N addresses at
+// --interval in privileged mode for --duration, pinned like the exporter,
+// and the output adds "exporter CPU / smokeping_prober CPU".
+//
 // Output: creation time and first-scrape latency; over the steady period
 // the exporter's CPU (utime+stime from /proc/PID/stat, in % of one core
 // and µs per probe sent) and its ratio to the baseline's, the reflector's CPU, the probes reflected per

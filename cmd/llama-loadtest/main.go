@@ -88,79 +88,133 @@ func validCPUFlag(name, v string) error {
 func run(args []string, stdout io.Writer) int {
 	app := kingpin.New("llama-loadtest", "Load tests for llama_exporter: reflector throughput, probe sessions at scale, loopback RTT. See doc.go.")
 	app.HelpFlag.Short('h')
-	timeout := app.Flag("timeout", "Hard limit on the whole run; children are stopped when it passes.").Default("10m").Duration()
-	keepLogs := app.Flag("keep-logs", "Keep the temporary directory with the children's logs and config files.").Bool()
-	waitIdle := app.Flag("wait-idle", "On a shared machine: first wait up to this long for all CPUs to be less than --idle-busy busy (over 2 s), then start anyway.").Default("0s").Duration()
-	idleBusy := app.Flag("idle-busy", "Busy share (%) under which --wait-idle considers the machine idle.").Default("10").Float64()
-
-	refl := addReflectorCmd(app)
-	sess := addSessionsCmd(app)
-	rtt := addRTTCmd(app)
-
-	echoCmd := app.Command("echo", "Plain UDP echo loop (the baseline reflector).").Hidden()
-	echoListen := echoCmd.Flag("listen", "host:port to listen on.").Required().String()
-	echoFor := echoCmd.Flag("for", "Exit after this long.").Default("15m").Duration()
-	burnCmd := app.Command("burn", "Busy-loop on one CPU.").Hidden()
-	burnFor := burnCmd.Flag("for", "Exit after this long.").Default("15m").Duration()
-	plainCmd := app.Command("plain-prober", "Per-packet Go UDP prober (the exporter's baseline in sessions mode).").Hidden()
-	plainPort := plainCmd.Flag("port", "Reflector port on the session targets.").Required().Int()
-	plainTargets := plainCmd.Flag("targets", "Targets 127.1.0.1.. (as in sessions mode).").Required().Int()
-	plainFlows := plainCmd.Flag("flows", "Sockets.").Default("8").Int()
-	plainInterval := plainCmd.Flag("interval", "Time between two probes of one target.").Default("1s").Duration()
-	plainFor := plainCmd.Flag("for", "Probe this long, then drain for a second and report.").Required().Duration()
-	pinCmd := app.Command("pin", "Run a command pinned to CPUs (when taskset is missing).").Hidden()
-	pinCPUs := pinCmd.Flag("cpus", "CPU list.").Required().String()
-	pinArgv := pinCmd.Arg("command", "Command and arguments.").Required().Strings()
-
+	g := addGlobalFlags(app)
+	modes := addModes(app)
+	h := addHelperCmds(app)
 	cmd, err := app.Parse(args)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "llama-loadtest: %v\n", err)
 		return 2
 	}
-
-	// Hidden helpers: no supervisor, no temporary directory.
-	switch cmd {
-	case echoCmd.FullCommand():
-		if err := runEcho(*echoListen, *echoFor); err != nil {
-			fmt.Fprintf(os.Stderr, "llama-loadtest echo: %v\n", err)
-			return 1
-		}
-		return 0
-	case plainCmd.FullCommand():
-		if err := runPlainProber(stdout, *plainPort, *plainTargets, *plainFlows, *plainInterval, *plainFor); err != nil {
-			fmt.Fprintf(os.Stderr, "llama-loadtest plain-prober: %v\n", err)
-			return 1
-		}
-		return 0
-	case burnCmd.FullCommand():
-		runBurn(*burnFor)
-		return 0
-	case pinCmd.FullCommand():
-		err := runPinned(*pinCPUs, *pinArgv)
-		fmt.Fprintf(os.Stderr, "llama-loadtest pin: %v\n", err)
-		return 1
+	if code, ok := h.run(cmd, stdout); ok {
+		return code
 	}
-
-	var mode interface {
-		validate() error
-		run(*env) error
-	}
-	switch cmd {
-	case refl.cmd.FullCommand():
-		mode = refl
-	case sess.cmd.FullCommand():
-		mode = sess
-	case rtt.cmd.FullCommand():
-		mode = rtt
-	}
+	mode := modes[cmd]
 	if err := mode.validate(); err != nil {
 		fmt.Fprintf(os.Stderr, "llama-loadtest %s: %v\n", cmd, err)
 		return 2
 	}
+	return g.runMode(mode, stdout)
+}
 
+// globalFlags are the flags of every load-test mode: the limit on the
+// run, what is kept of it, and the wait for an idle machine.
+type globalFlags struct {
+	timeout  time.Duration
+	keepLogs bool
+	waitIdle time.Duration
+	idleBusy float64
+}
+
+func addGlobalFlags(app *kingpin.Application) *globalFlags {
+	g := &globalFlags{}
+	app.Flag("timeout", "Hard limit on the whole run; children are stopped when it passes.").Default("10m").DurationVar(&g.timeout)
+	app.Flag("keep-logs", "Keep the temporary directory with the children's logs and config files.").BoolVar(&g.keepLogs)
+	app.Flag("wait-idle", "On a shared machine: first wait up to this long for all CPUs to be less than --idle-busy busy (over 2 s), then start anyway.").Default("0s").DurationVar(&g.waitIdle)
+	app.Flag("idle-busy", "Busy share (%) under which --wait-idle considers the machine idle.").Default("10").Float64Var(&g.idleBusy)
+	return g
+}
+
+// loadTestMode is a load test: a subcommand that runs under a supervisor,
+// with a temporary directory.
+type loadTestMode interface {
+	validate() error
+	run(*env) error
+}
+
+// addModes adds the load-test subcommands and returns them by name.
+func addModes(app *kingpin.Application) map[string]loadTestMode {
+	refl := addReflectorCmd(app)
+	sess := addSessionsCmd(app)
+	rtt := addRTTCmd(app)
+	return map[string]loadTestMode{
+		refl.cmd.FullCommand(): refl,
+		sess.cmd.FullCommand(): sess,
+		rtt.cmd.FullCommand():  rtt,
+	}
+}
+
+// helperCmds are the hidden subcommands, which the modes start as children:
+// the baseline reflector and prober, the CPU burner, and pinning.
+type helperCmds struct {
+	echo, burn, plain, pin *kingpin.CmdClause
+
+	echoListen    string
+	echoFor       time.Duration
+	burnFor       time.Duration
+	plainPort     int
+	plainTargets  int
+	plainFlows    int
+	plainInterval time.Duration
+	plainFor      time.Duration
+	pinCPUs       string
+	pinArgv       []string
+}
+
+func addHelperCmds(app *kingpin.Application) *helperCmds {
+	h := &helperCmds{}
+	h.echo = app.Command("echo", "Plain UDP echo loop (the baseline reflector).").Hidden()
+	h.echo.Flag("listen", "host:port to listen on.").Required().StringVar(&h.echoListen)
+	h.echo.Flag("for", "Exit after this long.").Default("15m").DurationVar(&h.echoFor)
+	h.burn = app.Command("burn", "Busy-loop on one CPU.").Hidden()
+	h.burn.Flag("for", "Exit after this long.").Default("15m").DurationVar(&h.burnFor)
+	h.plain = app.Command("plain-prober", "Per-packet Go UDP prober (the exporter's baseline in sessions mode).").Hidden()
+	h.plain.Flag("port", "Reflector port on the session targets.").Required().IntVar(&h.plainPort)
+	h.plain.Flag("targets", "Targets 127.1.0.1.. (as in sessions mode).").Required().IntVar(&h.plainTargets)
+	h.plain.Flag("flows", "Sockets.").Default("8").IntVar(&h.plainFlows)
+	h.plain.Flag("interval", "Time between two probes of one target.").Default("1s").DurationVar(&h.plainInterval)
+	h.plain.Flag("for", "Probe this long, then drain for a second and report.").Required().DurationVar(&h.plainFor)
+	h.pin = app.Command("pin", "Run a command pinned to CPUs (when taskset is missing).").Hidden()
+	h.pin.Flag("cpus", "CPU list.").Required().StringVar(&h.pinCPUs)
+	h.pin.Arg("command", "Command and arguments.").Required().StringsVar(&h.pinArgv)
+	return h
+}
+
+// run runs cmd if it is a hidden helper, with no supervisor and no
+// temporary directory, and returns its exit code; ok is false for any
+// other command.
+func (h *helperCmds) run(cmd string, stdout io.Writer) (code int, ok bool) {
+	switch cmd {
+	case h.echo.FullCommand():
+		if err := runEcho(h.echoListen, h.echoFor); err != nil {
+			fmt.Fprintf(os.Stderr, "llama-loadtest echo: %v\n", err)
+			return 1, true
+		}
+		return 0, true
+	case h.plain.FullCommand():
+		if err := runPlainProber(stdout, h.plainPort, h.plainTargets, h.plainFlows, h.plainInterval, h.plainFor); err != nil {
+			fmt.Fprintf(os.Stderr, "llama-loadtest plain-prober: %v\n", err)
+			return 1, true
+		}
+		return 0, true
+	case h.burn.FullCommand():
+		runBurn(h.burnFor)
+		return 0, true
+	case h.pin.FullCommand():
+		err := runPinned(h.pinCPUs, h.pinArgv)
+		fmt.Fprintf(os.Stderr, "llama-loadtest pin: %v\n", err)
+		return 1, true
+	}
+	return 0, false
+}
+
+// runMode runs mode until it ends, --timeout passes or a signal comes,
+// stops the children it started, and returns the exit code. Its logs and
+// config files are kept when it fails or --keep-logs asks.
+func (g *globalFlags) runMode(mode loadTestMode, stdout io.Writer) int {
 	ctx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stopSignals()
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
 	defer cancel()
 
 	dir, err := os.MkdirTemp("", "llama-loadtest-")
@@ -169,38 +223,49 @@ func run(args []string, stdout io.Writer) int {
 		return 1
 	}
 	sup := newSupervisor(dir)
-	// Last resort if a mode ignores the context: stop the children and exit.
-	watchdog := time.AfterFunc(*timeout+15*time.Second, func() {
-		logf("watchdog: run exceeded --timeout=%v, killing children", *timeout)
-		sup.stopAll()
-		os.Exit(3)
-	})
+	watchdog := g.startWatchdog(sup)
 	defer watchdog.Stop()
 
-	if *waitIdle > 0 {
-		waitForIdle(ctx, *waitIdle, *idleBusy)
+	if g.waitIdle > 0 {
+		waitForIdle(ctx, g.waitIdle, g.idleBusy)
 	}
 	err = mode.run(&env{ctx: ctx, sup: sup, out: stdout, dir: dir})
 	sup.stopAll()
-	code := 0
-	switch {
-	case err == nil:
-	case errors.Is(err, context.Canceled) || errors.Is(ctx.Err(), context.Canceled):
-		logf("interrupted: %v", err)
-		code = 130
-	case errors.Is(err, context.DeadlineExceeded):
-		logf("--timeout=%v reached: %v", *timeout, err)
-		code = 1
-	default:
-		logf("error: %v", err)
-		code = 1
-	}
-	if *keepLogs || code != 0 {
+	code := g.exitCode(ctx, err)
+	if g.keepLogs || code != 0 {
 		logf("logs and config files kept in %s", dir)
 	} else {
 		os.RemoveAll(dir)
 	}
 	return code
+}
+
+// startWatchdog is the last resort if a mode ignores the context: 15 s
+// after --timeout it stops the children and exits 3.
+func (g *globalFlags) startWatchdog(sup *supervisor) *time.Timer {
+	return time.AfterFunc(g.timeout+15*time.Second, func() {
+		logf("watchdog: run exceeded --timeout=%v, killing children", g.timeout)
+		sup.stopAll()
+		os.Exit(3)
+	})
+}
+
+// exitCode logs how a mode that returned err ended and returns the exit
+// code: 0, 130 when a signal interrupted it, else 1 (--timeout included).
+func (g *globalFlags) exitCode(ctx context.Context, err error) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, context.Canceled) || errors.Is(ctx.Err(), context.Canceled):
+		logf("interrupted: %v", err)
+		return 130
+	case errors.Is(err, context.DeadlineExceeded):
+		logf("--timeout=%v reached: %v", g.timeout, err)
+		return 1
+	default:
+		logf("error: %v", err)
+		return 1
+	}
 }
 
 // sleepCtx sleeps for d or until ctx is done.

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -333,9 +334,11 @@ func (m *reflectorMode) startInprocessEcho(e *env) (*reflectorUnderTest, error) 
 	return r, nil
 }
 
+// measure loads r with the closed-loop generator: --warmup, then the
+// measured --duration, then the --drain of the probes still out. Its
+// result is impl's, with the rates of the measured window.
 func (m *reflectorMode) measure(e *env, impl string, r *reflectorUnderTest) (*reflResult, error) {
-	g, err := newGenerator(genConfig{Target: r.addr, Kind: r.kind, Sockets: m.Sockets, Window: m.Window,
-		PacketSize: m.PacketSize, LossTimeout: m.LossTimeout, SampleEvery: m.SampleEvery, Poll: m.Generator == "poll", GSO: m.GSO})
+	g, err := newGenerator(m.genConfig(r))
 	if err != nil {
 		return nil, err
 	}
@@ -348,29 +351,7 @@ func (m *reflectorMode) measure(e *env, impl string, r *reflectorUnderTest) (*re
 		g.stop(0)
 		return nil, err
 	}
-	reflCPU := newCPUMeter(r.cpu)
-	genCPU := newCPUMeter(func() (time.Duration, error) {
-		self := selfCPU()
-		if r.inSelf {
-			t, err := r.cpu()
-			return self - t, err
-		}
-		return self, nil
-	})
-	var machine machineMeter
-	t0 := g.totals()
-	start := time.Now()
-	machine.start()
-	reflCPU.start()
-	genCPU.start()
-	g.measuring.Store(true)
-	err = sleepCtx(e.ctx, m.Duration)
-	t1 := g.totals()
-	elapsed := time.Since(start)
-	reflCPU.stop()
-	genCPU.stop()
-	machine.stop()
-	g.measuring.Store(false)
+	w, err := m.measureWindow(e.ctx, g, r)
 	if err != nil {
 		g.stop(0)
 		return nil, err
@@ -386,28 +367,83 @@ func (m *reflectorMode) measure(e *env, impl string, r *reflectorUnderTest) (*re
 	if err := r.dead(); err != nil {
 		return nil, err
 	}
+	return w.result(impl, g, reflDrops, genDrops), nil
+}
+
+// genConfig is the generator's configuration for a load on r.
+func (m *reflectorMode) genConfig(r *reflectorUnderTest) genConfig {
+	return genConfig{Target: r.addr, Kind: r.kind, Sockets: m.Sockets, Window: m.Window,
+		PacketSize: m.PacketSize, LossTimeout: m.LossTimeout, SampleEvery: m.SampleEvery, Poll: m.Generator == "poll", GSO: m.GSO}
+}
+
+// measuredWindow is the measured part of a run: the generator's totals at
+// its start and end, its length, and the CPU used meanwhile.
+type measuredWindow struct {
+	t0, t1          genTotals
+	elapsed         time.Duration
+	reflCPU, genCPU *cpuMeter
+	machine         machineMeter
+}
+
+// measureWindow measures --duration of the generator g's load on r, with
+// the generator sampling RTTs meanwhile. Its error is that of the wait,
+// which ctx cuts short.
+func (m *reflectorMode) measureWindow(ctx context.Context, g *generator, r *reflectorUnderTest) (*measuredWindow, error) {
+	w := &measuredWindow{reflCPU: newCPUMeter(r.cpu), genCPU: newCPUMeter(generatorCPU(r))}
+	w.t0 = g.totals()
+	start := time.Now()
+	w.machine.start()
+	w.reflCPU.start()
+	w.genCPU.start()
+	g.measuring.Store(true)
+	err := sleepCtx(ctx, m.Duration)
+	w.t1 = g.totals()
+	w.elapsed = time.Since(start)
+	w.reflCPU.stop()
+	w.genCPU.stop()
+	w.machine.stop()
+	g.measuring.Store(false)
+	return w, err
+}
+
+// generatorCPU reads the CPU time of the generator: this process's, less
+// that of r's thread when r runs in it.
+func generatorCPU(r *reflectorUnderTest) func() (time.Duration, error) {
+	return func() (time.Duration, error) {
+		self := selfCPU()
+		if r.inSelf {
+			t, err := r.cpu()
+			return self - t, err
+		}
+		return self, nil
+	}
+}
+
+// result is the run of impl on the stopped generator g: the rates and CPU
+// of the window w, the totals of the whole run, and the RTTs sampled.
+func (w *measuredWindow) result(impl string, g *generator, reflDrops int64, genDrops uint64) *reflResult {
 	res := &reflResult{
-		Impl: impl, Elapsed: elapsed,
-		RepliesPerSec:  float64(t1.Received-t0.Received) / elapsed.Seconds(),
-		SentPerSec:     float64(t1.Sent-t0.Sent) / elapsed.Seconds(),
+		Impl: impl, Elapsed: w.elapsed,
+		RepliesPerSec:  float64(w.t1.Received-w.t0.Received) / w.elapsed.Seconds(),
+		SentPerSec:     float64(w.t1.Sent-w.t0.Sent) / w.elapsed.Seconds(),
 		Total:          g.totals(),
-		ReflectorCPU:   reflCPU.Percent(),
-		GeneratorCPU:   genCPU.Percent(),
-		Machine:        machine,
+		ReflectorCPU:   w.reflCPU.Percent(),
+		GeneratorCPU:   w.genCPU.Percent(),
+		Machine:        w.machine,
 		ReflectorDrops: reflDrops,
 		GeneratorDrops: genDrops,
 	}
-	if calls := t1.RecvCalls - t0.RecvCalls; calls > 0 {
-		empty := t1.EmptyRecvs - t0.EmptyRecvs
+	if calls := w.t1.RecvCalls - w.t0.RecvCalls; calls > 0 {
+		empty := w.t1.EmptyRecvs - w.t0.EmptyRecvs
 		res.EmptyRecvPct = 100 * float64(empty) / float64(calls)
 		if calls > empty {
-			res.AvgBatch = float64(t1.Received-t0.Received) / float64(calls-empty)
+			res.AvgBatch = float64(w.t1.Received-w.t0.Received) / float64(calls-empty)
 		}
 	}
 	rtts := g.sampledRTTs()
 	res.RTTSamples = len(rtts)
 	res.RTT = durationQuantiles(rtts, 0.5, 0.99, 0.999)
-	return res, nil
+	return res
 }
 
 func (m *reflectorMode) report(e *env, r *reflResult, base *reflResult) {

@@ -83,18 +83,31 @@ func (m *rttMode) window() time.Duration {
 }
 
 func (m *rttMode) run(e *env) error {
-	ctx := e.ctx
-	rport, err := freeUDPPort("127.0.0.1")
+	r, err := m.startProcesses(e)
 	if err != nil {
 		return err
 	}
-	webPort, err := freeTCPPort()
+	r.printSetup()
+	u := probeURL(r.webAddr, "rtt", r.target, false)
+	ms := r.startMeters()
+	if err := r.startSession(u); err != nil {
+		return err
+	}
+	mfs, err := r.waitWindow(u)
 	if err != nil {
 		return err
 	}
-	webAddr := fmt.Sprintf("127.0.0.1:%d", webPort)
-	cfgPath := filepath.Join(e.dir, "rtt.yml")
-	cfg := fmt.Sprintf(`# written by llama-loadtest rtt
+	ms.stop()
+	if mfs == nil {
+		return fmt.Errorf("no /probe answer within %v", r.maxWait)
+	}
+	return r.report(mfs, ms, r.windowDebugLine())
+}
+
+// config is the exporter's config file: the stamp module "rtt" at
+// --interval, whose window holds the M probes twice over.
+func (m *rttMode) config() string {
+	return fmt.Sprintf(`# written by llama-loadtest rtt
 modules:
   rtt:
     prober: stamp
@@ -104,115 +117,237 @@ modules:
     flows: %d
     ip_protocol: ip4
 `, durationMS(m.Interval), durationMS(m.ProbeTimeout), durationMS(m.window()), m.Flows)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		return err
-	}
-	maxWait := 3*time.Duration(m.Probes)*m.Interval + m.ProbeTimeout + 30*time.Second
+}
 
-	var burners []*child
-	for i := range m.Burners {
-		b, err := e.sup.start(fmt.Sprintf("burn%d", i), m.CPUBurners, selfExe(), "burn", "--for="+(maxWait+time.Minute).String())
+// rttRun is one run of the rtt mode: the processes it started, where they
+// listen, and the client of its requests to /probe.
+type rttRun struct {
+	m       *rttMode
+	e       *env
+	target  string // the exporter's own reflector, the module's target
+	webAddr string // the exporter's HTTP address
+	// maxWait is how long the window may take to hold the M probes: three
+	// times their nominal span, plus a timeout and 30 s of start-up.
+	maxWait time.Duration
+	burners []*child
+	exp     *child
+	client  *http.Client
+}
+
+// startProcesses writes the exporter's config file and starts the burners,
+// then the exporter, up to the point where it answers HTTP.
+func (m *rttMode) startProcesses(e *env) (*rttRun, error) {
+	rport, err := freeUDPPort("127.0.0.1")
+	if err != nil {
+		return nil, err
+	}
+	webPort, err := freeTCPPort()
+	if err != nil {
+		return nil, err
+	}
+	r := &rttRun{m: m, e: e,
+		target:  fmt.Sprintf("127.0.0.1:%d", rport),
+		webAddr: fmt.Sprintf("127.0.0.1:%d", webPort),
+		maxWait: 3*time.Duration(m.Probes)*m.Interval + m.ProbeTimeout + 30*time.Second,
+		client:  &http.Client{Timeout: 30 * time.Second},
+	}
+	cfgPath := filepath.Join(e.dir, "rtt.yml")
+	if err := os.WriteFile(cfgPath, []byte(m.config()), 0o644); err != nil {
+		return nil, err
+	}
+	if err := r.startBurners(); err != nil {
+		return nil, err
+	}
+	if err := r.startExporter(cfgPath); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// startBurners starts the --burners busy loops, each for a minute longer
+// than the run can last, so that they compete with the exporter until the
+// end.
+func (r *rttRun) startBurners() error {
+	for i := range r.m.Burners {
+		b, err := r.e.sup.start(fmt.Sprintf("burn%d", i), r.m.CPUBurners, selfExe(), "burn", "--for="+(r.maxWait+time.Minute).String())
 		if err != nil {
 			return err
 		}
-		burners = append(burners, b)
+		r.burners = append(r.burners, b)
 	}
-	exp, err := e.sup.start("exporter", m.CPUExporter, m.ef.argv(
-		"--config.file="+cfgPath, "--web.listen-address="+webAddr,
-		fmt.Sprintf("--reflector.listen-address=127.0.0.1:%d", rport),
+	return nil
+}
+
+// startExporter starts the exporter with the config file at cfgPath and
+// its reflector, unlimited, on the target's port, and waits until it
+// answers HTTP.
+func (r *rttRun) startExporter(cfgPath string) error {
+	exp, err := r.e.sup.start("exporter", r.m.CPUExporter, r.m.ef.argv(
+		"--config.file="+cfgPath, "--web.listen-address="+r.webAddr,
+		"--reflector.listen-address="+r.target,
 		"--reflector.max-pps=0", "--reflector.max-pps-per-source=0")...)
 	if err != nil {
 		return err
 	}
-	if err := waitHTTPReady(ctx, exp, webAddr, 15*time.Second); err != nil {
-		return err
-	}
-	target := fmt.Sprintf("127.0.0.1:%d", rport)
-	fmt.Fprintf(e.out, "# rtt: %d probes every %v to %s (window %v), %d burners (CPU %s), exporter pid %d on CPU %s, exporter args %q\n",
-		m.Probes, m.Interval, target, m.window(), m.Burners, orNone(m.CPUBurners), exp.PID, orNone(m.CPUExporter), m.ef.Args)
+	r.exp = exp
+	return waitHTTPReady(r.e.ctx, exp, r.webAddr, 15*time.Second)
+}
 
-	client := &http.Client{Timeout: 30 * time.Second}
-	u := probeURL(webAddr, "rtt", target, false)
-	expMeter := newCPUMeter(func() (time.Duration, error) { return processCPU(exp.PID) })
-	burnMeters := make([]*cpuMeter, len(burners))
-	for i, b := range burners {
-		burnMeters[i] = newCPUMeter(func() (time.Duration, error) { return processCPU(b.PID) })
-		burnMeters[i].start()
+// printSetup prints the run's "# rtt:" line: what is probed how often, and
+// where the processes run.
+func (r *rttRun) printSetup() {
+	m := r.m
+	fmt.Fprintf(r.e.out, "# rtt: %d probes every %v to %s (window %v), %d burners (CPU %s), exporter pid %d on CPU %s, exporter args %q\n",
+		m.Probes, m.Interval, r.target, m.window(), m.Burners, orNone(m.CPUBurners), r.exp.PID, orNone(m.CPUExporter), m.ef.Args)
+}
+
+// rttMeters measure the CPU used while the window fills: by the exporter,
+// by each burner, and by each CPU of the machine.
+type rttMeters struct {
+	exp     *cpuMeter
+	burners []*cpuMeter
+	machine machineMeter
+}
+
+// startMeters starts the meters, the exporter's last, just before the
+// session starts.
+func (r *rttRun) startMeters() *rttMeters {
+	exp := r.exp
+	ms := &rttMeters{
+		exp:     newCPUMeter(func() (time.Duration, error) { return processCPU(exp.PID) }),
+		burners: make([]*cpuMeter, len(r.burners)),
 	}
-	var machine machineMeter
-	machine.start()
-	expMeter.start()
-	code, body, err := get(ctx, client, u, 10)
+	for i, b := range r.burners {
+		ms.burners[i] = newCPUMeter(func() (time.Duration, error) { return processCPU(b.PID) })
+		ms.burners[i].start()
+	}
+	ms.machine.start()
+	ms.exp.start()
+	return ms
+}
+
+// stop stops the meters, the exporter's first.
+func (ms *rttMeters) stop() {
+	ms.exp.stop()
+	ms.machine.stop()
+	for _, b := range ms.burners {
+		b.stop()
+	}
+}
+
+// burnersPercent is the CPU the burners used together, in percent of one
+// core.
+func (ms *rttMeters) burnersPercent() float64 {
+	var pct float64
+	for _, b := range ms.burners {
+		pct += b.Percent()
+	}
+	return pct
+}
+
+// startSession asks /probe at u once, which starts the probe session.
+func (r *rttRun) startSession(u string) error {
+	code, body, err := get(r.e.ctx, r.client, u, 10)
 	if err != nil {
 		return err
 	}
 	if code != http.StatusOK {
 		return fmt.Errorf("first /probe: HTTP %d: %s", code, strings.TrimSpace(body))
 	}
-	logf("session started; waiting for %d decided probes in the window (at most %v)", m.Probes, maxWait)
-	wctx, cancel := context.WithTimeout(ctx, maxWait)
+	return nil
+}
+
+// waitWindow asks /probe at u every 250 ms until the window holds M
+// probes, and returns its last answer. After maxWait it settles for what
+// the window has, with a warning; nil when no answer came by then.
+func (r *rttRun) waitWindow(u string) (metricFamilies, error) {
+	ctx := r.e.ctx
+	logf("session started; waiting for %d decided probes in the window (at most %v)", r.m.Probes, r.maxWait)
+	wctx, cancel := context.WithTimeout(ctx, r.maxWait)
 	defer cancel()
 	var mfs metricFamilies
 	lastLog := time.Now()
 	for {
 		if err := sleepCtx(wctx, 250*time.Millisecond); err != nil {
 			if ctx.Err() != nil {
-				return err
+				return nil, err
 			}
-			logf("warning: window holds fewer than %d probes after %v; reporting what it has", m.Probes, maxWait)
-			break
+			logf("warning: window holds fewer than %d probes after %v; reporting what it has", r.m.Probes, r.maxWait)
+			return mfs, nil
 		}
-		if exp.Exited() {
-			return exp.exitError()
+		if r.exp.Exited() {
+			return nil, r.exp.exitError()
 		}
-		mfs, _, err = fetchMetrics(ctx, client, u)
+		var err error
+		mfs, _, err = fetchMetrics(ctx, r.client, u)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		n := mfs.get("llama_probe_window_packets_sent")
-		if n >= float64(m.Probes) {
-			break
+		if n >= float64(r.m.Probes) {
+			return mfs, nil
 		}
 		if time.Since(lastLog) > 5*time.Second {
 			logf("  %.0f probes in the window", n)
 			lastLog = time.Now()
 		}
 	}
-	expMeter.stop()
-	machine.stop()
-	for _, b := range burnMeters {
-		b.stop()
+}
+
+// windowDebugLine is the "Window RTT:" line of /probe's debug page, or ""
+// when the page does not answer or has none.
+func (r *rttRun) windowDebugLine() string {
+	var line string
+	code, body, err := get(r.e.ctx, r.client, probeURL(r.webAddr, "rtt", r.target, true), 10)
+	if err != nil || code != http.StatusOK {
+		return ""
 	}
-	if mfs == nil {
-		return fmt.Errorf("no /probe answer within %v", maxWait)
-	}
-	var debugLine string
-	if code, body, err := get(ctx, client, probeURL(webAddr, "rtt", target, true), 10); err == nil && code == http.StatusOK {
-		for line := range strings.SplitSeq(body, "\n") {
-			if strings.HasPrefix(line, "Window RTT:") {
-				debugLine = line
-			}
+	for l := range strings.SplitSeq(body, "\n") {
+		if strings.HasPrefix(l, "Window RTT:") {
+			line = l
 		}
 	}
-	var burnPct float64
-	for _, b := range burnMeters {
-		burnPct += b.Percent()
-	}
+	return line
+}
 
-	const name = "llama_probe_window_rtt_seconds"
-	q := func(x float64) float64 { return mfs.summaryQuantile(name, x) }
-	count := mfs.summaryCount(name)
+// rttSummary is the summary metric of the window's RTTs.
+const rttSummary = "llama_probe_window_rtt_seconds"
+
+// report prints the result line, the debug page's line when there is one,
+// and the JSON line. It fails when /probe's answer mfs has no RTT summary.
+func (r *rttRun) report(mfs metricFamilies, ms *rttMeters, debugLine string) error {
+	count := mfs.summaryCount(rttSummary)
+	r.printResult(mfs, count, ms)
+	if debugLine != "" {
+		fmt.Fprintf(r.e.out, "rtt debug page: %s\n", debugLine)
+	}
+	jsonLine(r.e.out, r.results(mfs, count, ms))
+	if math.IsNaN(count) {
+		return fmt.Errorf("the /probe answer has no %s summary", rttSummary)
+	}
+	return nil
+}
+
+// printResult prints the "rtt burners=N:" line: the window's RTT
+// quantiles of count probes, and the CPU used while it filled.
+func (r *rttRun) printResult(mfs metricFamilies, count float64, ms *rttMeters) {
+	q := func(x float64) float64 { return mfs.summaryQuantile(rttSummary, x) }
 	wsent, wlost := mfs.get("llama_probe_window_packets_sent"), mfs.get("llama_probe_window_packets_lost")
 	ts := mfs.label("llama_probe_target_info", "timestamps")
-	fmt.Fprintf(e.out, "rtt burners=%d: %.0f probes (window sent %.0f lost %.0f): min %s p50 %s p90 %s p99 %s p99.9 %s max %s stddev %s jitter %s; timestamps %s; exporter CPU %s, burners CPU %s; machine: %s\n",
-		m.Burners, count, wsent, wlost,
+	fmt.Fprintf(r.e.out, "rtt burners=%d: %.0f probes (window sent %.0f lost %.0f): min %s p50 %s p90 %s p99 %s p99.9 %s max %s stddev %s jitter %s; timestamps %s; exporter CPU %s, burners CPU %s; machine: %s\n",
+		r.m.Burners, count, wsent, wlost,
 		fmtSeconds(mfs.get("llama_probe_window_rtt_min_seconds")), fmtSeconds(q(0.5)), fmtSeconds(q(0.9)), fmtSeconds(q(0.99)), fmtSeconds(q(0.999)),
 		fmtSeconds(mfs.get("llama_probe_window_rtt_max_seconds")), fmtSeconds(mfs.get("llama_probe_window_rtt_stddev_seconds")),
-		fmtSeconds(mfs.get("llama_probe_window_jitter_seconds")), orDash(ts), fmtPct(expMeter.Percent()), fmtPct(burnPct), fmtCPUUsage(machine.Usage))
-	if debugLine != "" {
-		fmt.Fprintf(e.out, "rtt debug page: %s\n", debugLine)
-	}
-	jsonLine(e.out, map[string]any{
+		fmtSeconds(mfs.get("llama_probe_window_jitter_seconds")), orDash(ts), fmtPct(ms.exp.Percent()), fmtPct(ms.burnersPercent()), fmtCPUUsage(ms.machine.Usage))
+}
+
+// results is the run's JSON line: what printResult prints, in
+// microseconds, with the run's settings.
+func (r *rttRun) results(mfs metricFamilies, count float64, ms *rttMeters) map[string]any {
+	m := r.m
+	q := func(x float64) float64 { return mfs.summaryQuantile(rttSummary, x) }
+	wsent, wlost := mfs.get("llama_probe_window_packets_sent"), mfs.get("llama_probe_window_packets_lost")
+	return map[string]any{
 		"mode": "rtt", "burners": m.Burners, "probes": count, "interval_s": m.Interval.Seconds(),
 		"window_sent": wsent, "window_lost": wlost, "loss_ratio": ratio(wlost, wsent),
 		"rtt_min_us":    micros(mfs.get("llama_probe_window_rtt_min_seconds")),
@@ -223,14 +358,10 @@ modules:
 		"rtt_max_us":    micros(mfs.get("llama_probe_window_rtt_max_seconds")),
 		"rtt_stddev_us": micros(mfs.get("llama_probe_window_rtt_stddev_seconds")),
 		"jitter_us":     micros(mfs.get("llama_probe_window_jitter_seconds")),
-		"timestamps":    ts, "exporter_args": m.ef.Args, "cpu_exporter": m.CPUExporter,
-		"exporter_cpu_pct": round2(expMeter.Percent()), "burners_cpu_pct": round2(burnPct),
-		"machine_busy_pct": machine.JSON(),
-	})
-	if math.IsNaN(count) {
-		return fmt.Errorf("the /probe answer has no %s summary", name)
+		"timestamps":    mfs.label("llama_probe_target_info", "timestamps"), "exporter_args": m.ef.Args, "cpu_exporter": m.CPUExporter,
+		"exporter_cpu_pct": round2(ms.exp.Percent()), "burners_cpu_pct": round2(ms.burnersPercent()),
+		"machine_busy_pct": ms.machine.JSON(),
 	}
-	return nil
 }
 
 func orDash(s string) string {

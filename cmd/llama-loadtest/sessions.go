@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -45,6 +46,8 @@ type sessionsMode struct {
 	Sweep             bool
 	SweepConcurrency  int
 	Baseline          bool
+	Prober            string
+	PeerSmokeping     string
 }
 
 // maxSessions bounds --sessions: targets are 127.x.y.z with x from 1 to
@@ -74,6 +77,8 @@ func addSessionsCmd(app *kingpin.Application) *sessionsMode {
 	c.Flag("sweep", "After the measured period, scrape every target once and sum the loss counters.").Default("true").BoolVar(&m.Sweep)
 	c.Flag("sweep.concurrency", "Concurrent scrapes in the final sweep.").Default("32").IntVar(&m.SweepConcurrency)
 	c.Flag("baseline", "Before creating the sessions, run a plain per-packet Go prober (one system call per probe and per reply, user-space timestamps, counts only) for --duration against the same targets at the same rate, pinned like the exporter, and report its CPU next to the exporter's.").Default("true").BoolVar(&m.Baseline)
+	c.Flag("prober", "Module prober: stamp probes the reflector; icmp pings the targets; tcp connects to a listener on the targets' port, which this tool runs.").Default("stamp").EnumVar(&m.Prober, "stamp", "icmp", "tcp")
+	c.Flag("peer.smokeping", "Path of a smokeping_prober binary: before creating the sessions, run it against the same targets at the same interval (privileged ICMP) for --duration and report the exporter's CPU against its.").StringVar(&m.PeerSmokeping)
 	return m
 }
 
@@ -143,17 +148,30 @@ func durationMS(d time.Duration) string {
 const sessionsModule = "loadtest"
 
 func (m *sessionsMode) config(port int) string {
+	portLine := fmt.Sprintf("\n    port: %d", port)
+	if m.Prober == "icmp" {
+		portLine = ""
+	}
 	return fmt.Sprintf(`# written by llama-loadtest sessions
 modules:
   %s:
-    prober: stamp
+    prober: %s
     interval: %s
     timeout: %s
     window: %s
-    flows: %d
-    port: %d
+    flows: %d%s
     ip_protocol: ip4
-`, sessionsModule, durationMS(m.Interval), durationMS(m.ProbeTimeout), durationMS(m.Window), m.Flows, port)
+`, sessionsModule, m.Prober, durationMS(m.Interval), durationMS(m.ProbeTimeout), durationMS(m.Window), m.Flows, portLine)
+}
+
+// target is the i-th session's /probe target: sessionTarget, without the
+// port for the icmp prober, which has none.
+func (m *sessionsMode) target(i, port int) string {
+	t := sessionTarget(i, port)
+	if m.Prober == "icmp" {
+		return netip.MustParseAddrPort(t).Addr().String()
+	}
+	return t
 }
 
 func probeURL(webAddr, module, target string, debug bool) string {
@@ -194,249 +212,403 @@ func (l *latencies) stats() (p50, p90, p99, maxv float64) {
 }
 
 func (m *sessionsMode) run(e *env) error {
-	ctx := e.ctx
-	rport, err := freeUDPPort("0.0.0.0")
+	r, err := m.startProcesses(e)
 	if err != nil {
 		return err
 	}
-	webPort, err := freeTCPPort()
+	idle, _ := processMem(r.exp.PID)
+	r.printSetup(idle)
+	base, err := r.runBaseline()
 	if err != nil {
 		return err
 	}
-	webAddr := fmt.Sprintf("127.0.0.1:%d", webPort)
-	cfgPath := filepath.Join(e.dir, "loadtest.yml")
-	if err := os.WriteFile(cfgPath, []byte(m.config(rport)), 0o644); err != nil {
-		return err
-	}
-	reflFlags := []string{fmt.Sprintf("--reflector.listen-address=0.0.0.0:%d", rport),
-		"--reflector.max-pps=0", "--reflector.max-pps-per-source=0"}
-	firstTarget, _ := netip.ParseAddrPort(sessionTarget(0, rport))
-
-	// The reflector.
-	var refl *child
-	reflWeb := webAddr
-	if m.Reflector == "separate" {
-		p, err := freeTCPPort()
-		if err != nil {
-			return err
-		}
-		reflWeb = fmt.Sprintf("127.0.0.1:%d", p)
-		refl, err = e.sup.start("reflector", m.CPUReflector, m.ef.argv(append(reflFlags, "--web.listen-address="+reflWeb)...)...)
-		if err != nil {
-			return err
-		}
-		if err := waitHTTPReady(ctx, refl, reflWeb, 15*time.Second); err != nil {
-			return err
-		}
-		if err := waitReflector(ctx, firstTarget, replySTAMP, 10*time.Second, deadFunc(refl)); err != nil {
-			return err
-		}
-	}
-
-	// The exporter.
-	args := []string{"--config.file=" + cfgPath, "--web.listen-address=" + webAddr,
-		fmt.Sprintf("--probe.max-targets=%d", 2*m.Sessions+100)}
-	if m.Reflector == "separate" {
-		args = append(args, "--no-reflector")
-	} else {
-		args = append(args, reflFlags...)
-	}
-	exp, err := e.sup.start("exporter", m.CPUExporter, m.ef.argv(args...)...)
+	peer, err := r.runPeer()
 	if err != nil {
 		return err
 	}
-	if err := waitHTTPReady(ctx, exp, webAddr, 15*time.Second); err != nil {
-		return err
-	}
-	if refl == nil {
-		if err := waitReflector(ctx, firstTarget, replySTAMP, 10*time.Second, deadFunc(exp)); err != nil {
-			return err
-		}
-	}
-	mem0, _ := processMem(exp.PID)
-	fmt.Fprintf(e.out, "# sessions: %d targets 127.1.0.1.. port %d, module interval %v timeout %v window %v flows %d, reflector %s; exporter pid %d on CPU %s, reflector on CPU %s; idle exporter RSS %s\n",
-		m.Sessions, rport, m.Interval, m.ProbeTimeout, m.Window, m.Flows, m.Reflector, exp.PID, orNone(m.CPUExporter), orNone(m.CPUReflector), fmtBytes(mem0.RSS))
-
-	var base *baselineResult
-	if m.Baseline {
-		logf("baseline: plain per-packet Go prober for %v", m.Duration)
-		if base, err = m.baseline(e, rport); err != nil {
-			return err
-		}
-		fmt.Fprintf(e.out, "sessions baseline, plain per-packet Go prober, same targets and rate: CPU %.2fs = %s of one core (%.2f µs per probe); sent %d received %d (loss %.4f%%), mean RTT %s\n",
-			base.cpu.CPU.Seconds(), fmtPct(base.cpu.Percent()), base.usPerProbe, base.sent, base.received,
-			100*ratio(float64(base.sent-min(base.sent, base.received)), float64(base.sent)), fmtSeconds(base.meanRTT.Seconds()))
-	}
-
-	client := &http.Client{
+	r.client = &http.Client{
 		Transport: &http.Transport{MaxIdleConns: 4096, MaxIdleConnsPerHost: m.CreateConcurrency + m.ScrapeConcurrency + m.SweepConcurrency,
 			DisableCompression: !m.ScrapeGzip},
 		Timeout: 60 * time.Second,
 	}
-	defer client.CloseIdleConnections()
-
-	// Create the sessions.
-	logf("creating %d sessions, %d at a time", m.Sessions, m.CreateConcurrency)
-	createStart := time.Now()
-	created, err := m.create(ctx, client, webAddr, rport, exp)
-	createTime := time.Since(createStart)
+	defer r.client.CloseIdleConnections()
+	created, err := r.createSessions()
 	if err != nil {
 		return err
 	}
-	cp50, _, cp99, cmax := created.lat.stats()
-	metrics, _, err := fetchMetrics(ctx, client, "http://"+webAddr+"/metrics")
-	if err != nil {
-		return err
-	}
-	nSessions := metrics.get("llama_exporter_sessions")
-	memCreated, _ := processMem(exp.PID)
-	fmt.Fprintf(e.out, "sessions created: %d of %d in %.1fs (%.0f/s); first /probe p50 %s p99 %s max %s; non-200 %d, errors %d; probe_success=1 on first scrape %d; llama_exporter_sessions %.0f; exporter RSS %s\n",
-		created.ok, m.Sessions, createTime.Seconds(), float64(created.ok)/createTime.Seconds(),
-		fmtSeconds(cp50), fmtSeconds(cp99), fmtSeconds(cmax), created.non200, created.lat.errs, created.success, nSessions, fmtBytes(memCreated.RSS))
-	if created.ok < m.Sessions {
-		logf("warning: only %d of %d sessions created (first error: %v)", created.ok, m.Sessions, created.firstErr)
-	}
-
 	logf("warm-up %v", m.Warmup)
-	if err := sleepCtx(ctx, m.Warmup); err != nil {
+	if err := sleepCtx(e.ctx, m.Warmup); err != nil {
 		return err
 	}
+	st, err := r.measure()
+	if err != nil {
+		return err
+	}
+	toBaseline := r.printSteady(st, idle, base)
+	res := r.results(created, st, idle, base, toBaseline)
+	r.printPeer(st, peer, res)
+	if m.Sweep {
+		if err := r.sweepTargets(res); err != nil {
+			return err
+		}
+	}
+	jsonLine(e.out, res)
+	return nil
+}
 
-	// Steady state.
+// sessionsRun is one run of the sessions mode: the processes it started,
+// where they listen, and the client of its scrapes.
+type sessionsRun struct {
+	m       *sessionsMode
+	e       *env
+	rport   int    // the reflector's UDP port, on every target
+	webAddr string // the exporter's HTTP address
+	// reflWeb is the HTTP address of the process that reflects: the
+	// exporter's with --reflector=embedded.
+	reflWeb string
+	refl    *child // the separate reflector; nil with --reflector=embedded
+	exp     *child
+	client  *http.Client
+}
+
+// startProcesses writes the exporter's config file and starts the separate
+// reflector, with --reflector=separate, and the exporter, each up to the
+// point where it answers HTTP and reflects probes.
+func (m *sessionsMode) startProcesses(e *env) (*sessionsRun, error) {
+	rport, err := freeUDPPort("0.0.0.0")
+	if err != nil {
+		return nil, err
+	}
+	webPort, err := freeTCPPort()
+	if err != nil {
+		return nil, err
+	}
+	r := &sessionsRun{m: m, e: e, rport: rport, webAddr: fmt.Sprintf("127.0.0.1:%d", webPort)}
+	r.reflWeb = r.webAddr
+	if m.Prober == "tcp" {
+		l, err := serveTCP(rport)
+		if err != nil {
+			return nil, fmt.Errorf("the tcp prober's target listener: %w", err)
+		}
+		go func() { <-e.ctx.Done(); l.Close() }()
+	}
+	cfgPath := filepath.Join(e.dir, "loadtest.yml")
+	if err := os.WriteFile(cfgPath, []byte(m.config(rport)), 0o644); err != nil {
+		return nil, err
+	}
+	reflFlags := []string{fmt.Sprintf("--reflector.listen-address=0.0.0.0:%d", rport),
+		"--reflector.max-pps=0", "--reflector.max-pps-per-source=0"}
+	if m.Reflector == "separate" {
+		if err := r.startReflector(reflFlags); err != nil {
+			return nil, err
+		}
+	}
+	if err := r.startExporter(cfgPath, reflFlags); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// firstTarget is the first session's target, whose replies show that a
+// reflector answers.
+func (r *sessionsRun) firstTarget() netip.AddrPort {
+	t, _ := netip.ParseAddrPort(sessionTarget(0, r.rport))
+	return t
+}
+
+// startReflector starts the separate reflector, an exporter with reflFlags
+// and its own web port, and waits until it answers HTTP and probes.
+func (r *sessionsRun) startReflector(reflFlags []string) error {
+	p, err := freeTCPPort()
+	if err != nil {
+		return err
+	}
+	r.reflWeb = fmt.Sprintf("127.0.0.1:%d", p)
+	r.refl, err = r.e.sup.start("reflector", r.m.CPUReflector, r.m.ef.argv(append(reflFlags, "--web.listen-address="+r.reflWeb)...)...)
+	if err != nil {
+		return err
+	}
+	if err := waitHTTPReady(r.e.ctx, r.refl, r.reflWeb, 15*time.Second); err != nil {
+		return err
+	}
+	return waitReflector(r.e.ctx, r.firstTarget(), replySTAMP, 10*time.Second, deadFunc(r.refl))
+}
+
+// startExporter starts the exporter with the config at cfgPath, and with
+// reflFlags unless the reflector is separate, and waits until it answers
+// HTTP and, reflecting itself, probes.
+func (r *sessionsRun) startExporter(cfgPath string, reflFlags []string) error {
+	args := []string{"--config.file=" + cfgPath, "--web.listen-address=" + r.webAddr,
+		fmt.Sprintf("--probe.max-targets=%d", 2*r.m.Sessions+100)}
+	if r.m.Reflector == "separate" {
+		args = append(args, "--no-reflector")
+	} else {
+		args = append(args, reflFlags...)
+	}
+	var err error
+	r.exp, err = r.e.sup.start("exporter", r.m.CPUExporter, r.m.ef.argv(args...)...)
+	if err != nil {
+		return err
+	}
+	if err := waitHTTPReady(r.e.ctx, r.exp, r.webAddr, 15*time.Second); err != nil {
+		return err
+	}
+	if r.refl == nil {
+		return waitReflector(r.e.ctx, r.firstTarget(), replySTAMP, 10*time.Second, deadFunc(r.exp))
+	}
+	return nil
+}
+
+// printSetup prints the run's first line: what it tests, where, and the
+// idle exporter's memory.
+func (r *sessionsRun) printSetup(idle procMem) {
+	m := r.m
+	fmt.Fprintf(r.e.out, "# sessions: %d targets 127.1.0.1.. port %d, module interval %v timeout %v window %v flows %d, reflector %s; exporter pid %d on CPU %s, reflector on CPU %s; idle exporter RSS %s\n",
+		m.Sessions, r.rport, m.Interval, m.ProbeTimeout, m.Window, m.Flows, m.Reflector, r.exp.PID, orNone(m.CPUExporter), orNone(m.CPUReflector), fmtBytes(idle.RSS))
+}
+
+// runBaseline runs the plain prober, with --baseline, and prints what it
+// cost; without --baseline it returns nil.
+func (r *sessionsRun) runBaseline() (*baselineResult, error) {
+	if !r.m.Baseline {
+		return nil, nil
+	}
+	if r.m.Prober != "stamp" {
+		logf("baseline: the plain prober sends STAMP probes, so it runs with --prober=stamp only")
+		return nil, nil
+	}
+	logf("baseline: plain per-packet Go prober for %v", r.m.Duration)
+	base, err := r.m.baseline(r.e, r.rport)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(r.e.out, "sessions baseline, plain per-packet Go prober, same targets and rate: CPU %.2fs = %s of one core (%.2f µs per probe); sent %d received %d (loss %.4f%%), mean RTT %s\n",
+		base.cpu.CPU.Seconds(), fmtPct(base.cpu.Percent()), base.usPerProbe, base.sent, base.received,
+		100*ratio(float64(base.sent-min(base.sent, base.received)), float64(base.sent)), fmtSeconds(base.meanRTT.Seconds()))
+	return base, nil
+}
+
+// creation is what creating the sessions measured.
+type creation struct {
+	*createResult
+	took     time.Duration
+	p50, p99 float64 // first /probe latency, seconds
+	gauge    float64 // llama_exporter_sessions once created
+}
+
+// createSessions creates the sessions, one first /probe per target, and
+// prints how long that took and what the exporter then holds.
+func (r *sessionsRun) createSessions() (*creation, error) {
+	m, ctx := r.m, r.e.ctx
+	logf("creating %d sessions, %d at a time", m.Sessions, m.CreateConcurrency)
+	start := time.Now()
+	res, err := m.create(ctx, r.client, r.webAddr, r.rport, r.exp)
+	c := &creation{createResult: res, took: time.Since(start)}
+	if err != nil {
+		return nil, err
+	}
+	var maxv float64
+	c.p50, _, c.p99, maxv = res.lat.stats()
+	metrics, _, err := fetchMetrics(ctx, r.client, "http://"+r.webAddr+"/metrics")
+	if err != nil {
+		return nil, err
+	}
+	c.gauge = metrics.get("llama_exporter_sessions")
+	mem, _ := processMem(r.exp.PID)
+	fmt.Fprintf(r.e.out, "sessions created: %d of %d in %.1fs (%.0f/s); first /probe p50 %s p99 %s max %s; non-200 %d, errors %d; probe_success=1 on first scrape %d; llama_exporter_sessions %.0f; exporter RSS %s\n",
+		res.ok, m.Sessions, c.took.Seconds(), float64(res.ok)/c.took.Seconds(),
+		fmtSeconds(c.p50), fmtSeconds(c.p99), fmtSeconds(maxv), res.non200, res.lat.errs, res.success, c.gauge, fmtBytes(mem.RSS))
+	if res.ok < m.Sessions {
+		logf("warning: only %d of %d sessions created (first error: %v)", res.ok, m.Sessions, res.firstErr)
+	}
+	return c, nil
+}
+
+// steadyState is what the measured period saw.
+type steadyState struct {
+	elapsed             time.Duration
+	exp, refl           *cpuMeter // refl is nil with --reflector=embedded
+	machine             machineMeter
+	expDrops, reflDrops uint64 // receive-buffer drops over the period
+	scr                 *latencies
+	issued              int   // scrapes started
+	skipped             int64 // scrapes not started, all workers busy
+	reflPPS, throttled  float64
+	memEnd              procMem
+	threads             int
+	expMetrics          metricFamilies
+}
+
+// measure scrapes random targets for --duration, metering the CPU of the
+// processes and of the machine, then reads the counters that the period
+// moved.
+func (r *sessionsRun) measure() (*steadyState, error) {
+	m, ctx := r.m, r.e.ctx
 	encoding := "uncompressed"
 	if m.ScrapeGzip {
 		encoding = "gzip"
 	}
 	logf("measuring %v, %.0f scrapes/s, %s", m.Duration, m.ScrapeRate, encoding)
-	reflMetrics0, _, err := fetchMetrics(ctx, client, "http://"+reflWeb+"/metrics")
+	reflMetrics0, _, err := fetchMetrics(ctx, r.client, "http://"+r.reflWeb+"/metrics")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	expMeter := newCPUMeter(func() (time.Duration, error) { return processCPU(exp.PID) })
-	var reflMeter *cpuMeter
-	if refl != nil {
-		reflMeter = newCPUMeter(func() (time.Duration, error) { return processCPU(refl.PID) })
+	s := &steadyState{scr: &latencies{}, exp: newCPUMeter(func() (time.Duration, error) { return processCPU(r.exp.PID) })}
+	if r.refl != nil {
+		s.refl = newCPUMeter(func() (time.Duration, error) { return processCPU(r.refl.PID) })
 	}
-	var machine machineMeter
-	expDrops0 := processUDPDrops(exp.PID)
-	var reflDrops0 uint64
-	if refl != nil {
-		reflDrops0 = processUDPDrops(refl.PID)
-	}
+	expDrops0, reflDrops0 := r.udpDrops()
 	start := time.Now()
-	machine.start()
-	expMeter.start()
-	reflMeter.start()
-	scr := &latencies{}
+	s.machine.start()
+	s.exp.start()
+	s.refl.start()
 	var skipped atomic.Int64
-	issued := m.steady(ctx, client, webAddr, rport, scr, &skipped)
-	expMeter.stop()
-	reflMeter.stop()
-	machine.stop()
-	elapsed := time.Since(start)
-	expDrops := processUDPDrops(exp.PID) - expDrops0
-	var reflDrops uint64
-	if refl != nil {
-		reflDrops = processUDPDrops(refl.PID) - reflDrops0
-	}
+	s.issued = m.steady(ctx, r.client, r.webAddr, r.rport, s.scr, &skipped)
+	s.exp.stop()
+	s.refl.stop()
+	s.machine.stop()
+	s.elapsed = time.Since(start)
+	s.skipped = skipped.Load()
+	expDrops, reflDrops := r.udpDrops()
+	s.expDrops, s.reflDrops = expDrops-expDrops0, reflDrops-reflDrops0
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, err
 	}
-	if exp.Exited() {
-		return exp.exitError()
+	if r.exp.Exited() {
+		return nil, r.exp.exitError()
 	}
-	reflMetrics1, _, err := fetchMetrics(ctx, client, "http://"+reflWeb+"/metrics")
-	if err != nil {
-		return err
-	}
-	memEnd, _ := processMem(exp.PID)
-	st, _ := readProcStat(fmt.Sprintf("/proc/%d/stat", exp.PID))
-	expMetrics, _, err := fetchMetrics(ctx, client, "http://"+webAddr+"/metrics")
-	if err != nil {
-		return err
-	}
-	reflPPS := (reflMetrics1.get("llama_reflector_packets_reflected_total") - reflMetrics0.get("llama_reflector_packets_reflected_total")) / elapsed.Seconds()
-	throttled := reflMetrics1.get("llama_reflector_packets_throttled_total")
-	expectedPPS := float64(m.Sessions) / m.Interval.Seconds()
-	sp50, sp90, sp99, smax := scr.stats()
+	return s, r.readAfter(s, reflMetrics0)
+}
 
-	fmt.Fprintf(e.out, "sessions steady state %d sessions over %.1fs: exporter CPU %.2fs = %s of one core (%.2f µs per probe), reflector CPU %s; probes reflected %.0f/s (expected %.0f/s); throttled %.0f\n",
-		m.Sessions, elapsed.Seconds(), expMeter.CPU.Seconds(), fmtPct(expMeter.Percent()),
-		1e6*expMeter.CPU.Seconds()/(expectedPPS*elapsed.Seconds()), fmtPct(reflMeter.Percent()), reflPPS, expectedPPS, throttled)
-	fmt.Fprintf(e.out, "sessions receive-buffer drops over the period: exporter sockets %d, reflector sockets %d; machine: %s\n",
-		expDrops, reflDrops, fmtCPUUsage(machine.Usage))
-	fmt.Fprintf(e.out, "sessions exporter memory: RSS %s (%.1f KiB per session over idle), peak %s, threads %d\n",
-		fmtBytes(memEnd.RSS), (float64(memEnd.RSS)-float64(mem0.RSS))/1024/float64(m.Sessions), fmtBytes(memEnd.HWM), st.Threads)
-	fmt.Fprintf(e.out, "sessions /probe latency over %d scrapes (%d started, %d errors, %d skipped with all %d workers busy): p50 %s p90 %s p99 %s max %s\n",
-		len(scr.d), issued, scr.errs, skipped.Load(), m.ScrapeConcurrency, fmtSeconds(sp50), fmtSeconds(sp90), fmtSeconds(sp99), fmtSeconds(smax))
-	if scr.err != nil {
-		logf("first scrape error: %v", scr.err)
+// udpDrops returns the receive-buffer drops so far of the exporter's
+// sockets and of the separate reflector's (0 with --reflector=embedded).
+func (r *sessionsRun) udpDrops() (exp, refl uint64) {
+	exp = processUDPDrops(r.exp.PID)
+	if r.refl != nil {
+		refl = processUDPDrops(r.refl.PID)
 	}
-	var toBaseline float64
+	return exp, refl
+}
+
+// readAfter completes s after the measured period: the packets reflected
+// since reflMetrics0, the reflector's throttled count, and the exporter's
+// memory, threads and metrics.
+func (r *sessionsRun) readAfter(s *steadyState, reflMetrics0 metricFamilies) error {
+	ctx := r.e.ctx
+	reflMetrics1, _, err := fetchMetrics(ctx, r.client, "http://"+r.reflWeb+"/metrics")
+	if err != nil {
+		return err
+	}
+	s.memEnd, _ = processMem(r.exp.PID)
+	st, _ := readProcStat(fmt.Sprintf("/proc/%d/stat", r.exp.PID))
+	s.threads = st.Threads
+	if s.expMetrics, _, err = fetchMetrics(ctx, r.client, "http://"+r.webAddr+"/metrics"); err != nil {
+		return err
+	}
+	s.reflPPS = (reflMetrics1.get("llama_reflector_packets_reflected_total") - reflMetrics0.get("llama_reflector_packets_reflected_total")) / s.elapsed.Seconds()
+	s.throttled = reflMetrics1.get("llama_reflector_packets_throttled_total")
+	return nil
+}
+
+// expectedPPS is the probes per second that the sessions send.
+func (m *sessionsMode) expectedPPS() float64 {
+	return float64(m.Sessions) / m.Interval.Seconds()
+}
+
+// printSteady prints what the measured period saw, and returns the
+// exporter's CPU share over the baseline's (0 without a baseline).
+func (r *sessionsRun) printSteady(s *steadyState, idle procMem, base *baselineResult) (toBaseline float64) {
+	m, out := r.m, r.e.out
+	sp50, sp90, sp99, smax := s.scr.stats()
+	fmt.Fprintf(out, "sessions steady state %d sessions over %.1fs: exporter CPU %.2fs = %s of one core (%.2f µs per probe), reflector CPU %s; probes reflected %.0f/s (expected %.0f/s); throttled %.0f\n",
+		m.Sessions, s.elapsed.Seconds(), s.exp.CPU.Seconds(), fmtPct(s.exp.Percent()),
+		1e6*s.exp.CPU.Seconds()/(m.expectedPPS()*s.elapsed.Seconds()), fmtPct(s.refl.Percent()), s.reflPPS, m.expectedPPS(), s.throttled)
+	fmt.Fprintf(out, "sessions receive-buffer drops over the period: exporter sockets %d, reflector sockets %d; machine: %s\n",
+		s.expDrops, s.reflDrops, fmtCPUUsage(s.machine.Usage))
+	fmt.Fprintf(out, "sessions exporter memory: RSS %s (%.1f KiB per session over idle), peak %s, threads %d\n",
+		fmtBytes(s.memEnd.RSS), (float64(s.memEnd.RSS)-float64(idle.RSS))/1024/float64(m.Sessions), fmtBytes(s.memEnd.HWM), s.threads)
+	fmt.Fprintf(out, "sessions /probe latency over %d scrapes (%d started, %d errors, %d skipped with all %d workers busy): p50 %s p90 %s p99 %s max %s\n",
+		len(s.scr.d), s.issued, s.scr.errs, s.skipped, m.ScrapeConcurrency, fmtSeconds(sp50), fmtSeconds(sp90), fmtSeconds(sp99), fmtSeconds(smax))
+	if s.scr.err != nil {
+		logf("first scrape error: %v", s.scr.err)
+	}
 	if base != nil {
-		toBaseline = ratio(expMeter.CPU.Seconds()/elapsed.Seconds(), base.cpu.CPU.Seconds()/base.cpu.Wall.Seconds())
-		fmt.Fprintf(e.out, "sessions exporter CPU / baseline CPU: %.2f\n", toBaseline)
+		toBaseline = ratio(s.exp.CPU.Seconds()/s.elapsed.Seconds(), base.cpu.CPU.Seconds()/base.cpu.Wall.Seconds())
+		fmt.Fprintf(out, "sessions exporter CPU / baseline CPU: %.2f\n", toBaseline)
 	}
+	return toBaseline
+}
 
+// results is the run's JSON line, without the sweep's figures.
+func (r *sessionsRun) results(c *creation, s *steadyState, idle procMem, base *baselineResult, toBaseline float64) map[string]any {
+	m := r.m
 	res := map[string]any{
-		"mode": "sessions", "sessions": m.Sessions, "sessions_created": created.ok, "sessions_gauge": nSessions,
+		"mode": "sessions", "sessions": m.Sessions, "sessions_created": c.ok, "sessions_gauge": c.gauge,
 		"interval_s": m.Interval.Seconds(), "timeout_s": m.ProbeTimeout.Seconds(), "window_s": m.Window.Seconds(), "flows": m.Flows,
 		"reflector": m.Reflector, "cpu_exporter": m.CPUExporter, "cpu_reflector": m.CPUReflector,
-		"create_s": round2(createTime.Seconds()), "create_first_probe_p50_ms": round2(cp50 * 1e3), "create_first_probe_p99_ms": round2(cp99 * 1e3),
-		"duration_s":                round2(elapsed.Seconds()),
-		"exporter_cpu_s":            round2(expMeter.CPU.Seconds()),
-		"exporter_cpu_pct":          round2(expMeter.Percent()),
-		"exporter_cpu_us_per_probe": round2(1e6 * expMeter.CPU.Seconds() / (expectedPPS * elapsed.Seconds())),
-		"reflector_cpu_pct":         round2(reflMeter.Percent()),
-		"exporter_rss_mib":          round2(float64(memEnd.RSS) / (1 << 20)),
-		"exporter_rss_idle_mib":     round2(float64(mem0.RSS) / (1 << 20)),
-		"exporter_rss_peak_mib":     round2(float64(memEnd.HWM) / (1 << 20)),
-		"exporter_threads":          st.Threads,
-		"expected_pps":              math.Round(expectedPPS),
-		"reflected_pps":             math.Round(reflPPS),
-		"reflector_throttled":       throttled,
-		"send_errors":               expMetrics.get("llama_exporter_send_errors_total"),
-		"replies_unmatched":         expMetrics.get("llama_exporter_replies_unmatched_total"),
-		"scrape_rate":               m.ScrapeRate,
-		"scrape_gzip":               m.ScrapeGzip,
-		"exporter_socket_drops":     expDrops,
-		"reflector_socket_drops":    reflDrops,
-		"machine_busy_pct":          machine.JSON(),
-		"scrapes":                   len(scr.d),
-		"scrapes_started":           issued,
-		"scrape_errors":             scr.errs,
-		"probe_latency_p50_ms":      round2(sp50 * 1e3),
-		"probe_latency_p90_ms":      round2(sp90 * 1e3),
-		"probe_latency_p99_ms":      round2(sp99 * 1e3),
-		"probe_latency_max_ms":      round2(smax * 1e3),
+		"create_s": round2(c.took.Seconds()), "create_first_probe_p50_ms": round2(c.p50 * 1e3), "create_first_probe_p99_ms": round2(c.p99 * 1e3),
+		"scrape_rate": m.ScrapeRate,
+		"scrape_gzip": m.ScrapeGzip,
 	}
-
+	maps.Copy(res, s.results(m, idle))
 	if base != nil {
 		res["baseline_cpu_pct"] = round2(base.cpu.Percent())
 		res["baseline_cpu_us_per_probe"] = round2(base.usPerProbe)
 		res["baseline_sent"], res["baseline_received"] = base.sent, base.received
 		res["exporter_to_baseline_cpu"] = round2(toBaseline)
 	}
+	return res
+}
 
-	if m.Sweep {
-		logf("sweeping all %d targets", m.Sessions)
-		sw, err := m.sweep(ctx, client, webAddr, rport)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(e.out, "sessions loss over all %d targets (%d scraped in %.1fs): sent %.0f received %.0f lost %.0f (%.4f%%) late %.0f duplicated %.0f reordered %.0f; window: sent %.0f lost %.0f (%.4f%%); targets with probe_success 0: %d; window p50 RTT median %s, window p99 RTT max %s\n",
-			m.Sessions, sw.scraped, sw.took.Seconds(), sw.sent, sw.received, sw.lost, 100*ratio(sw.lost, sw.sent), sw.late, sw.dup, sw.reordered,
-			sw.wsent, sw.wlost, 100*ratio(sw.wlost, sw.wsent), sw.down, fmtSeconds(sw.p50Median), fmtSeconds(sw.p99Max))
-		for k, v := range map[string]any{
-			"sum_sent": sw.sent, "sum_received": sw.received, "sum_lost": sw.lost, "loss_ratio": ratio(sw.lost, sw.sent),
-			"sum_late": sw.late, "sum_duplicated": sw.dup, "sum_reordered": sw.reordered,
-			"window_sent": sw.wsent, "window_lost": sw.wlost, "window_loss_ratio": ratio(sw.wlost, sw.wsent),
-			"targets_down": sw.down, "sweep_errors": sw.errs, "window_rtt_p50_median_us": micros(sw.p50Median), "window_rtt_p99_max_us": micros(sw.p99Max),
-		} {
-			res[k] = v
-		}
+// results is the measured period's part of the run's JSON line.
+func (s *steadyState) results(m *sessionsMode, idle procMem) map[string]any {
+	sp50, sp90, sp99, smax := s.scr.stats()
+	return map[string]any{
+		"duration_s":                round2(s.elapsed.Seconds()),
+		"exporter_cpu_s":            round2(s.exp.CPU.Seconds()),
+		"exporter_cpu_pct":          round2(s.exp.Percent()),
+		"exporter_cpu_us_per_probe": round2(1e6 * s.exp.CPU.Seconds() / (m.expectedPPS() * s.elapsed.Seconds())),
+		"reflector_cpu_pct":         round2(s.refl.Percent()),
+		"exporter_rss_mib":          round2(float64(s.memEnd.RSS) / (1 << 20)),
+		"exporter_rss_idle_mib":     round2(float64(idle.RSS) / (1 << 20)),
+		"exporter_rss_peak_mib":     round2(float64(s.memEnd.HWM) / (1 << 20)),
+		"exporter_threads":          s.threads,
+		"expected_pps":              math.Round(m.expectedPPS()),
+		"reflected_pps":             math.Round(s.reflPPS),
+		"reflector_throttled":       s.throttled,
+		"send_errors":               s.expMetrics.get("llama_exporter_send_errors_total"),
+		"replies_unmatched":         s.expMetrics.get("llama_exporter_replies_unmatched_total"),
+		"exporter_socket_drops":     s.expDrops,
+		"reflector_socket_drops":    s.reflDrops,
+		"machine_busy_pct":          s.machine.JSON(),
+		"scrapes":                   len(s.scr.d),
+		"scrapes_started":           s.issued,
+		"scrape_errors":             s.scr.errs,
+		"probe_latency_p50_ms":      round2(sp50 * 1e3),
+		"probe_latency_p90_ms":      round2(sp90 * 1e3),
+		"probe_latency_p99_ms":      round2(sp99 * 1e3),
+		"probe_latency_max_ms":      round2(smax * 1e3),
 	}
-	jsonLine(e.out, res)
+}
+
+// sweepTargets scrapes every target once, prints the loss summed over
+// them, and adds it to res.
+func (r *sessionsRun) sweepTargets(res map[string]any) error {
+	m := r.m
+	logf("sweeping all %d targets", m.Sessions)
+	sw, err := m.sweep(r.e.ctx, r.client, r.webAddr, r.rport)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(r.e.out, "sessions loss over all %d targets (%d scraped in %.1fs): sent %.0f received %.0f lost %.0f (%.4f%%) late %.0f duplicated %.0f reordered %.0f; window: sent %.0f lost %.0f (%.4f%%); targets with probe_success 0: %d; window p50 RTT median %s, window p99 RTT max %s\n",
+		m.Sessions, sw.scraped, sw.took.Seconds(), sw.sent, sw.received, sw.lost, 100*ratio(sw.lost, sw.sent), sw.late, sw.dup, sw.reordered,
+		sw.wsent, sw.wlost, 100*ratio(sw.wlost, sw.wsent), sw.down, fmtSeconds(sw.p50Median), fmtSeconds(sw.p99Max))
+	maps.Copy(res, map[string]any{
+		"sum_sent": sw.sent, "sum_received": sw.received, "sum_lost": sw.lost, "loss_ratio": ratio(sw.lost, sw.sent),
+		"sum_late": sw.late, "sum_duplicated": sw.dup, "sum_reordered": sw.reordered,
+		"window_sent": sw.wsent, "window_lost": sw.wlost, "window_loss_ratio": ratio(sw.wlost, sw.wsent),
+		"targets_down": sw.down, "sweep_errors": sw.errs, "window_rtt_p50_median_us": micros(sw.p50Median), "window_rtt_p99_max_us": micros(sw.p99Max),
+	})
 	return nil
 }
 
@@ -456,7 +628,10 @@ func deadFunc(c *child) func() error {
 	}
 }
 
+// createResult is what creating the sessions counted; mu guards it while
+// the workers run.
 type createResult struct {
+	mu       sync.Mutex
 	lat      latencies
 	ok       int
 	non200   int
@@ -471,63 +646,11 @@ func (m *sessionsMode) create(ctx context.Context, client *http.Client, webAddr 
 	ctx, cancel := context.WithTimeout(ctx, m.CreateTimeout)
 	defer cancel()
 	res := &createResult{}
-	var mu sync.Mutex
 	idx := make(chan int)
-	var wg sync.WaitGroup
-	for range m.CreateConcurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range idx {
-				t0 := time.Now()
-				code, body, err := get(ctx, client, probeURL(webAddr, sessionsModule, sessionTarget(i, port), false), 10)
-				d := time.Since(t0)
-				mu.Lock()
-				switch {
-				case err != nil:
-					if res.firstErr == nil {
-						res.firstErr = err
-					}
-				case code != http.StatusOK:
-					res.non200++
-					if res.firstErr == nil {
-						res.firstErr = fmt.Errorf("HTTP %d: %s", code, body)
-					}
-				default:
-					res.ok++
-					if v, ok := sampleValue(body, "probe_success"); ok && v == 1 {
-						res.success++
-					}
-				}
-				mu.Unlock()
-				if code == http.StatusOK {
-					res.lat.add(d, nil)
-				} else {
-					res.lat.add(d, errors.New("failed"))
-				}
-			}
-		}()
-	}
-	progress := time.NewTicker(5 * time.Second)
-	defer progress.Stop()
-feed:
-	for i := range m.Sessions {
-		for {
-			select {
-			case idx <- i:
-				continue feed
-			case <-progress.C:
-				mu.Lock()
-				logf("  %d sessions created", res.ok)
-				mu.Unlock()
-				if exp.Exited() {
-					break feed
-				}
-			case <-ctx.Done():
-				break feed
-			}
-		}
-	}
+	wg := startWorkers(m.CreateConcurrency, idx, func(i int) {
+		res.createOne(ctx, client, probeURL(webAddr, sessionsModule, m.target(i, port), false))
+	})
+	res.feed(ctx, idx, m.Sessions, exp)
 	close(idx)
 	wg.Wait()
 	if exp.Exited() {
@@ -537,6 +660,85 @@ feed:
 		return nil, fmt.Errorf("creating sessions: %w (%d created)", err, res.ok)
 	}
 	return res, nil
+}
+
+// startWorkers starts n goroutines that call work with each index idx
+// brings, until it is closed; the WaitGroup waits for them to end.
+func startWorkers(n int, idx <-chan int, work func(i int)) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range idx {
+				work(i)
+			}
+		}()
+	}
+	return &wg
+}
+
+// feed hands the indexes of the n sessions to the workers through idx,
+// and logs how many exist every 5 s, until every index is handed out, the
+// exporter has exited or ctx is done.
+func (res *createResult) feed(ctx context.Context, idx chan<- int, n int, exp *child) {
+	progress := time.NewTicker(5 * time.Second)
+	defer progress.Stop()
+feed:
+	for i := range n {
+		for {
+			select {
+			case idx <- i:
+				continue feed
+			case <-progress.C:
+				res.mu.Lock()
+				logf("  %d sessions created", res.ok)
+				res.mu.Unlock()
+				if exp.Exited() {
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// createOne requests /probe at u once, which creates its session, and
+// counts the answer and its latency.
+func (res *createResult) createOne(ctx context.Context, client *http.Client, u string) {
+	t0 := time.Now()
+	code, body, err := get(ctx, client, u, 10)
+	d := time.Since(t0)
+	res.count(code, body, err)
+	if code == http.StatusOK {
+		res.lat.add(d, nil)
+	} else {
+		res.lat.add(d, errors.New("failed"))
+	}
+}
+
+// count counts a first /probe's answer: a session created, and with
+// probe_success 1, or a failure, the first of which is kept.
+func (res *createResult) count(code int, body string, err error) {
+	res.mu.Lock()
+	defer res.mu.Unlock()
+	switch {
+	case err != nil:
+		if res.firstErr == nil {
+			res.firstErr = err
+		}
+	case code != http.StatusOK:
+		res.non200++
+		if res.firstErr == nil {
+			res.firstErr = fmt.Errorf("HTTP %d: %s", code, body)
+		}
+	default:
+		res.ok++
+		if v, ok := sampleValue(body, "probe_success"); ok && v == 1 {
+			res.success++
+		}
+	}
 }
 
 // get fetches url and returns the status and body; timeoutHeader, when
@@ -572,7 +774,7 @@ func (m *sessionsMode) steady(ctx context.Context, client *http.Client, webAddr 
 			defer wg.Done()
 			for i := range jobs {
 				t0 := time.Now()
-				code, body, err := get(ctx, client, probeURL(webAddr, sessionsModule, sessionTarget(i, port), false), 10)
+				code, body, err := get(ctx, client, probeURL(webAddr, sessionsModule, m.target(i, port), false), 10)
 				if ctx.Err() != nil {
 					return // cut short by the end of the period: not a sample
 				}
@@ -619,49 +821,12 @@ type sweepResult struct {
 // sweep scrapes every target once and sums its counters.
 func (m *sessionsMode) sweep(ctx context.Context, client *http.Client, webAddr string, port int) (*sweepResult, error) {
 	start := time.Now()
-	res := &sweepResult{}
-	var mu sync.Mutex
-	var p50s, p99s []float64
+	sum := &sweepSum{}
 	idx := make(chan int)
-	var wg sync.WaitGroup
-	var firstErr error
-	for range m.SweepConcurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range idx {
-				mfs, _, err := fetchMetrics(ctx, client, probeURL(webAddr, sessionsModule, sessionTarget(i, port), false))
-				mu.Lock()
-				if err != nil {
-					res.errs++
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-					continue
-				}
-				res.scraped++
-				res.sent += mfs.get("llama_probe_packets_sent_total")
-				res.received += mfs.get("llama_probe_packets_received_total")
-				res.lost += mfs.get("llama_probe_packets_lost_total")
-				res.late += mfs.get("llama_probe_packets_late_total")
-				res.dup += mfs.get("llama_probe_packets_duplicated_total")
-				res.reordered += mfs.get("llama_probe_packets_reordered_total")
-				res.wsent += mfs.get("llama_probe_window_packets_sent")
-				res.wlost += mfs.get("llama_probe_window_packets_lost")
-				if mfs.get("probe_success") != 1 {
-					res.down++
-				}
-				if v := mfs.summaryQuantile("llama_probe_window_rtt_seconds", 0.5); !math.IsNaN(v) {
-					p50s = append(p50s, v)
-				}
-				if v := mfs.summaryQuantile("llama_probe_window_rtt_seconds", 0.99); !math.IsNaN(v) {
-					p99s = append(p99s, v)
-				}
-				mu.Unlock()
-			}
-		}()
-	}
+	wg := startWorkers(m.SweepConcurrency, idx, func(i int) {
+		mfs, _, err := fetchMetrics(ctx, client, probeURL(webAddr, sessionsModule, m.target(i, port), false))
+		sum.add(mfs, err)
+	})
 feed:
 	for i := range m.Sessions {
 		select {
@@ -675,15 +840,62 @@ feed:
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if firstErr != nil {
-		logf("sweep: %d errors, first: %v", res.errs, firstErr)
+	return sum.result(start), nil
+}
+
+// sweepSum is the sweep's sums as the workers scrape; mu guards it.
+type sweepSum struct {
+	mu         sync.Mutex
+	res        sweepResult
+	p50s, p99s []float64 // the window RTT quantiles of the targets that have them
+	firstErr   error
+}
+
+// add adds the counters of one target's scrape mfs, or counts its error.
+func (s *sweepSum) add(mfs metricFamilies, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	res := &s.res
+	if err != nil {
+		res.errs++
+		if s.firstErr == nil {
+			s.firstErr = err
+		}
+		return
 	}
-	slices.Sort(p50s)
-	slices.Sort(p99s)
-	res.p50Median = quantile(p50s, 0.5)
-	res.p99Max = quantile(p99s, 1)
-	res.took = time.Since(start)
-	return res, nil
+	res.scraped++
+	res.sent += mfs.get("llama_probe_packets_sent_total")
+	res.received += mfs.get("llama_probe_packets_received_total")
+	res.lost += mfs.get("llama_probe_packets_lost_total")
+	res.late += mfs.get("llama_probe_packets_late_total")
+	res.dup += mfs.get("llama_probe_packets_duplicated_total")
+	res.reordered += mfs.get("llama_probe_packets_reordered_total")
+	res.wsent += mfs.get("llama_probe_window_packets_sent")
+	res.wlost += mfs.get("llama_probe_window_packets_lost")
+	if mfs.get("probe_success") != 1 {
+		res.down++
+	}
+	if v := mfs.summaryQuantile("llama_probe_window_rtt_seconds", 0.5); !math.IsNaN(v) {
+		s.p50s = append(s.p50s, v)
+	}
+	if v := mfs.summaryQuantile("llama_probe_window_rtt_seconds", 0.99); !math.IsNaN(v) {
+		s.p99s = append(s.p99s, v)
+	}
+}
+
+// result logs the sweep's errors, if any, and completes its sums with the
+// median of the targets' p50 RTTs, the largest p99 RTT, and the time since
+// start.
+func (s *sweepSum) result(start time.Time) *sweepResult {
+	if s.firstErr != nil {
+		logf("sweep: %d errors, first: %v", s.res.errs, s.firstErr)
+	}
+	slices.Sort(s.p50s)
+	slices.Sort(s.p99s)
+	s.res.p50Median = quantile(s.p50s, 0.5)
+	s.res.p99Max = quantile(s.p99s, 1)
+	s.res.took = time.Since(start)
+	return &s.res
 }
 
 // baselineResult is the plain prober's run: its CPU over the measured

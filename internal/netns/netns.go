@@ -1,12 +1,5 @@
-// Package netns has test helpers for multi-host tests in Linux network
-// namespaces: it creates namespaces and veth links with iproute2's ip
-// command and runs code, commands and sockets inside them.
-//
-// The tests that use it need root and the ip command; Require skips them
-// otherwise, except under CI (CI=true), where it fails them. Only sockets and
-// processes created through this package live in a namespace: everything
-// else in the test, including goroutines that f in Do starts, stays in the
-// namespace of the test process.
+//go:build linux
+
 package netns
 
 import (

@@ -1,24 +1,16 @@
 package udpsock
 
-import (
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
-)
+import "golang.org/x/net/ipv4"
 
 // BatchConn is the batched I/O of golang.org/x/net's ipv4 and ipv6
 // PacketConns (recvmmsg(2) and sendmmsg(2); their Message types are the
-// same).
+// same). On the portable path it moves one datagram per system call:
+// ReadBatch returns one message at a time and WriteBatch loops.
 type BatchConn interface {
+	// ReadBatch reads into ms and returns how many messages it filled.
 	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	// WriteBatch sends ms in order and returns how many were sent.
 	WriteBatch(ms []ipv4.Message, flags int) (int, error)
-}
-
-// Batch returns the batched I/O of c's family.
-func (c *Conn) Batch() BatchConn {
-	if c.v6 {
-		return ipv6.NewPacketConn(c.UDPConn)
-	}
-	return ipv4.NewPacketConn(c.UDPConn)
 }
 
 // NewReadBatch returns n messages for BatchConn.ReadBatch, each with its

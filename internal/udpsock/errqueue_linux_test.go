@@ -1,3 +1,5 @@
+//go:build linux && !llama_portable
+
 package udpsock
 
 import (

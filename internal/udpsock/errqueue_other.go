@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux || llama_portable
 
 package udpsock
 
@@ -11,9 +11,6 @@ var errNoICMPErrors = errors.New("reading ICMP errors on UDP sockets (IP_RECVERR
 // EnableICMPErrors needs Linux's IP_RECVERR; elsewhere it returns an
 // error and the socket is unchanged.
 func (c *Conn) EnableICMPErrors(func(*ICMPError)) error { return errNoICMPErrors }
-
-// icmpMessage: no error queue, no ICMP errors.
-func (c *Conn) icmpMessage(oob, payload []byte) bool { return false }
 
 // AppendHopLimit needs Linux's IP_TTL control message; elsewhere it
 // returns oob unchanged and the datagram leaves with the socket's TTL.

@@ -1,77 +1,14 @@
 package udpsock
 
 import (
+	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
-)
 
-func TestKernelTimestampsOnLoopback(t *testing.T) {
-	for _, network := range []string{"udp4", "udp6"} {
-		t.Run(network, func(t *testing.T) {
-			lo := netip.MustParseAddr("127.0.0.1")
-			if network == "udp6" {
-				lo = netip.IPv6Loopback()
-			}
-			o := Options{RecvMeta: true, RxTimestamps: true, TxTimestamps: true, TOS: 46 << 2}
-			a, err := Listen(network, netip.AddrPortFrom(lo, 0), o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer a.Close()
-			b, err := Listen(network, netip.AddrPortFrom(lo, 0), o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Close()
-			dst := b.LocalAddr().(interface{ AddrPort() netip.AddrPort }).AddrPort()
-			before := time.Now().UnixNano()
-			const n = 5
-			for range n {
-				if _, err := a.WriteToUDPAddrPort([]byte("probe"), dst); err != nil {
-					t.Fatal(err)
-				}
-			}
-			keys := map[uint32]int64{}
-			deadline := time.Now().Add(2 * time.Second)
-			for len(keys) < n && time.Now().Before(deadline) {
-				if err := a.DrainTxTimestamps(func(k uint32, ts int64) { keys[k] = ts }, 0); err != nil {
-					t.Fatal(err)
-				}
-			}
-			for k := range uint32(n) {
-				if ts, ok := keys[k]; !ok || ts < before || ts > time.Now().UnixNano() {
-					t.Fatalf("TX timestamp of datagram %d: %d (present %v), want within the test", k, ts, ok)
-				}
-			}
-			// Linux turns receive timestamping on for the whole host
-			// asynchronously when the first socket asks for it, so the
-			// first datagrams may come without one (the prober counts those
-			// as fallbacks): read until one carries it, sending more.
-			buf, oob := make([]byte, 64), make([]byte, OOBSize)
-			b.SetReadDeadline(time.Now().Add(2 * time.Second))
-			var m Meta
-			var from netip.AddrPort
-			for i := 0; m.KernelRX == 0; i++ {
-				if i >= n {
-					if _, err := a.WriteToUDPAddrPort([]byte("probe"), dst); err != nil {
-						t.Fatal(err)
-					}
-				}
-				var err error
-				if _, from, m, err = b.ReadMeta(buf, oob); err != nil {
-					t.Fatalf("no datagram with a kernel receive timestamp: %v", err)
-				}
-			}
-			if m.KernelRX < keys[0] || m.KernelRX > time.Now().UnixNano() {
-				t.Errorf("RX timestamp %d not between TX %d and now", m.KernelRX, keys[0])
-			}
-			if m.Dst != lo || m.TTL != 64 || m.TOS>>2 != 46 || from.Addr() != lo {
-				t.Errorf("meta %+v from %v: want dst %v, TTL 64, DSCP 46", m, from, lo)
-			}
-		})
-	}
-}
+	"golang.org/x/net/ipv4"
+)
 
 func TestAppendSendMetaAllocatesNothing(t *testing.T) {
 	c, err := Listen("udp4", netip.MustParseAddrPort("127.0.0.1:0"), Options{})
@@ -86,115 +23,123 @@ func TestAppendSendMetaAllocatesNothing(t *testing.T) {
 	}
 }
 
-// TestDrainTxTimestampsInBatches: more timestamps than one recvmmsg(2)
-// reads come out in order, exactly limit of them when limit is set, and
-// the rest on the next drain.
-func TestDrainTxTimestampsInBatches(t *testing.T) {
-	lo := netip.MustParseAddrPort("127.0.0.1:0")
-	a, err := Listen("udp4", lo, Options{TxTimestamps: true})
-	if err != nil {
-		t.Fatal(err)
+// loopback returns the loopback address of network ("udp4" or "udp6").
+func loopback(network string) netip.Addr {
+	if network == "udp6" {
+		return netip.IPv6Loopback()
 	}
-	defer a.Close()
-	b, err := Listen("udp4", lo, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	dst := b.LocalAddr().(interface{ AddrPort() netip.AddrPort }).AddrPort()
-	const n, limit = 3*txBatchSize + 5, txBatchSize + 7
-	for range n {
-		if _, err := a.WriteToUDPAddrPort([]byte("probe"), dst); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var keys []uint32
-	collect := func(k uint32, _ int64) { keys = append(keys, k) }
-	if err := a.DrainTxTimestamps(collect, limit); err != nil {
-		t.Fatal(err)
-	}
-	if len(keys) != limit {
-		t.Fatalf("%d timestamps read with limit %d", len(keys), limit)
-	}
-	deadline := time.Now().Add(2 * time.Second)
-	for len(keys) < n && time.Now().Before(deadline) {
-		if err := a.DrainTxTimestamps(collect, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for i, k := range keys {
-		if k != uint32(i) {
-			t.Fatalf("timestamp %d has key %d; %d read of %d", i, k, len(keys), n)
-		}
-	}
-	if len(keys) != n {
-		t.Fatalf("%d timestamps, want %d", len(keys), n)
-	}
+	return netip.MustParseAddr("127.0.0.1")
 }
 
-// TestGROSize: a UDP GSO train reaches a UDP_GRO socket on loopback as one
-// buffer whose control messages give the size of each datagram.
-func TestGROSize(t *testing.T) {
-	lo := netip.MustParseAddrPort("127.0.0.1:0")
-	a, err := Listen("udp4", lo, Options{})
-	if err != nil {
-		t.Fatal(err)
+// listenPair opens a sender and a receiver on network's loopback.
+func listenPair(t *testing.T, network string, o Options) (a, b *Conn) {
+	t.Helper()
+	for _, c := range []**Conn{&a, &b} {
+		var err error
+		if *c, err = Listen(network, netip.AddrPortFrom(loopback(network), 0), o); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { (*c).Close() })
 	}
-	defer a.Close()
-	b, err := Listen("udp4", lo, Options{GRO: true, RecvMeta: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if !b.GRO() {
-		t.Fatal("UDP_GRO refused")
-	}
-	dst := b.LocalAddr().(interface{ AddrPort() netip.AddrPort }).AddrPort()
-	train := make([]byte, 3*100+40)
-	if _, _, err := a.WriteMsgUDPAddrPort(train, AppendSegmentSize(nil, 100), dst); err != nil {
-		t.Fatal(err)
-	}
-	buf, oob := make([]byte, 2048), make([]byte, OOBSize)
-	b.SetReadDeadline(time.Now().Add(2 * time.Second))
-	got, _, m, err := b.ReadMeta(buf, oob)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != len(train) || m.GROSize != 100 || m.TTL != 64 {
-		t.Fatalf("read %d octets, GRO size %d, TTL %d; want %d, 100 and 64", got, m.GROSize, m.TTL, len(train))
-	}
+	return a, b
 }
 
-// TestRecvTOSOnly: RecvTOS asks for the traffic class and nothing else.
-func TestRecvTOSOnly(t *testing.T) {
+// addrOf returns c's local address.
+func addrOf(c *Conn) netip.AddrPort { return c.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// message returns a message of payload to dst with a 16-octet IP, as the
+// prober and the reflector fill them.
+func message(payload string, dst netip.AddrPort) ipv4.Message {
+	a := dst.Addr().As16()
+	return ipv4.Message{Buffers: [][]byte{[]byte(payload)}, Addr: &net.UDPAddr{IP: a[:], Port: int(dst.Port())}}
+}
+
+// readAll reads n datagrams through Batch and returns their payloads and
+// senders. Reads time out rather than hang if datagrams are lost.
+func readAll(t *testing.T, c *Conn, n int) (payloads []string, from []netip.AddrPort) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	in := NewReadBatch(4, 64)
+	bc := c.Batch()
+	for len(payloads) < n {
+		k, err := bc.ReadBatch(in, 0)
+		if err != nil {
+			t.Fatalf("after %d of %d datagrams: %v", len(payloads), n, err)
+		}
+		for _, m := range in[:k] {
+			payloads = append(payloads, string(m.Buffers[0][:m.N]))
+			ap := m.Addr.(*net.UDPAddr).AddrPort()
+			from = append(from, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+		}
+	}
+	return payloads, from
+}
+
+// TestBatchRoundTrip: what WriteBatch sends, ReadBatch reads, with the
+// sender's address, on either path and in either family.
+func TestBatchRoundTrip(t *testing.T) {
 	for _, network := range []string{"udp4", "udp6"} {
 		t.Run(network, func(t *testing.T) {
-			lo := netip.MustParseAddr("127.0.0.1")
-			if network == "udp6" {
-				lo = netip.IPv6Loopback()
+			a, b := listenPair(t, network, Options{})
+			want := []string{"p0", "p1", "p2", "p3", "p4", "p5"}
+			ms := make([]ipv4.Message, len(want))
+			for i, p := range want {
+				ms[i] = message(p, addrOf(b))
 			}
-			a, err := Listen(network, netip.AddrPortFrom(lo, 0), Options{TOS: 46 << 2})
-			if err != nil {
-				t.Fatal(err)
+			if n, err := a.Batch().WriteBatch(ms, 0); n != len(ms) || err != nil {
+				t.Fatalf("WriteBatch = %d, %v; want %d, nil", n, err, len(ms))
 			}
-			defer a.Close()
-			b, err := Listen(network, netip.AddrPortFrom(lo, 0), Options{RecvTOS: true})
-			if err != nil {
-				t.Fatal(err)
+			got, from := readAll(t, b, len(want))
+			slices.Sort(got)
+			if !slices.Equal(got, want) {
+				t.Errorf("read %q, want %q", got, want)
 			}
-			defer b.Close()
-			dst := b.LocalAddr().(interface{ AddrPort() netip.AddrPort }).AddrPort()
-			if _, err := a.WriteToUDPAddrPort([]byte("probe"), dst); err != nil {
-				t.Fatal(err)
-			}
-			b.SetReadDeadline(time.Now().Add(2 * time.Second))
-			_, _, m, err := b.ReadMeta(make([]byte, 64), make([]byte, OOBSize))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if m.TOS>>2 != 46 || m.TTL != -1 || m.Dst.IsValid() {
-				t.Fatalf("meta %+v: want DSCP 46 and neither TTL nor destination", m)
+			for _, f := range from {
+				if f != addrOf(a) {
+					t.Fatalf("datagram from %v, want %v", f, addrOf(a))
+				}
 			}
 		})
+	}
+}
+
+// TestWriteBatchFailureCostsOneMessage: a message the kernel refuses is
+// reported so that the caller's loop, the prober's and the reflector's,
+// counts it as failed and still sends the rest.
+func TestWriteBatchFailureCostsOneMessage(t *testing.T) {
+	a, b := listenPair(t, "udp4", Options{})
+	ms := []ipv4.Message{
+		message("ok0", addrOf(b)),
+		message("refused", netip.MustParseAddrPort("[2001:db8::1]:9")), // IPv6 on an IPv4 socket
+		message("ok1", addrOf(b)),
+	}
+	bc := a.Batch()
+	sent, failed := 0, 0
+	for i := 0; i < len(ms); {
+		w, err := bc.WriteBatch(ms[i:], 0)
+		w = max(w, 0)
+		sent, i = sent+w, i+w
+		if i < len(ms) && (err != nil || w == 0) {
+			failed, i = failed+1, i+1
+		}
+	}
+	if sent != 2 || failed != 1 {
+		t.Fatalf("sent %d, failed %d; want 2 and 1", sent, failed)
+	}
+	got, _ := readAll(t, b, 2)
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"ok0", "ok1"}) {
+		t.Errorf("read %q", got)
+	}
+}
+
+// TestInitialTTL: the TTL / Hop Limit a socket sends with is the system's
+// default, 64 on Linux, FreeBSD and macOS unless changed.
+func TestInitialTTL(t *testing.T) {
+	for _, network := range []string{"udp4", "udp6"} {
+		a, _ := listenPair(t, network, Options{})
+		if ttl := a.InitialTTL(); ttl != 64 {
+			t.Errorf("%s: InitialTTL = %d, want 64", network, ttl)
+		}
 	}
 }
