@@ -317,6 +317,24 @@ func TestTCPRetransmittedSYNIsLost(t *testing.T) {
 	}
 }
 
+// brokenFlows asks the kernel of s which of the flows source ports from
+// firstPort hash onto the next hop that black-holes the target, and how
+// many do.
+func brokenFlows(t *testing.T, s *netns.NS, target, sender, dport string, firstPort, flows int) (map[int]bool, int) {
+	broken, n := map[int]bool{}, 0
+	for i := range flows {
+		out, err := s.Command("ip", "route", "get", target, "from", sender, "ipproto", "tcp",
+			"sport", fmt.Sprint(firstPort+i), "dport", dport).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip route get: %v: %s", err, out)
+		}
+		if broken[i] = strings.Contains(string(out), "via 198.18.41.2"); broken[i] {
+			n++
+		}
+	}
+	return broken, n
+}
+
 // TestTCPECMPBlackHoleShowsInExactlyItsFlows is the ECMP black-hole test
 // for handshakes: with one of two equal-cost next hops black-holing the
 // target, the flows that lose every handshake are exactly those that
@@ -350,20 +368,19 @@ func TestTCPECMPBlackHoleShowsInExactlyItsFlows(t *testing.T) {
 	newSink(t, l)
 	dport := fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
 
-	const firstPort, flows = 40000, 8
-	broken, nBroken := map[int]bool{}, 0
-	for i := range flows {
-		out, err := s.Command("ip", "route", "get", target, "from", sender, "ipproto", "tcp",
-			"sport", fmt.Sprint(firstPort+i), "dport", dport).CombinedOutput()
-		if err != nil {
-			t.Fatalf("ip route get: %v: %s", err, out)
-		}
-		if broken[i] = strings.Contains(string(out), "via 198.18.41.2"); broken[i] {
-			nBroken++
+	// The hash covers the listener's random port: slide the flows' ports
+	// until some flows take each path.
+	const flows = 8
+	var firstPort, nBroken int
+	var broken map[int]bool
+	for firstPort = 40000; firstPort < 41000; firstPort += flows {
+		broken, nBroken = brokenFlows(t, s, target, sender, dport, firstPort, flows)
+		if nBroken > 0 && nBroken < flows {
+			break
 		}
 	}
-	if nBroken == 0 || nBroken == flows {
-		t.Fatalf("%d of %d flows hash onto the broken path: the test needs some of each", nBroken, flows)
+	if firstPort >= 41000 {
+		t.Fatalf("no %d consecutive source ports from 40000 to 41000 hash onto both paths", flows)
 	}
 	r := runTCPChild(t, s, tcpChild{Target: l.Addr().String(), Interval: 5 * time.Millisecond, SourceIP: sender,
 		SourcePortRange: fmt.Sprintf("%d-%d", firstPort, firstPort+flows-1), FlowMetrics: true, Probes: 100 * flows})
