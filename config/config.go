@@ -344,15 +344,12 @@ func fieldErr(field, format string, args ...any) *fieldError {
 }
 
 // validate checks m, fills its parsed fields and returns the first error in
-// field order. Each step checks a group of neighbouring fields, so the steps
-// run in field order too; the parsed fields are set only once every field is
-// valid, so that a failed validation leaves none of them half filled.
+// field order. Each step checks a group of fields and returns its first
+// error, so the steps run in that order. The parsed fields are cleared first
+// and set only once every field is valid, so that a module that fails
+// validation has none of them.
 func (m *Module) validate() *fieldError {
-	m.SourcePorts = [2]uint16{}
-	m.SourceIP = netip.Addr{}
-	m.AllowedPrefixes = nil
-	m.AuthKey = nil
-
+	m.SourcePorts, m.SourceIP, m.AllowedPrefixes, m.AuthKey = [2]uint16{}, netip.Addr{}, nil, nil
 	spec, ok := LookupProber(m.Prober)
 	if !ok {
 		return fieldErr("prober", "%s", unknownProber(m.Prober))
@@ -364,13 +361,7 @@ func (m *Module) validate() *fieldError {
 	if fe != nil {
 		return fe
 	}
-	if m.DSCP < 0 || m.DSCP > MaxDSCP {
-		return fieldErr("dscp", "must be 0..%d, got %d", MaxDSCP, m.DSCP)
-	}
-	if fe := m.validateSizeAndPort(spec); fe != nil {
-		return fe
-	}
-	if fe := m.validatePathTrace(spec); fe != nil {
+	if fe := m.validatePackets(spec); fe != nil {
 		return fe
 	}
 	srcIP, fe := m.validateAddressing()
@@ -391,10 +382,7 @@ func (m *Module) validate() *fieldError {
 	if fe != nil {
 		return fe
 	}
-	m.AuthKey = key
-	m.SourcePorts = ports
-	m.SourceIP = srcIP
-	m.AllowedPrefixes = prefixes
+	m.SourcePorts, m.SourceIP, m.AllowedPrefixes, m.AuthKey = ports, srcIP, prefixes, key
 	return nil
 }
 
@@ -433,6 +421,19 @@ func (m *Module) validateFlows() ([2]uint16, *fieldError) {
 			m.SourcePortRange, n, m.Flows)
 	}
 	return ports, nil
+}
+
+// validatePackets checks what the module's probes carry and how they are
+// sent: dscp, then packet_size and port against the limits of the
+// module's protocol, then path_trace.
+func (m *Module) validatePackets(spec ProberSpec) *fieldError {
+	if m.DSCP < 0 || m.DSCP > MaxDSCP {
+		return fieldErr("dscp", "must be 0..%d, got %d", MaxDSCP, m.DSCP)
+	}
+	if fe := m.validateSizeAndPort(spec); fe != nil {
+		return fe
+	}
+	return m.validatePathTrace(spec)
 }
 
 // validateAddressing checks ip_protocol and source_ip_address and returns the
