@@ -344,17 +344,51 @@ func fieldErr(field, format string, args ...any) *fieldError {
 }
 
 // validate checks m, fills its parsed fields and returns the first error in
-// field order.
+// field order. Each step checks a group of fields and returns its first
+// error, so the steps run in that order. The parsed fields are cleared first
+// and set only once every field is valid, so that a module that fails
+// validation has none of them.
 func (m *Module) validate() *fieldError {
-	m.SourcePorts = [2]uint16{}
-	m.SourceIP = netip.Addr{}
-	m.AllowedPrefixes = nil
-	m.AuthKey = nil
-
+	m.SourcePorts, m.SourceIP, m.AllowedPrefixes, m.AuthKey = [2]uint16{}, netip.Addr{}, nil, nil
 	spec, ok := LookupProber(m.Prober)
 	if !ok {
 		return fieldErr("prober", "%s", unknownProber(m.Prober))
 	}
+	if fe := m.validateSchedule(); fe != nil {
+		return fe
+	}
+	ports, fe := m.validateFlows()
+	if fe != nil {
+		return fe
+	}
+	if fe := m.validatePackets(spec); fe != nil {
+		return fe
+	}
+	srcIP, fe := m.validateAddressing()
+	if fe != nil {
+		return fe
+	}
+	if fe := m.validateIdleTimeout(); fe != nil {
+		return fe
+	}
+	if fe := m.validateRTTBuckets(); fe != nil {
+		return fe
+	}
+	prefixes, fe := m.parseAllowedTargets()
+	if fe != nil {
+		return fe
+	}
+	key, fe := m.readAuthKey(spec)
+	if fe != nil {
+		return fe
+	}
+	m.SourcePorts, m.SourceIP, m.AllowedPrefixes, m.AuthKey = ports, srcIP, prefixes, key
+	return nil
+}
+
+// validateSchedule checks interval, timeout and window: the first two must be
+// positive, and a window shorter than one interval could hold no probe.
+func (m *Module) validateSchedule() *fieldError {
 	if m.Interval <= 0 {
 		return fieldErr("interval", "must be positive, got %s", formatDuration(m.Interval))
 	}
@@ -365,36 +399,59 @@ func (m *Module) validate() *fieldError {
 		return fieldErr("window", "must be at least interval (%s), got %s",
 			formatDuration(m.Interval), formatDuration(m.Window))
 	}
+	return nil
+}
+
+// validateFlows checks flows and source_port_range and returns the parsed
+// port range. Each flow needs a source port of its own, so a range, when
+// given, must hold at least flows ports.
+func (m *Module) validateFlows() ([2]uint16, *fieldError) {
 	if m.Flows < 1 {
-		return fieldErr("flows", "must be at least 1, got %d", m.Flows)
+		return [2]uint16{}, fieldErr("flows", "must be at least 1, got %d", m.Flows)
 	}
 	if m.Flows > MaxFlows {
-		return fieldErr("flows", "must be at most %d, got %d", MaxFlows, m.Flows)
+		return [2]uint16{}, fieldErr("flows", "must be at most %d, got %d", MaxFlows, m.Flows)
 	}
 	ports, err := parsePortRange(m.SourcePortRange)
 	if err != nil {
-		return fieldErr("source_port_range", "%s", err)
+		return [2]uint16{}, fieldErr("source_port_range", "%s", err)
 	}
 	if n := int(ports[1]) - int(ports[0]) + 1; ports[0] != 0 && n < m.Flows {
-		return fieldErr("source_port_range", "port range %q has %d ports, fewer than flows (%d)",
+		return [2]uint16{}, fieldErr("source_port_range", "port range %q has %d ports, fewer than flows (%d)",
 			m.SourcePortRange, n, m.Flows)
 	}
+	return ports, nil
+}
+
+// validatePackets checks what the module's probes carry and how they are
+// sent: dscp, then packet_size and port against the limits of the
+// module's protocol, then path_trace.
+func (m *Module) validatePackets(spec ProberSpec) *fieldError {
 	if m.DSCP < 0 || m.DSCP > MaxDSCP {
 		return fieldErr("dscp", "must be 0..%d, got %d", MaxDSCP, m.DSCP)
 	}
 	if fe := m.validateSizeAndPort(spec); fe != nil {
 		return fe
 	}
-	if fe := m.validatePathTrace(spec); fe != nil {
-		return fe
-	}
+	return m.validatePathTrace(spec)
+}
+
+// validateAddressing checks ip_protocol and source_ip_address and returns the
+// parsed source address (the zero Addr when none is given).
+func (m *Module) validateAddressing() (netip.Addr, *fieldError) {
 	if m.IPProtocol != IPv4 && m.IPProtocol != IPv6 {
-		return fieldErr("ip_protocol", "must be %q or %q, got %q", IPv4, IPv6, m.IPProtocol)
+		return netip.Addr{}, fieldErr("ip_protocol", "must be %q or %q, got %q", IPv4, IPv6, m.IPProtocol)
 	}
 	srcIP, err := parseSourceIP(m.SourceIPAddress)
 	if err != nil {
-		return fieldErr("source_ip_address", "%s", err)
+		return netip.Addr{}, fieldErr("source_ip_address", "%s", err)
 	}
+	return srcIP, nil
+}
+
+// validateIdleTimeout checks idle_timeout, how long a session probes without
+// being scraped: it must be positive and at least timeout.
+func (m *Module) validateIdleTimeout() *fieldError {
 	if m.IdleTimeout <= 0 {
 		return fieldErr("idle_timeout", "must be positive, got %s", formatDuration(m.IdleTimeout))
 	}
@@ -402,6 +459,13 @@ func (m *Module) validate() *fieldError {
 		return fieldErr("idle_timeout", "must be at least timeout (%s), got %s",
 			formatDuration(m.Timeout), formatDuration(m.IdleTimeout))
 	}
+	return nil
+}
+
+// validateRTTBuckets checks that rtt_buckets are finite, positive and
+// strictly increasing, as histogram bucket bounds must be; the error names
+// the first bad bucket's index.
+func (m *Module) validateRTTBuckets() *fieldError {
 	for i, b := range m.RTTBuckets {
 		fe := &fieldError{field: "rtt_buckets", index: i}
 		switch {
@@ -416,32 +480,41 @@ func (m *Module) validate() *fieldError {
 		}
 		return fe
 	}
+	return nil
+}
+
+// parseAllowedTargets parses allowed_targets into prefixes, nil when the list
+// is empty; the error names the first bad entry's index.
+func (m *Module) parseAllowedTargets() ([]netip.Prefix, *fieldError) {
 	var prefixes []netip.Prefix
 	for i, t := range m.AllowedTargets {
 		p, err := parseTarget(t)
 		if err != nil {
-			return &fieldError{field: "allowed_targets", index: i, msg: err.Error()}
+			return nil, &fieldError{field: "allowed_targets", index: i, msg: err.Error()}
 		}
 		prefixes = append(prefixes, p)
 	}
+	return prefixes, nil
+}
 
-	if m.AuthKeyFile != "" {
-		key, err := ReadKeyFile(m.AuthKeyFile)
-		if err != nil {
-			return fieldErr("auth_key_file", "%s", err)
-		}
-		if spec.MinPacketSizeAuth == 0 {
-			return fieldErr("auth_key_file", "authenticated mode needs prober %s", authProbers())
-		}
-		if m.PacketSize < spec.MinPacketSizeAuth {
-			return fieldErr("packet_size", "must be at least %d in authenticated mode (auth_key_file), got %d", spec.MinPacketSizeAuth, m.PacketSize)
-		}
-		m.AuthKey = key
+// readAuthKey reads auth_key_file, when given, and returns the key (nil
+// without one). Authenticated mode needs a prober that supports it and
+// packets large enough for the HMAC, so packet_size is checked again here.
+func (m *Module) readAuthKey(spec ProberSpec) ([]byte, *fieldError) {
+	if m.AuthKeyFile == "" {
+		return nil, nil
 	}
-	m.SourcePorts = ports
-	m.SourceIP = srcIP
-	m.AllowedPrefixes = prefixes
-	return nil
+	key, err := ReadKeyFile(m.AuthKeyFile)
+	if err != nil {
+		return nil, fieldErr("auth_key_file", "%s", err)
+	}
+	if spec.MinPacketSizeAuth == 0 {
+		return nil, fieldErr("auth_key_file", "authenticated mode needs prober %s", authProbers())
+	}
+	if m.PacketSize < spec.MinPacketSizeAuth {
+		return nil, fieldErr("packet_size", "must be at least %d in authenticated mode (auth_key_file), got %d", spec.MinPacketSizeAuth, m.PacketSize)
+	}
+	return key, nil
 }
 
 // validateSizeAndPort checks packet_size and port against the limits of the

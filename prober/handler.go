@@ -41,72 +41,96 @@ type Handler struct {
 // when the target does not answer.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	q := r.URL.Query()
-	moduleName := q.Get("module")
-	if moduleName == "" {
-		moduleName = "default"
-	}
-	debug := false
-	if v := q.Get("debug"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			http.Error(w, fmt.Sprintf("debug parameter %q is not a boolean", v), http.StatusBadRequest)
-			return
-		}
-		debug = b
-	}
-	cfg := h.Config()
-	mod, ok := cfg.Modules[moduleName]
-	if !ok {
-		h.Manager.UnknownModule()
-		http.Error(w, fmt.Sprintf("unknown module %q", moduleName), http.StatusBadRequest)
-		return
-	}
-	timeout, err := scrapeTimeout(r, h.TimeoutOffset)
+	req, err := h.parseRequest(r)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	ctx, cancel := context.WithTimeout(r.Context(), req.timeout)
 	defer cancel()
 
-	target := q.Get("target")
-	sess, created, err := h.Manager.Get(ctx, moduleName, mod, target)
-	var bad *BadTargetError
-	switch {
-	case errors.As(err, &bad):
-		http.Error(w, bad.Error(), http.StatusBadRequest)
-		return
-	case errors.Is(err, ErrNotAllowed):
-		http.Error(w, fmt.Sprintf("target %q: %v", target, err), http.StatusForbidden)
-		return
-	case errors.Is(err, ErrLimit):
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
-		return
-	case errors.As(err, new(*UnavailableError)):
-		// The module cannot probe from this host: say what is missing.
-		h.Logger.Warn("probe session not started", "module", moduleName, "target", target, "err", err)
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	case err != nil:
-		// Resolution or socket failure: the target is down, not the request.
-		h.Logger.Warn("probe session not started", "module", moduleName, "target", target, "err", err)
-		if debug {
-			fmt.Fprintf(w, "session not started: %v\n", err)
-			return
-		}
-		serve(w, r, false, start, nil)
+	sess, created, err := h.Manager.Get(ctx, req.moduleName, req.mod, req.target)
+	if err != nil {
+		h.writeGetError(w, r, req, err, start)
 		return
 	}
 	if created {
 		sess.waitFirst(ctx)
 	}
 	snap := sess.Snapshot()
-	if debug {
-		writeDebug(w, sess, snap, mod)
+	if req.debug {
+		writeDebug(w, sess, snap, req.mod)
 		return
 	}
 	serve(w, r, snap.Success, start, sessionCollector{s: sess, snap: snap})
+}
+
+// probeRequest is a /probe request's parameters, checked.
+type probeRequest struct {
+	moduleName string
+	mod        *config.Module
+	target     string // as given; Manager.Get checks it
+	debug      bool
+	timeout    time.Duration // from the scrape timeout header
+}
+
+// parseRequest reads the parameters of r, the module "default" when none is
+// named. Its error, a bad debug parameter, an unknown module (counted) or a
+// bad scrape timeout header in that order, is the text of a 400 answer.
+func (h *Handler) parseRequest(r *http.Request) (probeRequest, error) {
+	q := r.URL.Query()
+	req := probeRequest{moduleName: q.Get("module")}
+	if req.moduleName == "" {
+		req.moduleName = "default"
+	}
+	if v := q.Get("debug"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return probeRequest{}, fmt.Errorf("debug parameter %q is not a boolean", v)
+		}
+		req.debug = b
+	}
+	mod, ok := h.Config().Modules[req.moduleName]
+	if !ok {
+		h.Manager.UnknownModule()
+		return probeRequest{}, fmt.Errorf("unknown module %q", req.moduleName)
+	}
+	req.mod = mod
+	timeout, err := scrapeTimeout(r, h.TimeoutOffset)
+	if err != nil {
+		return probeRequest{}, err
+	}
+	req.timeout = timeout
+	req.target = q.Get("target")
+	return req, nil
+}
+
+// writeGetError answers a request whose session Manager.Get did not return.
+// Errors of the request or of this host get an error status; a target that
+// cannot be resolved or reached is down, not a bad request, so it is served
+// as probe_success 0 (or said in words on the debug page).
+func (h *Handler) writeGetError(w http.ResponseWriter, r *http.Request, req probeRequest, err error, start time.Time) {
+	var bad *BadTargetError
+	switch {
+	case errors.As(err, &bad):
+		http.Error(w, bad.Error(), http.StatusBadRequest)
+	case errors.Is(err, ErrNotAllowed):
+		http.Error(w, fmt.Sprintf("target %q: %v", req.target, err), http.StatusForbidden)
+	case errors.Is(err, ErrLimit):
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+	case errors.As(err, new(*UnavailableError)):
+		// The module cannot probe from this host: say what is missing.
+		h.Logger.Warn("probe session not started", "module", req.moduleName, "target", req.target, "err", err)
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+	default:
+		// Resolution or socket failure: the target is down, not the request.
+		h.Logger.Warn("probe session not started", "module", req.moduleName, "target", req.target, "err", err)
+		if req.debug {
+			fmt.Fprintf(w, "session not started: %v\n", err)
+			return
+		}
+		serve(w, r, false, start, nil)
+	}
 }
 
 // serve writes probe_success, probe_duration_seconds and the session's

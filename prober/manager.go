@@ -154,39 +154,21 @@ func (m *Manager) ApplyConfig(cfg *config.Config) {
 // *BadTargetError, ErrNotAllowed, ErrLimit, *UnavailableError when the
 // module's sockets cannot be opened on this host at all, or a resolution
 // or socket error.
+//
+// The target is parsed and resolved without holding m.mu, so that a slow
+// DNS lookup does not stall other scrapes; the session table is therefore
+// checked again once the lock is taken back.
 func (m *Manager) Get(ctx context.Context, module string, cfg *config.Module, target string) (s *Session, created bool, err error) {
 	key := sessionKey{module, target}
 	now := mono()
-	m.mu.Lock()
-	if s := m.sessions[key]; s != nil && s.cfg.Equal(cfg) {
-		s.lastScrape.Store(now)
-		m.mu.Unlock()
+	s, full := m.scraped(key, cfg, now)
+	if s != nil {
 		return s, false, nil
 	}
-	full := m.maxTargets > 0 && len(m.sessions) >= m.maxTargets
-	m.mu.Unlock()
-
-	host, port, err := parseModuleTarget(target, cfg)
-	if err == nil && port == 0 && Probers[cfg.Prober].Spec.UsesPort {
-		err = fmt.Errorf("target %q names no port and module %s sets none: prober %s needs one", target, module, cfg.Prober)
-	}
-	if err != nil {
-		m.m.rejected.WithLabelValues(ReasonBadTarget).Inc()
-		return nil, false, &BadTargetError{err}
-	}
-	if full {
-		m.m.rejected.WithLabelValues(ReasonLimit).Inc()
-		return nil, false, ErrLimit
-	}
-	addr, err := resolve(ctx, m.lookup, host, cfg)
+	host, port, dst, err := m.resolveTarget(ctx, module, cfg, target, full)
 	if err != nil {
 		return nil, false, err
 	}
-	if !cfg.Allowed(addr) {
-		m.m.rejected.WithLabelValues(ReasonNotAllowed).Inc()
-		return nil, false, ErrNotAllowed
-	}
-	dst := netip.AddrPortFrom(addr, port)
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -201,37 +183,98 @@ func (m *Manager) Get(ctx context.Context, module string, cfg *config.Module, ta
 		m.m.rejected.WithLabelValues(ReasonLimit).Inc()
 		return nil, false, ErrLimit
 	}
-	p := m.pools[module]
-	if p == nil || !p.cfg.Equal(cfg) {
-		if p != nil {
-			p.close()
-		}
-		p = newPool(module, cfg, m.logger, &poolStats{
-			badReply:  m.m.badReplies.WithLabelValues(module).Inc,
-			unmatched: m.m.unmatched.WithLabelValues(module).Inc,
-			sendError: m.m.sendErrors.WithLabelValues(module).Inc,
-		})
-		p.userTimestamps, p.rounds = m.userTimestamps, m.rounds
-		if cfg.PathTrace != nil {
-			p.tr = newPoolTrace(m.tracerLocked(), p)
-		}
-		m.pools[module] = p
-	}
-	if _, err := p.sockets(family(addr)); err != nil {
+	p := m.poolLocked(module, cfg)
+	if _, err := p.sockets(family(dst.Addr())); err != nil {
 		return nil, false, err
 	}
-	s = newSession(module, cfg, target, host, port, dst, now)
+	return m.startLocked(key, cfg, host, port, dst, p, now), true, nil
+}
+
+// scraped is Get's fast path: it returns the running session of key, marked
+// as scraped at now, when one exists with the same config. Otherwise it
+// returns nil and whether --probe.max-targets sessions exist already, so
+// that a full manager rejects the target before resolving it.
+func (m *Manager) scraped(key sessionKey, cfg *config.Module, now int64) (s *Session, full bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s := m.sessions[key]; s != nil && s.cfg.Equal(cfg) {
+		s.lastScrape.Store(now)
+		return s, false
+	}
+	return nil, m.maxTargets > 0 && len(m.sessions) >= m.maxTargets
+}
+
+// resolveTarget parses target for module and resolves its host to the
+// destination of a new session, and counts each rejection by reason. A
+// malformed target (*BadTargetError) is reported before a full manager
+// (ErrLimit), and both before the lookup; allowed_targets (ErrNotAllowed)
+// comes last, as only a resolved address can match it.
+func (m *Manager) resolveTarget(ctx context.Context, module string, cfg *config.Module, target string, full bool) (host string, port uint16, dst netip.AddrPort, err error) {
+	host, port, err = parseModuleTarget(target, cfg)
+	if err == nil && port == 0 && Probers[cfg.Prober].Spec.UsesPort {
+		err = fmt.Errorf("target %q names no port and module %s sets none: prober %s needs one", target, module, cfg.Prober)
+	}
+	if err != nil {
+		m.m.rejected.WithLabelValues(ReasonBadTarget).Inc()
+		return "", 0, netip.AddrPort{}, &BadTargetError{err}
+	}
+	if full {
+		m.m.rejected.WithLabelValues(ReasonLimit).Inc()
+		return "", 0, netip.AddrPort{}, ErrLimit
+	}
+	addr, err := resolve(ctx, m.lookup, host, cfg)
+	if err != nil {
+		return "", 0, netip.AddrPort{}, err
+	}
+	if !cfg.Allowed(addr) {
+		m.m.rejected.WithLabelValues(ReasonNotAllowed).Inc()
+		return "", 0, netip.AddrPort{}, ErrNotAllowed
+	}
+	return host, port, netip.AddrPortFrom(addr, port), nil
+}
+
+// poolLocked returns module's socket pool, replacing one made for another
+// config of the module (whose sessions are gone) by a new, empty one; the
+// new pool's sockets are opened later, per family, by pool.sockets. m.mu
+// must be held.
+func (m *Manager) poolLocked(module string, cfg *config.Module) *pool {
+	p := m.pools[module]
+	if p != nil && p.cfg.Equal(cfg) {
+		return p
+	}
+	if p != nil {
+		p.close()
+	}
+	p = newPool(module, cfg, m.logger, &poolStats{
+		badReply:  m.m.badReplies.WithLabelValues(module).Inc,
+		unmatched: m.m.unmatched.WithLabelValues(module).Inc,
+		sendError: m.m.sendErrors.WithLabelValues(module).Inc,
+	})
+	p.userTimestamps, p.rounds = m.userTimestamps, m.rounds
+	if cfg.PathTrace != nil {
+		p.tr = newPoolTrace(m.tracerLocked(), p)
+	}
+	m.pools[module] = p
+	return p
+}
+
+// startLocked creates the session of key on pool p, whose sockets are open,
+// registers it with the pool (so that replies find it), with the tracer when
+// the module traces paths, and with the scheduler, and counts it. m.mu must
+// be held.
+func (m *Manager) startLocked(key sessionKey, cfg *config.Module, host string, port uint16, dst netip.AddrPort, p *pool, now int64) *Session {
+	s := newSession(key.module, cfg, key.target, host, port, dst, now)
 	s.pool = p
 	p.register(s, dst)
 	if s.paths != nil {
 		p.tr.t.add(s)
 	}
 	m.sessions[key] = s
-	m.m.sessions.WithLabelValues(module).Inc()
-	m.m.started.WithLabelValues(module).Inc()
+	m.m.sessions.WithLabelValues(key.module).Inc()
+	m.m.started.WithLabelValues(key.module).Inc()
 	m.sched.add(s)
-	m.logger.Debug("probe session started", "module", module, "target", target, "dst", dst)
-	return s, true, nil
+	m.logger.Debug("probe session started", "module", key.module, "target", key.target, "dst", dst)
+	return s
 }
 
 // removeLocked stops session s; expired says whether it timed out idle.

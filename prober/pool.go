@@ -161,7 +161,9 @@ func (p *pool) flowPort(a netip.Addr, i int) uint16 {
 }
 
 // sockets returns the flow sockets of dst's family, opening them on first
-// use.
+// use. Protocols with their own Open get a flow set instead, and no sockets.
+// The sockets of a family are opened under the write lock, once: a scrape
+// that finds them missing checks again after taking it.
 func (p *pool) sockets(fam int) ([]*flowConn, error) {
 	p.mu.RLock()
 	cs := p.conns[fam]
@@ -177,8 +179,34 @@ func (p *pool) sockets(fam int) ([]*flowConn, error) {
 	if p.conns[fam] != nil {
 		return p.conns[fam], nil
 	}
-	src := p.cfg.SourceIP
-	network := "udp4"
+	network, src, err := p.localAddr(fam)
+	if err != nil {
+		return nil, err
+	}
+	if p.proto.Open != nil {
+		return nil, p.openFlowSetLocked(fam, src.Unmap())
+	}
+	cs, err = p.listenFlows(network, src)
+	if err != nil {
+		return nil, err
+	}
+	if p.tr != nil {
+		if err := p.tr.enable(cs); err != nil {
+			closeFlows(cs)
+			return nil, err
+		}
+	}
+	p.receiveLocked(fam, cs)
+	return cs, nil
+}
+
+// localAddr returns the network ("udp4" or "udp6") and the local address of
+// family fam's flow sockets: source_ip_address, or the family's unspecified
+// address without one. A source_ip_address of the other family is an error,
+// as it cannot send to the target.
+func (p *pool) localAddr(fam int) (network string, src netip.Addr, err error) {
+	src = p.cfg.SourceIP
+	network = "udp4"
 	if fam == 1 {
 		network = "udp6"
 		if !src.IsValid() {
@@ -188,11 +216,16 @@ func (p *pool) sockets(fam int) ([]*flowConn, error) {
 		src = netip.IPv4Unspecified()
 	}
 	if src.IsValid() && family(src) != fam {
-		return nil, fmt.Errorf("source_ip_address %s is not of the target's address family", src)
+		return "", netip.Addr{}, fmt.Errorf("source_ip_address %s is not of the target's address family", src)
 	}
-	if p.proto.Open != nil {
-		return nil, p.openFlowSetLocked(fam, src.Unmap())
-	}
+	return network, src, nil
+}
+
+// listenFlows opens one socket per flow on src, with the flow's fixed
+// source port from source_port_range or an ephemeral one, and the protocol's
+// Listen (udpsock's by default). If one cannot be opened, those already open
+// are closed, so that a failed scrape leaves no socket behind.
+func (p *pool) listenFlows(network string, src netip.Addr) ([]*flowConn, error) {
 	// A large receive buffer (a limit, not an allocation) absorbs bursts of
 	// replies, such as the first probes of many sessions started at once.
 	// Of the reply's control messages only the DSCP is used.
@@ -202,7 +235,7 @@ func (p *pool) sockets(fam int) ([]*flowConn, error) {
 	if listen == nil {
 		listen = listenUDP
 	}
-	cs = make([]*flowConn, 0, p.cfg.Flows)
+	cs := make([]*flowConn, 0, p.cfg.Flows)
 	for i := range p.cfg.Flows {
 		port := uint16(0)
 		if p.cfg.SourcePorts[0] != 0 {
@@ -210,9 +243,7 @@ func (p *pool) sockets(fam int) ([]*flowConn, error) {
 		}
 		c, err := listen(network, netip.AddrPortFrom(src.Unmap(), port), opts)
 		if err != nil {
-			for _, c := range cs {
-				c.Close()
-			}
+			closeFlows(cs)
 			return nil, fmt.Errorf("module %s: flow socket %d: %w", p.module, i, err)
 		}
 		fc := &flowConn{FlowSocket: c, flow: i, port: c.LocalAddr().(*net.UDPAddr).AddrPort().Port()}
@@ -220,14 +251,21 @@ func (p *pool) sockets(fam int) ([]*flowConn, error) {
 		fc.out = newOutBatch(fc, p.cfg.PacketSize+p.proto.HeaderLen)
 		cs = append(cs, fc)
 	}
-	if p.tr != nil {
-		if err := p.tr.enable(cs); err != nil {
-			for _, c := range cs {
-				c.Close()
-			}
-			return nil, err
-		}
+	return cs, nil
+}
+
+// closeFlows closes the sockets of flows that were never put to use.
+func closeFlows(cs []*flowConn) {
+	for _, c := range cs {
+		c.Close()
 	}
+}
+
+// receiveLocked puts family fam's new sockets cs to use: it records the
+// family's initial TTL (probes and hop counts start from it), starts one
+// receive loop per socket and publishes cs for later calls of sockets. p.mu
+// is held.
+func (p *pool) receiveLocked(fam int, cs []*flowConn) {
 	p.ttl[fam] = cs[0].InitialTTL()
 	for _, c := range cs {
 		p.wg.Add(1)
@@ -237,7 +275,6 @@ func (p *pool) sockets(fam int) ([]*flowConn, error) {
 		}()
 	}
 	p.conns[fam] = cs
-	return cs, nil
 }
 
 // listenUDP is udpsock.Listen as a Prober's Listen.
