@@ -515,6 +515,15 @@ func (m *sessionsMode) expectedPPS() float64 {
 	return float64(m.Sessions) / m.Interval.Seconds()
 }
 
+// expectedReflected is the rate at which the reflector should answer: the
+// probe rate for stamp, 0 for the probers whose targets answer themselves.
+func (m *sessionsMode) expectedReflected() float64 {
+	if m.Prober != "stamp" {
+		return 0
+	}
+	return m.expectedPPS()
+}
+
 // printSteady prints what the measured period saw, and returns the
 // exporter's CPU share over the baseline's (0 without a baseline).
 func (r *sessionsRun) printSteady(s *steadyState, idle procMem, base *baselineResult) (toBaseline float64) {
@@ -522,7 +531,7 @@ func (r *sessionsRun) printSteady(s *steadyState, idle procMem, base *baselineRe
 	sp50, sp90, sp99, smax := s.scr.stats()
 	fmt.Fprintf(out, "sessions steady state %d sessions over %.1fs: exporter CPU %.2fs = %s of one core (%.2f µs per probe), reflector CPU %s; probes reflected %.0f/s (expected %.0f/s); throttled %.0f\n",
 		m.Sessions, s.elapsed.Seconds(), s.exp.CPU.Seconds(), fmtPct(s.exp.Percent()),
-		1e6*s.exp.CPU.Seconds()/(m.expectedPPS()*s.elapsed.Seconds()), fmtPct(s.refl.Percent()), s.reflPPS, m.expectedPPS(), s.throttled)
+		1e6*s.exp.CPU.Seconds()/(m.expectedPPS()*s.elapsed.Seconds()), fmtPct(s.refl.Percent()), s.reflPPS, m.expectedReflected(), s.throttled)
 	fmt.Fprintf(out, "sessions receive-buffer drops over the period: exporter sockets %d, reflector sockets %d; machine: %s\n",
 		s.expDrops, s.reflDrops, fmtCPUUsage(s.machine.Usage))
 	fmt.Fprintf(out, "sessions exporter memory: RSS %s (%.1f KiB per session over idle), peak %s, threads %d\n",
