@@ -16,6 +16,46 @@ import (
 	"github.com/llama-exporter/llama_exporter/reflector"
 )
 
+// ecmpLab is a sender S with two equal-cost next hops to a target host D,
+// routers R1 and R2, with L4 multipath hashing in S (on veth, a transit
+// router would hash by the sending socket, not the 5-tuple). R1
+// black-holes the target; D's answers return via R2.
+type ecmpLab struct {
+	s, r1, r2, d   *netns.NS
+	sender, target string
+	// broken is R1's address on S's link: `ip route get` names it for the
+	// flows that R1 black-holes.
+	broken string
+}
+
+// newECMPLab builds an ecmpLab on the links 198.18.base+1.0/30 (S-R1),
+// base+2 (S-R2), base+3 (R1-D) and base+4 (R2-D), with the sender's and
+// the target's addresses on S's and D's loopbacks.
+func newECMPLab(t *testing.T, base int, sender, target string) *ecmpLab {
+	addr := func(i, host int) string { return fmt.Sprintf("198.18.%d.%d", base+i, host) }
+	l := &ecmpLab{s: netns.New(t), r1: netns.New(t), r2: netns.New(t), d: netns.New(t),
+		sender: sender, target: target, broken: addr(1, 2)}
+	sIf1, _ := netns.Link(t, l.s, addr(1, 1)+"/30", l.r1, addr(1, 2)+"/30")
+	sIf2, _ := netns.Link(t, l.s, addr(2, 1)+"/30", l.r2, addr(2, 2)+"/30")
+	netns.Link(t, l.r1, addr(3, 1)+"/30", l.d, addr(3, 2)+"/30")
+	netns.Link(t, l.r2, addr(4, 1)+"/30", l.d, addr(4, 2)+"/30")
+	l.s.Run(t, "ip", "addr", "add", sender+"/32", "dev", "lo")
+	l.d.Run(t, "ip", "addr", "add", target+"/32", "dev", "lo")
+	for _, ns := range []*netns.NS{l.s, l.r1, l.r2, l.d} {
+		ns.Run(t, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
+	}
+	l.s.Run(t, "sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1")
+	l.s.Run(t, "ip", "route", "add", target+"/32",
+		"nexthop", "via", addr(1, 2), "dev", sIf1, "nexthop", "via", addr(2, 2), "dev", sIf2)
+	l.r1.Run(t, "ip", "route", "add", target+"/32", "via", addr(3, 2))
+	l.r2.Run(t, "ip", "route", "add", target+"/32", "via", addr(4, 2))
+	l.r1.Run(t, "ip", "route", "add", sender+"/32", "via", addr(1, 1))
+	l.r2.Run(t, "ip", "route", "add", sender+"/32", "via", addr(2, 1))
+	l.d.Run(t, "ip", "route", "add", sender+"/32", "via", addr(4, 1)) // answers return via R2
+	l.r1.Run(t, "ip", "route", "replace", "blackhole", target+"/32")
+	return l
+}
+
 // TestECMPBlackHoleShowsInExactlyItsFlows builds a sender with two
 // equal-cost next hops (routers R1 and R2, L4 multipath hashing) to a
 // reflector, black-holes the reflector's address on R1, and checks that
@@ -24,26 +64,8 @@ import (
 // nothing, and that the total loss ratio is the share of broken flows.
 func TestECMPBlackHoleShowsInExactlyItsFlows(t *testing.T) {
 	netns.Require(t)
-	s, r1, r2, d := netns.New(t), netns.New(t), netns.New(t), netns.New(t)
-	sIf1, _ := netns.Link(t, s, "198.18.1.1/30", r1, "198.18.1.2/30")
-	sIf2, _ := netns.Link(t, s, "198.18.2.1/30", r2, "198.18.2.2/30")
-	netns.Link(t, r1, "198.18.3.1/30", d, "198.18.3.2/30")
-	netns.Link(t, r2, "198.18.4.1/30", d, "198.18.4.2/30")
-	const sender, target = "198.18.20.1", "198.18.10.1"
-	s.Run(t, "ip", "addr", "add", sender+"/32", "dev", "lo")
-	d.Run(t, "ip", "addr", "add", target+"/32", "dev", "lo")
-	for _, ns := range []*netns.NS{s, r1, r2, d} {
-		ns.Run(t, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
-	}
-	s.Run(t, "sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1")
-	s.Run(t, "ip", "route", "add", target+"/32",
-		"nexthop", "via", "198.18.1.2", "dev", sIf1, "nexthop", "via", "198.18.2.2", "dev", sIf2)
-	r1.Run(t, "ip", "route", "add", target+"/32", "via", "198.18.3.2")
-	r2.Run(t, "ip", "route", "add", target+"/32", "via", "198.18.4.2")
-	r1.Run(t, "ip", "route", "add", sender+"/32", "via", "198.18.1.1")
-	r2.Run(t, "ip", "route", "add", sender+"/32", "via", "198.18.2.1")
-	d.Run(t, "ip", "route", "add", sender+"/32", "via", "198.18.4.1") // replies return via R2
-	r1.Run(t, "ip", "route", "replace", "blackhole", target+"/32")
+	lab := newECMPLab(t, 0, "198.18.20.1", "198.18.10.1")
+	s, d, sender, target := lab.s, lab.d, lab.sender, lab.target
 
 	err := d.Do(func() error {
 		refl, err := reflector.New(reflector.Config{ListenAddresses: []string{target + ":862"}}, nil, discard)
@@ -70,7 +92,7 @@ func TestECMPBlackHoleShowsInExactlyItsFlows(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ip route get: %v: %s", err, out)
 		}
-		broken[i] = strings.Contains(string(out), "via 198.18.1.2")
+		broken[i] = strings.Contains(string(out), "via "+lab.broken)
 	}
 
 	mgr := NewManager(Options{}, nil, discard)

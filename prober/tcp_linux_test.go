@@ -317,18 +317,18 @@ func TestTCPRetransmittedSYNIsLost(t *testing.T) {
 	}
 }
 
-// brokenFlows asks the kernel of s which of the flows source ports from
+// brokenFlows asks the sender's kernel which of the flows source ports from
 // firstPort hash onto the next hop that black-holes the target, and how
 // many do.
-func brokenFlows(t *testing.T, s *netns.NS, target, sender, dport string, firstPort, flows int) (map[int]bool, int) {
+func brokenFlows(t *testing.T, lab *ecmpLab, dport string, firstPort, flows int) (map[int]bool, int) {
 	broken, n := map[int]bool{}, 0
 	for i := range flows {
-		out, err := s.Command("ip", "route", "get", target, "from", sender, "ipproto", "tcp",
+		out, err := lab.s.Command("ip", "route", "get", lab.target, "from", lab.sender, "ipproto", "tcp",
 			"sport", fmt.Sprint(firstPort+i), "dport", dport).CombinedOutput()
 		if err != nil {
 			t.Fatalf("ip route get: %v: %s", err, out)
 		}
-		if broken[i] = strings.Contains(string(out), "via 198.18.41.2"); broken[i] {
+		if broken[i] = strings.Contains(string(out), "via "+lab.broken); broken[i] {
 			n++
 		}
 	}
@@ -341,26 +341,8 @@ func brokenFlows(t *testing.T, s *netns.NS, target, sender, dport string, firstP
 // `ip route get … ipproto tcp sport P` sends over it, and the others lose
 // none.
 func TestTCPECMPBlackHoleShowsInExactlyItsFlows(t *testing.T) {
-	s, r1, r2, d := netns.New(t), netns.New(t), netns.New(t), netns.New(t)
-	sIf1, _ := netns.Link(t, s, "198.18.41.1/30", r1, "198.18.41.2/30")
-	sIf2, _ := netns.Link(t, s, "198.18.42.1/30", r2, "198.18.42.2/30")
-	netns.Link(t, r1, "198.18.43.1/30", d, "198.18.43.2/30")
-	netns.Link(t, r2, "198.18.44.1/30", d, "198.18.44.2/30")
-	const sender, target = "198.18.50.1", "198.18.51.1"
-	s.Run(t, "ip", "addr", "add", sender+"/32", "dev", "lo")
-	d.Run(t, "ip", "addr", "add", target+"/32", "dev", "lo")
-	for _, ns := range []*netns.NS{s, r1, r2, d} {
-		ns.Run(t, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
-	}
-	s.Run(t, "sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1")
-	s.Run(t, "ip", "route", "add", target+"/32",
-		"nexthop", "via", "198.18.41.2", "dev", sIf1, "nexthop", "via", "198.18.42.2", "dev", sIf2)
-	r1.Run(t, "ip", "route", "add", target+"/32", "via", "198.18.43.2")
-	r2.Run(t, "ip", "route", "add", target+"/32", "via", "198.18.44.2")
-	r1.Run(t, "ip", "route", "add", sender+"/32", "via", "198.18.41.1")
-	r2.Run(t, "ip", "route", "add", sender+"/32", "via", "198.18.42.1")
-	d.Run(t, "ip", "route", "add", sender+"/32", "via", "198.18.44.1") // answers return via R2
-	r1.Run(t, "ip", "route", "replace", "blackhole", target+"/32")
+	lab := newECMPLab(t, 40, "198.18.50.1", "198.18.51.1")
+	s, d, sender, target := lab.s, lab.d, lab.sender, lab.target
 	l, err := d.Listen("tcp", target+":0")
 	if err != nil {
 		t.Fatal(err)
@@ -374,7 +356,7 @@ func TestTCPECMPBlackHoleShowsInExactlyItsFlows(t *testing.T) {
 	var firstPort, nBroken int
 	var broken map[int]bool
 	for firstPort = 40000; firstPort < 41000; firstPort += flows {
-		broken, nBroken = brokenFlows(t, s, target, sender, dport, firstPort, flows)
+		broken, nBroken = brokenFlows(t, lab, dport, firstPort, flows)
 		if nBroken > 0 && nBroken < flows {
 			break
 		}
