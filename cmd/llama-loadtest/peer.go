@@ -60,13 +60,7 @@ func (m *sessionsMode) smokeping(e *env) (*peerResult, error) {
 	if err := waitMetrics(e, c, "http://"+web+"/metrics", time.Minute); err != nil {
 		return nil, err
 	}
-	if err := sleepCtx(e.ctx, warm); err != nil {
-		return nil, err
-	}
-	meter := newCPUMeter(func() (time.Duration, error) { return processCPU(c.PID) })
-	meter.start()
-	err = sleepCtx(e.ctx, m.Duration)
-	meter.stop()
+	meter, err := meterChild(e, c, warm, m.Duration)
 	if err != nil {
 		return nil, err
 	}

@@ -183,6 +183,22 @@ func (m *cpuMeter) Percent() float64 {
 	return 100 * m.CPU.Seconds() / m.Wall.Seconds()
 }
 
+// meterChild waits warm for child c to settle, then measures its CPU over
+// d. The error is the context's, when the run is cancelled meanwhile.
+func meterChild(e *env, c *child, warm, d time.Duration) (*cpuMeter, error) {
+	if err := sleepCtx(e.ctx, warm); err != nil {
+		return nil, err
+	}
+	meter := newCPUMeter(func() (time.Duration, error) { return processCPU(c.PID) })
+	meter.start()
+	err := sleepCtx(e.ctx, d)
+	meter.stop()
+	if err != nil {
+		return nil, err
+	}
+	return meter, nil
+}
+
 // parseCPUList parses a CPU list as taskset -c takes it ("1", "0,2",
 // "0-3") into sorted, distinct CPU numbers.
 func parseCPUList(s string) ([]int, error) {

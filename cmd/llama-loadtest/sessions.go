@@ -927,13 +927,7 @@ func (m *sessionsMode) baseline(e *env, port int) (*baselineResult, error) {
 		return nil, err
 	}
 	defer e.sup.stop(c, 3*time.Second)
-	if err := sleepCtx(e.ctx, warm); err != nil {
-		return nil, err
-	}
-	meter := newCPUMeter(func() (time.Duration, error) { return processCPU(c.PID) })
-	meter.start()
-	err = sleepCtx(e.ctx, m.Duration)
-	meter.stop()
+	meter, err := meterChild(e, c, warm, m.Duration)
 	if err != nil {
 		return nil, err
 	}
