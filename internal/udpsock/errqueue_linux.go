@@ -75,7 +75,7 @@ func parseICMPError(oob []byte, e *ICMPError) bool {
 	*e = ICMPError{}
 	icmp := false
 	for len(oob) > 0 {
-		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		h, data, rest, err := nextCmsg(oob)
 		if err != nil {
 			break
 		}

@@ -183,12 +183,22 @@ func (c *Conn) ReadMeta(b, oob []byte) (n int, from netip.AddrPort, m Meta, err 
 	return n, from, ParseMeta(oob[:oobn]), nil
 }
 
+// nextCmsg splits the first control message off oob, as
+// unix.ParseOneSocketControlMessage does, but refuses a buffer shorter than
+// a header, which that function would read past.
+func nextCmsg(oob []byte) (h unix.Cmsghdr, data, rest []byte, err error) {
+	if len(oob) < unix.SizeofCmsghdr {
+		return h, nil, nil, unix.EINVAL
+	}
+	return unix.ParseOneSocketControlMessage(oob)
+}
+
 // ParseMeta decodes the control messages of one received datagram. Unknown
 // or malformed messages are ignored. It does not allocate.
 func ParseMeta(oob []byte) Meta {
 	m := Meta{TTL: -1, TOS: -1}
 	for len(oob) > 0 {
-		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		h, data, rest, err := nextCmsg(oob)
 		if err != nil {
 			break
 		}
@@ -363,7 +373,7 @@ func (c *Conn) txMessage(oob, payload []byte) {
 	var ts int64
 	key, haveKey := uint32(0), false
 	for len(oob) > 0 {
-		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		h, data, rest, err := nextCmsg(oob)
 		if err != nil {
 			break
 		}
