@@ -28,6 +28,8 @@ var exporterMetrics = map[string][]string{
 		"llama_probe_window_rtt_stddev_seconds",
 		"llama_probe_forward_hops",
 		"llama_probe_flow_window_loss_ratio",
+		"llama_probe_flow_window_forward_loss_ratio",
+		"llama_probe_flow_window_backward_loss_ratio",
 		"llama_probe_flow_path_hops",
 		"llama_probe_path_hop_info",
 		"llama_probe_path_suspect_link_info",
