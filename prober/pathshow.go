@@ -74,6 +74,9 @@ func (c sessionCollector) collectPaths(ch chan<- prometheus.Metric, sn *Snapshot
 			ch <- prometheus.MustNewConstMetric(descHopInfo, prometheus.GaugeValue, 1, flow, strconv.Itoa(h+1), addrLabel(v.hops[h].addr))
 		}
 	}
+	for _, to := range lossyLinks(views) {
+		ch <- prometheus.MustNewConstMetric(descLossyLink, prometheus.GaugeValue, 1, to.String())
+	}
 	for _, l := range localise(sn.Src, views) {
 		ch <- prometheus.MustNewConstMetric(descSuspect, prometheus.GaugeValue, 1, addrLabel(l.From), addrLabel(l.To), l.flowList(), l.Direction)
 	}
