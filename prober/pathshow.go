@@ -102,7 +102,7 @@ func writePathDebug(b *strings.Builder, s *Session, sn *Snapshot) {
 	}
 	b.WriteString("Suspect links:\n")
 	for _, l := range links {
-		fmt.Fprintf(b, "  %s, loss %s\n", l, l.Direction)
+		fmt.Fprintf(b, "  %s, direction %s\n", l, l.Direction)
 	}
 }
 
