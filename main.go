@@ -325,7 +325,7 @@ func landingPage(w http.ResponseWriter, r *http.Request, mgr *prober.Manager, lo
 	for _, s := range mgr.Sessions() {
 		sn := s.Snapshot()
 		rows = append(rows, sessionRow{
-			Module: s.Module, Target: s.Target, Dst: sn.Dst.String(), Sent: sn.Sent,
+			Module: s.Module, Target: s.Target, Dst: s.Address(), Sent: sn.Sent,
 			Loss: percent(sn.LossRatio), P50: seconds(sn.Quantiles[0.5]), P99: seconds(sn.Quantiles[0.99]),
 			Debug:   "probe?" + (url.Values{"module": {s.Module}, "target": {s.Target}, "debug": {"true"}}).Encode(),
 			Suspect: suspects(s.SuspectLinks()),

@@ -115,7 +115,7 @@ func (c sessionCollector) Collect(ch chan<- prometheus.Metric) {
 		c.collectPaths(ch, &sn)
 	}
 	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1,
-		sn.Dst.Addr().String(), dstPort(c.s.cfg, sn.Dst.Port()), sn.Src.String(),
+		sn.Dst.Addr().String(), dstPort(c.s.cfg, sn.Dst.Port()), srcLabel(sn.Src),
 		strconv.Itoa(c.s.cfg.DSCP), c.s.cfg.Prober, timestamps(sn.KernelTimestamps))
 }
 

@@ -118,7 +118,7 @@ func FuzzProbeParams(f *testing.F) {
 		req := httptest.NewRequest(http.MethodGet, "/probe", nil)
 		req.URL.RawQuery = q.Encode()
 		if extra != "" {
-			req.URL.RawQuery += "&" + extra // raw: parsed leniently by the handler
+			req.URL.RawQuery += "&" + extra // raw: a part that does not parse is a 400
 		}
 		if timeout != "" {
 			req.Header.Set("X-Prometheus-Scrape-Timeout-Seconds", timeout)

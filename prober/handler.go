@@ -7,9 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,6 +34,8 @@ type Handler struct {
 	// TimeoutOffset is subtracted from the scrape timeout header.
 	TimeoutOffset time.Duration
 	Logger        *slog.Logger
+
+	notStarted logOnce // targets whose failure to start was logged at warn level
 }
 
 // ServeHTTP answers 400 for a missing or bad target, an unknown module or a
@@ -75,10 +80,14 @@ type probeRequest struct {
 }
 
 // parseRequest reads the parameters of r, the module "default" when none is
-// named. Its error, a bad debug parameter, an unknown module (counted) or a
-// bad scrape timeout header in that order, is the text of a 400 answer.
+// named. Its error, a query string that does not parse or repeats a
+// parameter, a bad debug parameter, an unknown module (counted) or a bad
+// scrape timeout header in that order, is the text of a 400 answer.
 func (h *Handler) parseRequest(r *http.Request) (probeRequest, error) {
-	q := r.URL.Query()
+	q, err := parseQuery(r.URL.RawQuery)
+	if err != nil {
+		return probeRequest{}, err
+	}
 	req := probeRequest{moduleName: q.Get("module")}
 	if req.moduleName == "" {
 		req.moduleName = "default"
@@ -105,6 +114,27 @@ func (h *Handler) parseRequest(r *http.Request) (probeRequest, error) {
 	return req, nil
 }
 
+// parseQuery decodes a /probe query string. Unlike url.Values, which
+// drops what does not parse, it fails on the first parameter that does not
+// (a ';' separator, a bad %-escape) and says where, and on a repeated
+// target, module or debug, of which it could only use one.
+func parseQuery(raw string) (url.Values, error) {
+	off := 0
+	for _, part := range strings.Split(raw, "&") {
+		if _, err := url.ParseQuery(part); err != nil {
+			return nil, fmt.Errorf("query string does not parse at offset %d, in %q: %v (separate parameters with &, escape %% as %%25)", off, quoted(part), err)
+		}
+		off += len(part) + 1
+	}
+	q, _ := url.ParseQuery(raw)
+	for _, name := range []string{"target", "module", "debug"} {
+		if n := len(q[name]); n > 1 {
+			return nil, fmt.Errorf("parameter %s is given %d times; give it once", name, n)
+		}
+	}
+	return q, nil
+}
+
 // writeGetError answers a request whose session Manager.Get did not return.
 // Errors of the request or of this host get an error status; a target that
 // cannot be resolved or reached is down, not a bad request, so it is served
@@ -115,22 +145,81 @@ func (h *Handler) writeGetError(w http.ResponseWriter, r *http.Request, req prob
 	case errors.As(err, &bad):
 		http.Error(w, bad.Error(), http.StatusBadRequest)
 	case errors.Is(err, ErrNotAllowed):
-		http.Error(w, fmt.Sprintf("target %q: %v", req.target, err), http.StatusForbidden)
+		http.Error(w, fmt.Sprintf("target %q: %v", quoted(req.target), err), http.StatusForbidden)
 	case errors.Is(err, ErrLimit):
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 	case errors.As(err, new(*UnavailableError)):
 		// The module cannot probe from this host: say what is missing.
-		h.Logger.Warn("probe session not started", "module", req.moduleName, "target", req.target, "err", err)
+		h.logNotStarted(req, err)
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 	default:
 		// Resolution or socket failure: the target is down, not the request.
-		h.Logger.Warn("probe session not started", "module", req.moduleName, "target", req.target, "err", err)
+		h.logNotStarted(req, err)
 		if req.debug {
 			fmt.Fprintf(w, "session not started: %v\n", err)
 			return
 		}
 		serve(w, r, false, start, nil)
 	}
+}
+
+// logNotStarted logs why a session did not start, at warn level once per
+// (module, target) and notStartedEvery, at debug level in between: a
+// target that does not resolve fails on every scrape.
+func (h *Handler) logNotStarted(req probeRequest, err error) {
+	level := slog.LevelDebug
+	if h.notStarted.first(req.moduleName+"\x00"+req.target, time.Now()) {
+		level = slog.LevelWarn
+	}
+	msg := err.Error()
+	if len(req.target) > maxQuoted {
+		host := req.target
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		msg = strings.ReplaceAll(msg, host, quoted(host)) // resolver errors repeat the name
+	}
+	h.Logger.Log(context.Background(), level, "probe session not started",
+		"module", req.moduleName, "target", quoted(req.target), "err", msg)
+}
+
+// notStartedEvery is how often a target that cannot start a session is
+// logged at warn level.
+const notStartedEvery = 10 * time.Minute
+
+// logOnce remembers when each key was last logged at warn level. It forgets
+// keys older than notStartedEvery once it holds more than maxLogOnceKeys,
+// so that scrapes of ever new targets cannot grow it without bound.
+type logOnce struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+const maxLogOnceKeys = 1024
+
+// first reports whether key was not logged within notStartedEvery of now,
+// and records now for it if so.
+func (l *logOnce) first(key string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if t, ok := l.last[key]; ok && now.Sub(t) < notStartedEvery {
+		return false
+	}
+	if l.last == nil {
+		l.last = make(map[string]time.Time)
+	}
+	if len(l.last) >= maxLogOnceKeys {
+		for k, t := range l.last {
+			if now.Sub(t) >= notStartedEvery {
+				delete(l.last, k)
+			}
+		}
+		if len(l.last) >= maxLogOnceKeys {
+			return false // flooded: the rest go to debug until entries age out
+		}
+	}
+	l.last[key] = now
+	return true
 }
 
 // serve writes probe_success, probe_duration_seconds and the session's
@@ -189,12 +278,12 @@ func (s *Session) waitFirst(ctx context.Context) {
 func writeDebug(w http.ResponseWriter, s *Session, sn Snapshot, mod *config.Module) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	var b strings.Builder
-	fmt.Fprintf(&b, "Session module=%s target=%s dst=%s src=%s ssid=%d\n\n", s.Module, s.Target, sn.Dst, sn.Src, s.ssid.Load())
+	fmt.Fprintf(&b, "Session module=%s target=%s dst=%s src=%s ssid=%d\n\n", s.Module, s.Target, s.Address(), orUnknown(srcLabel(sn.Src)), s.ssid.Load())
 	fmt.Fprintf(&b, "Counters: sent=%d received=%d lost=%d late=%d duplicated=%d reordered=%d\n",
 		sn.Sent, sn.Received, sn.Lost, sn.Late, sn.Duplicated, sn.Reordered)
-	fmt.Fprintf(&b, "Path: timestamps=%s (fallbacks %d) stateful_reflector=%v forward_lost=%d backward_lost=%d hops=%d (changes %d) dscp_remarked forward=%d backward=%d\n",
+	fmt.Fprintf(&b, "Path: timestamps=%s (fallbacks %d) stateful_reflector=%v forward_lost=%d backward_lost=%d hops=%s (changes %d) dscp_remarked forward=%d backward=%d\n",
 		timestamps(sn.KernelTimestamps), sn.TimestampFallbacks, sn.Stateful, sn.ForwardLost, sn.BackwardLost,
-		sn.Hops, sn.HopsChanges, sn.DSCPRemarkedForward, sn.DSCPRemarkedBackward)
+		hops(sn.Hops), sn.HopsChanges, sn.DSCPRemarkedForward, sn.DSCPRemarkedBackward)
 	fmt.Fprintf(&b, "Window: span=%.3fs sent=%d lost=%d (forward %d, backward %d) loss_ratio=%g\n",
 		sn.Window, sn.WindowSent, sn.WindowLost, sn.WindowForwardLost, sn.WindowBackwardLost, sn.LossRatio)
 	fmt.Fprintf(&b, "Window RTT: count=%d min=%s p50=%s p90=%s p99=%s p99.9=%s max=%s stddev=%s jitter=%s\n\n",
@@ -229,4 +318,20 @@ func secs(v float64) string {
 		return "-"
 	}
 	return time.Duration(v * 1e9).String()
+}
+
+// hops is the debug page's forward hop count: "unknown" until a reply
+// carries the sender's TTL.
+func hops(n int) string {
+	if n < 0 {
+		return "unknown"
+	}
+	return strconv.Itoa(n)
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
 }

@@ -35,7 +35,7 @@ func TestICMPTargetNamesNoPort(t *testing.T) {
 		{"198.18.0.2:862", "", false},
 		{"[2001:2::2]:862", "", false},
 		{"host.example:862", "", false},
-		{"[2001:2::2]", "", false},
+		{"[2001:2::2]", "2001:2::2", true},
 		{"", "", false},
 	} {
 		host, port, err := parseModuleTarget(tc.target, m)

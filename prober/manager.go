@@ -210,8 +210,9 @@ func (m *Manager) scraped(key sessionKey, cfg *config.Module, now int64) (s *Ses
 // resolveTarget parses target for module and resolves its host to the
 // destination of a new session, and counts each rejection by reason. A
 // malformed target (*BadTargetError) is reported before a full manager
-// (ErrLimit), and both before the lookup; allowed_targets (ErrNotAllowed)
-// comes last, as only a resolved address can match it.
+// (ErrLimit), and both before the lookup; a multicast, broadcast or
+// unspecified address (*BadTargetError) and allowed_targets (ErrNotAllowed)
+// come last, as only a resolved address can be checked.
 func (m *Manager) resolveTarget(ctx context.Context, module string, cfg *config.Module, target string, full bool) (host string, port uint16, dst netip.AddrPort, err error) {
 	host, port, err = parseModuleTarget(target, cfg)
 	if err == nil && port == 0 && Probers[cfg.Prober].Spec.UsesPort {
@@ -228,6 +229,10 @@ func (m *Manager) resolveTarget(ctx context.Context, module string, cfg *config.
 	addr, err := resolve(ctx, m.lookup, host, cfg)
 	if err != nil {
 		return "", 0, netip.AddrPort{}, err
+	}
+	if err := checkDestination(addr); err != nil {
+		m.m.rejected.WithLabelValues(ReasonBadTarget).Inc()
+		return "", 0, netip.AddrPort{}, &BadTargetError{fmt.Errorf("target %q: %w", quoted(target), err)}
 	}
 	if !cfg.Allowed(addr) {
 		m.m.rejected.WithLabelValues(ReasonNotAllowed).Inc()
@@ -357,12 +362,15 @@ func (m *Manager) reresolve(s *Session) {
 	s.mu.Unlock()
 	switch {
 	case err != nil:
-		m.logger.Warn("re-resolving target failed, keeping the old address", "target", s.Target, "err", err)
+		m.logger.Warn("re-resolving target failed, keeping the old address", "target", quoted(s.Target), "err", err)
 		return
 	case addr == old.Addr():
 		return
 	case !s.cfg.Allowed(addr):
-		m.logger.Warn("target resolved outside allowed_targets, keeping the old address", "target", s.Target, "addr", addr)
+		m.logger.Warn("target resolved outside allowed_targets, keeping the old address", "target", quoted(s.Target), "addr", addr)
+		return
+	case checkDestination(addr) != nil:
+		m.logger.Warn("target resolved to an address no session may probe, keeping the old address", "target", quoted(s.Target), "err", checkDestination(addr))
 		return
 	}
 	if _, err := s.pool.sockets(family(addr)); err != nil {

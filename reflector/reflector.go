@@ -110,7 +110,8 @@ func burst(pps float64) int { return max(1, int(pps)) }
 
 // listen opens the sockets of one listen address: n per family (sharing
 // the port with SO_REUSEPORT when n > 1, so the kernel spreads flows over
-// them), both families for a wildcard host.
+// them, once claim has found the port free), both families for a wildcard
+// host. A port in use is an error that says another process holds it.
 func listen(addr string, n int) ([]*udpsock.Conn, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -137,23 +138,54 @@ func listen(addr string, n int) ([]*udpsock.Conn, error) {
 	}
 	opts := udpsock.Options{RecvMeta: true, RxTimestamps: true, ReusePort: n > 1, RecvBuffer: recvBuffer, GRO: true}
 	var conns []*udpsock.Conn
+	fail := func(err error) ([]*udpsock.Conn, error) {
+		for _, c := range conns {
+			c.Close()
+		}
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("reflector listen %s: UDP port %d is held by another process: %w", addr, port, err)
+		}
+		return nil, fmt.Errorf("reflector listen %s: %w", addr, err)
+	}
 	for fi, f := range fams {
-		for i := range n {
-			c, err := udpsock.Listen(f.network, netip.AddrPortFrom(f.ip, port), opts)
-			if err != nil {
-				if fi == 1 && i == 0 && (errors.Is(err, syscall.EAFNOSUPPORT) || errors.Is(err, syscall.EADDRNOTAVAIL)) {
-					break // a host without IPv6 still reflects IPv4
-				}
-				for _, c := range conns {
-					c.Close()
-				}
-				return nil, fmt.Errorf("reflector listen %s: %w", addr, err)
+		var err error
+		if n > 1 {
+			var free uint16
+			if free, err = claim(f.network, netip.AddrPortFrom(f.ip, port)); err == nil {
+				port = free
 			}
-			port = c.LocalAddr().(*net.UDPAddr).AddrPort().Port() // port 0: the rest share the kernel's pick
-			conns = append(conns, c)
+		}
+		for i := 0; err == nil && i < n; i++ {
+			var c *udpsock.Conn
+			c, err = udpsock.Listen(f.network, netip.AddrPortFrom(f.ip, port), opts)
+			if err == nil {
+				port = c.LocalAddr().(*net.UDPAddr).AddrPort().Port() // port 0: the rest share the kernel's pick
+				conns = append(conns, c)
+			}
+		}
+		if err != nil {
+			if fi == 1 && len(conns) == n && (errors.Is(err, syscall.EAFNOSUPPORT) || errors.Is(err, syscall.EADDRNOTAVAIL)) {
+				break // a host without IPv6 still reflects IPv4
+			}
+			return fail(err)
 		}
 	}
 	return conns, nil
+}
+
+// claim binds a to a plain socket, without SO_REUSEPORT, and closes it at
+// once; it returns the port bound (the kernel's pick for port 0). A port
+// that another process holds fails here with EADDRINUSE, as a plain bind
+// would: the reflector's SO_REUSEPORT sockets would otherwise join that
+// process's sockets (same user) and the kernel would split flows between
+// the two processes.
+func claim(network string, a netip.AddrPort) (uint16, error) {
+	c, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(a))
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort().Port(), nil
 }
 
 // recvBuffer is the receive buffer asked for each reflector socket, in
