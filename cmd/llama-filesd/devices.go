@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"fmt"
 	"net/netip"
@@ -131,5 +132,12 @@ func DeviceRules(list *HostList) ([]byte, error) {
 			"address": e.addr.String(), "device": e.device, "interface": e.iface, "link": link,
 		}})
 	}
-	return yaml.Marshal(ruleFile{Groups: []ruleGroup{g}})
+	var b bytes.Buffer
+	b.WriteString("# Written by llama-filesd --output.devices-rules from the hosts file: the\n# names of the hosts' and routers' addresses, for the fleet rules. Do not edit.\n")
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(ruleFile{Groups: []ruleGroup{g}}); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), enc.Close()
 }

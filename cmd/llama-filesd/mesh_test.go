@@ -307,7 +307,8 @@ func TestDeployExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, stderr := runCmd(t, "--hosts.file="+filepath.Join(exampleDir, "hosts.yml"),
-		"--output.dir="+outDir, "--output.exporters-file="+filepath.Join(tmp, "exporters.json"))
+		"--output.dir="+outDir, "--output.exporters-file="+filepath.Join(tmp, "exporters.json"),
+		"--output.devices-rules="+filepath.Join(tmp, "devices.rules.yml"))
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -328,6 +329,7 @@ func TestDeployExample(t *testing.T) {
 		}
 	}
 	compare("exporters.json")
+	compare("devices.rules.yml")
 	generated, _ := os.ReadDir(outDir)
 	committed, _ := os.ReadDir(filepath.Join(exampleDir, "targets"))
 	if len(generated) != len(committed) {

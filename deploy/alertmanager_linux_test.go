@@ -1,3 +1,5 @@
+//go:build linux
+
 package deploy
 
 import (
@@ -60,7 +62,15 @@ func TestAlertmanagerInhibitsExplainedPairs(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("Alertmanager's log:\n%s", logs.String())
+		}
+	})
 	api := "http://" + addr + "/api/v2/alerts"
 	pair := func(name, src, dst string) map[string]string {
 		return map[string]string{"alertname": name, "source": src, "destination": dst, "job": "llama"}
@@ -85,10 +95,10 @@ func TestAlertmanagerInhibitsExplainedPairs(t *testing.T) {
 	for _, w := range want {
 		alerts = append(alerts, pair(w.name, w.src, w.dst))
 	}
-	waitUntil(t, 20*time.Second, "Alertmanager takes the alerts", func() error {
+	waitUntil(t, 20*time.Second, "Alertmanager takes the alerts", exited, func() error {
 		return postAlerts(api, alerts)
-	}, &logs)
-	waitUntil(t, 20*time.Second, "the explained pairs' alerts inhibited, and no other", func() error {
+	})
+	waitUntil(t, 20*time.Second, "the explained pairs' alerts inhibited, and no other", exited, func() error {
 		got, err := getAlerts(api)
 		if err != nil {
 			return err
@@ -104,7 +114,7 @@ func TestAlertmanagerInhibitsExplainedPairs(t *testing.T) {
 			}
 		}
 		return nil
-	}, &logs)
+	})
 }
 
 func postAlerts(api string, alerts []map[string]string) error {
@@ -155,21 +165,4 @@ func freeLocalAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-// waitUntil polls cond every 100ms until it returns nil, failing the test
-// with its last error and logs after timeout.
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() error, logs *bytes.Buffer) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: %v\nlogs:\n%s", timeout, what, err, logs)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
