@@ -7,7 +7,7 @@ import "errors"
 // kernel is the loaded program; there is none outside Linux.
 type kernel struct{}
 
-func (*kernel) setPort(portKey, bool)   {}
+func (*kernel) setPort(portKey, bool)  {}
 func (*kernel) drops() map[Drop]uint64 { return nil }
 func (*kernel) close() error           { return nil }
 
