@@ -17,7 +17,9 @@ var (
 // Collector is the host-drop collector: a prometheus.Collector of
 // llama_exporter_host_drops_enabled and llama_host_drops_total, and the
 // registry of the ports whose traffic is counted. Its methods are safe for
-// concurrent use; on a Collector that could not start they do nothing.
+// concurrent use; on a Collector that could not start, and on the zero
+// Collector (the collector turned off), they do nothing and it exports
+// enabled 0.
 type Collector struct {
 	err error   // why it does not run; nil when it does
 	k   *kernel // the loaded program; nil when err != nil

@@ -66,7 +66,7 @@ func load() (*kernel, error) {
 		return k, nil
 	}
 	if errors.Is(btfErr, unix.EPERM) {
-		return nil, fmt.Errorf("host drops need %s (loading the eBPF program: %v)", missingCaps(), btfErr)
+		return nil, fmt.Errorf("host drops need %s: the kernel refused to load the eBPF program", missingCaps())
 	}
 	return nil, fmt.Errorf("host drops: attaching to kfree_skb: tp_btf: %v; tracepoint: %v", btfErr, tpErr)
 }
