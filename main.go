@@ -35,6 +35,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/hostdrops"
 	"github.com/llama-exporter/llama_exporter/prober"
 	"github.com/llama-exporter/llama_exporter/reflector"
 )
@@ -71,6 +72,8 @@ func run(args []string, stderr io.Writer) int {
 		level.Error(logger).Log("msg", "loading config", "file", describeFile(f.configFile), "err", err)
 		return 1
 	}
+	drops := startHostDrops(f.hostDrops, reg, logger)
+	defer drops.Close()
 	if f.reflectorOn {
 		refl, err := startReflector(f, reg, slogger.With("component", "reflector"))
 		if err != nil {
@@ -79,8 +82,11 @@ func run(args []string, stderr io.Writer) int {
 		}
 		defer refl.Close()
 		level.Info(logger).Log("msg", "reflector listening", "addresses", fmt.Sprint(refl.Addrs()))
+		for _, a := range refl.Addrs() {
+			drops.WatchReflector(a.Port())
+		}
 	}
-	mgr := prober.NewManager(prober.Options{MaxTargets: f.maxTargets, UserTimestamps: !f.kernelTS}, reg, slogger.With("component", "prober"))
+	mgr := prober.NewManager(prober.Options{MaxTargets: f.maxTargets, UserTimestamps: !f.kernelTS, Ports: drops}, reg, slogger.With("component", "prober"))
 	defer mgr.Close()
 	mgr.ApplyConfig(sc.Get())
 
@@ -104,6 +110,7 @@ type flags struct {
 	stateful       bool
 	maxTargets     int
 	kernelTS       bool
+	hostDrops      bool
 	logLevel       string
 	logFormat      string
 	web            *web.FlagConfig
@@ -126,6 +133,7 @@ func parseFlags(args []string) (*flags, error) {
 	app.Flag("reflector.stateful", "Number each test session's packets (RFC 8762 §4.3.1 stateful mode) so that senders can tell forward from backward loss.").Default("true").BoolVar(&f.stateful)
 	app.Flag("probe.max-targets", "Cap on concurrent probe sessions across all modules; more answer 503. 0 = unlimited.").Default("10000").IntVar(&f.maxTargets)
 	app.Flag("probe.kernel-timestamps", "Time probes with the kernel's software timestamps (SO_TIMESTAMPING) where available; --no-probe.kernel-timestamps uses the monotonic clock only, for comparison.").Default("true").BoolVar(&f.kernelTS)
+	app.Flag("collector.host-drops", "Linux, eBPF: count the kernel's drops of the probe traffic by drop reason (needs CAP_BPF and CAP_PERFMON, and the kernel's BTF).").Default("false").BoolVar(&f.hostDrops)
 	app.Flag("log.level", "Only log messages with the given severity or above. One of: [debug, info, warn, error]").Default("info").EnumVar(&f.logLevel, "debug", "info", "warn", "error")
 	app.Flag("log.format", "Output format of log messages. One of: [logfmt, json]").Default("logfmt").EnumVar(&f.logFormat, "logfmt", "json")
 	f.web = kingpinflag.AddFlags(app, ":5200")
@@ -154,6 +162,24 @@ func newRegistry() *prometheus.Registry {
 	reg.MustRegister(versioncollector.NewCollector(exporterName),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
+}
+
+// startHostDrops starts the host-drop collector when on is set, and
+// registers it, on or off, so that llama_exporter_host_drops_enabled says
+// which. A collector that cannot start logs one line naming what is missing
+// and the exporter carries on without it.
+func startHostDrops(on bool, reg prometheus.Registerer, logger kitlog.Logger) *hostdrops.Collector {
+	c := &hostdrops.Collector{}
+	if on {
+		c = hostdrops.New()
+		if err := c.Err(); err != nil {
+			level.Warn(logger).Log("msg", "host drops not counted", "err", err)
+		} else {
+			level.Info(logger).Log("msg", "counting the kernel's drops of probe traffic (--collector.host-drops)")
+		}
+	}
+	reg.MustRegister(c)
+	return c
 }
 
 // startReflector binds the STAMP reflector as f says and starts serving.

@@ -42,6 +42,7 @@ var exporterMetrics = map[string][]string{
 		"llama_exporter_config_last_reload_successful",
 		"llama_exporter_config_last_reload_success_timestamp_seconds",
 		"llama_reflector_up",
+		"llama_exporter_host_drops_enabled",
 	},
 	"counter": {
 		"llama_probe_packets_sent_total",
@@ -68,6 +69,7 @@ var exporterMetrics = map[string][]string{
 		"llama_reflector_packets_throttled_total",
 		"llama_reflector_send_errors_total",
 		"llama_probe_timestamp_fallbacks_total",
+		"llama_host_drops_total",
 	},
 	"histogram": {
 		"llama_probe_rtt_seconds",

@@ -26,6 +26,7 @@ func (p *pool) openFlowSetLocked(fam int, src netip.Addr) error {
 		return fmt.Errorf("module %s: %w", p.module, err)
 	}
 	p.flowSets[fam] = fs
+	p.watchLocked(fam)
 	return nil
 }
 

@@ -52,6 +52,7 @@ type Manager struct {
 	logger         *slog.Logger
 	maxTargets     int
 	userTimestamps bool
+	ports          PortWatcher   // nil: none
 	lookup         lookupFunc    // net.DefaultResolver's; replaced in tests
 	resolveEvery   time.Duration // how often hostnames are resolved again
 
@@ -80,6 +81,9 @@ type Options struct {
 	// false: FreeBSD, macOS), so that replies are read as they come
 	// rather than once per scheduler round.
 	UserTimestamps bool
+	// Ports, if not nil, is told the local ports of the flow sockets while
+	// they are open (the host-drop collector).
+	Ports PortWatcher
 }
 
 // NewManager starts the scheduler and the maintenance loop. Metrics
@@ -89,6 +93,7 @@ func NewManager(o Options, reg prometheus.Registerer, logger *slog.Logger) *Mana
 		logger:         logger,
 		maxTargets:     o.MaxTargets,
 		userTimestamps: o.UserTimestamps || !udpsock.KernelTimestamps,
+		ports:          o.Ports,
 		lookup:         net.DefaultResolver.LookupNetIP,
 		resolveEvery:   defaultResolveEvery,
 		sessions:       make(map[sessionKey]*Session),
@@ -258,7 +263,7 @@ func (m *Manager) poolLocked(module string, cfg *config.Module) *pool {
 		unmatched: m.m.unmatched.WithLabelValues(module).Inc,
 		sendError: m.m.sendErrors.WithLabelValues(module).Inc,
 	})
-	p.userTimestamps, p.rounds = m.userTimestamps, m.rounds
+	p.userTimestamps, p.rounds, p.ports = m.userTimestamps, m.rounds, m.ports
 	if cfg.PathTrace != nil {
 		p.tr = newPoolTrace(m.tracerLocked(), p)
 	}

@@ -44,6 +44,9 @@ type pool struct {
 	enc Protocol
 	tr  *poolTrace // path tracing; nil without path_trace
 
+	ports   PortWatcher   // nil: none
+	watched []watchedPort // what ports was told, to undo at close
+
 	mu       sync.RWMutex
 	conns    [2][]*flowConn // [0] IPv4, [1] IPv6; opened on first use
 	flowSets [2]flowSet     // instead of conns, with Prober.Open
@@ -275,6 +278,7 @@ func (p *pool) receiveLocked(fam int, cs []*flowConn) {
 		}()
 	}
 	p.conns[fam] = cs
+	p.watchLocked(fam)
 }
 
 // listenUDP is udpsock.Listen as a Prober's Listen.
@@ -467,6 +471,7 @@ func (p *pool) close() {
 			c.Close()
 		}
 	}
+	p.unwatchLocked()
 	p.mu.Unlock()
 	p.closeFlowSets()
 	p.wg.Wait()

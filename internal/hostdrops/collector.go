@@ -1,0 +1,125 @@
+package hostdrops
+
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+var (
+	enabledDesc = prometheus.NewDesc("llama_exporter_host_drops_enabled",
+		"1 when the eBPF collector of the kernel's drops of probe traffic runs (--collector.host-drops), 0 otherwise.", nil, nil)
+	dropsDesc = prometheus.NewDesc("llama_host_drops_total",
+		"Packets of this exporter's probe traffic received by this host and dropped by its kernel, by the kernel's drop reason and the kind of packet.",
+		[]string{"reason", "kind"}, nil)
+)
+
+// Collector is the host-drop collector: a prometheus.Collector of
+// llama_exporter_host_drops_enabled and llama_host_drops_total, and the
+// registry of the ports whose traffic is counted. Its methods are safe for
+// concurrent use; on a Collector that could not start, and on the zero
+// Collector (the collector turned off), they do nothing and it exports
+// enabled 0.
+type Collector struct {
+	err error   // why it does not run; nil when it does
+	k   *kernel // the loaded program; nil when err != nil
+
+	mu    sync.Mutex
+	watch map[portKey]int // watchers of each port
+}
+
+type portKey struct {
+	role uint8
+	port uint16
+}
+
+// Err returns nil when the collector runs, or the error that names what is
+// missing (Linux, BTF, capabilities).
+func (c *Collector) Err() error { return c.err }
+
+// WatchReflector counts drops of UDP datagrams to the reflector's port.
+func (c *Collector) WatchReflector(port uint16) { c.add(roleReflector, port, 1) }
+
+// UnwatchReflector undoes one WatchReflector.
+func (c *Collector) UnwatchReflector(port uint16) { c.add(roleReflector, port, -1) }
+
+// WatchPort counts drops of the replies to a prober flow socket: proto is
+// UDP (its local port), ICMP (a ping socket's echo Identifier) or TCP (its
+// source port); any other proto is ignored. Calls nest: a port is watched
+// until each WatchPort has had its UnwatchPort.
+func (c *Collector) WatchPort(proto string, port uint16) { c.add(role(proto), port, 1) }
+
+// UnwatchPort undoes one WatchPort.
+func (c *Collector) UnwatchPort(proto string, port uint16) { c.add(role(proto), port, -1) }
+
+func role(proto string) uint8 {
+	switch proto {
+	case UDP:
+		return roleUDP
+	case ICMP:
+		return roleICMP
+	case TCP:
+		return roleTCP
+	}
+	return 0
+}
+
+// add changes the number of watchers of (role, port) by d and tells the
+// kernel when the port starts or stops being watched.
+func (c *Collector) add(role uint8, port uint16, d int) {
+	if c.k == nil || role == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := portKey{role, port}
+	n := c.watch[k]
+	switch {
+	case d > 0 && n == 0:
+		c.k.setPort(k, true)
+	case d < 0 && n == 1:
+		c.k.setPort(k, false)
+	case d < 0 && n == 0:
+		return
+	}
+	if n+d == 0 {
+		delete(c.watch, k)
+	} else {
+		c.watch[k] = n + d
+	}
+}
+
+// Drops returns the drops counted so far; nil when the collector does not
+// run.
+func (c *Collector) Drops() map[Drop]uint64 {
+	if c.k == nil {
+		return nil
+	}
+	return c.k.drops()
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- enabledDesc
+	ch <- dropsDesc
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	enabled := 0.0
+	if c.k != nil {
+		enabled = 1
+	}
+	ch <- prometheus.MustNewConstMetric(enabledDesc, prometheus.GaugeValue, enabled)
+	for d, n := range c.Drops() {
+		ch <- prometheus.MustNewConstMetric(dropsDesc, prometheus.CounterValue, float64(n), d.Reason, d.Kind)
+	}
+}
+
+// Close detaches the program and frees its maps.
+func (c *Collector) Close() error {
+	if c.k == nil {
+		return nil
+	}
+	return c.k.close()
+}

@@ -1,0 +1,181 @@
+//go:build linux
+
+package hostdrops
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// kernel is the loaded program, attached to kfree_skb, and its maps.
+type kernel struct {
+	ports   *ebpf.Map
+	counts  *ebpf.Map
+	prog    *ebpf.Program
+	link    link.Link
+	reasons map[uint32]string // enum skb_drop_reason, from the kernel's BTF
+}
+
+// New loads the program for the network namespace of the calling thread
+// and attaches it, with tp_btf or else the classic tracepoint. It never
+// fails: when the program cannot run, the Collector's Err says what is
+// missing, in one line, and it exports enabled 0.
+func New() *Collector {
+	k, err := load()
+	if err != nil {
+		return &Collector{err: err}
+	}
+	return &Collector{k: k, watch: make(map[portKey]int)}
+}
+
+// load does New's work.
+func load() (*kernel, error) {
+	kspec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return nil, fmt.Errorf("host drops need the kernel's BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF): %w", err)
+	}
+	reasons, err := dropReasons(kspec)
+	if err != nil {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return nil, fmt.Errorf("host drops: reading this network namespace: %w", err)
+	}
+	_ = rlimit.RemoveMemlock() // only kernels before 5.11 account BPF memory there
+	k := &kernel{reasons: reasons}
+	btfErr := k.attach("kfree_skb_btf", uint32(st.Ino), func(p *ebpf.Program) (link.Link, error) {
+		return link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceRawTp})
+	})
+	if btfErr == nil {
+		return k, nil
+	}
+	tpErr := k.attach("kfree_skb_tp", uint32(st.Ino), func(p *ebpf.Program) (link.Link, error) {
+		return link.Tracepoint("skb", "kfree_skb", p, nil)
+	})
+	if tpErr == nil {
+		return k, nil
+	}
+	if errors.Is(btfErr, unix.EPERM) {
+		return nil, fmt.Errorf("host drops need %s: the kernel refused to load the eBPF program", missingCaps())
+	}
+	return nil, fmt.Errorf("host drops: attaching to kfree_skb: tp_btf: %v; tracepoint: %v", btfErr, tpErr)
+}
+
+// attach loads the program prog, with its maps, for the network namespace
+// of inode netns, and attaches it with attachFn.
+func (k *kernel) attach(prog string, netns uint32, attachFn func(*ebpf.Program) (link.Link, error)) error {
+	spec, err := loadHostdrops()
+	if err != nil {
+		return err
+	}
+	if err := spec.Variables["netns_ino"].Set(netns); err != nil {
+		return err
+	}
+	for name := range spec.Programs {
+		if name != prog {
+			delete(spec.Programs, name)
+		}
+	}
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		return err
+	}
+	l, err := attachFn(coll.Programs[prog])
+	if err != nil {
+		coll.Close()
+		return err
+	}
+	k.prog, k.ports, k.counts, k.link = coll.DetachProgram(prog), coll.DetachMap("ports"), coll.DetachMap("drops"), l
+	coll.Close()
+	return nil
+}
+
+// dropReasons reads the names of enum skb_drop_reason from the kernel's
+// BTF.
+func dropReasons(spec *btf.Spec) (map[uint32]string, error) {
+	var e *btf.Enum
+	if err := spec.TypeByName("skb_drop_reason", &e); err != nil {
+		return nil, fmt.Errorf("host drops need a kernel with drop reasons (enum skb_drop_reason, Linux 5.17 or later): %w", err)
+	}
+	m := make(map[uint32]string, len(e.Values))
+	for _, v := range e.Values {
+		m[uint32(v.Value)] = reasonName(v.Name)
+	}
+	return m, nil
+}
+
+// missingCaps names the capabilities that the eBPF program needs and the
+// process lacks in its effective set, from /proc/self/status.
+func missingCaps() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "CAP_BPF and CAP_PERFMON"
+	}
+	var eff uint64
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			eff, _ = strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		}
+	}
+	var missing []string
+	for _, c := range []struct {
+		bit  uint
+		name string
+	}{{unix.CAP_BPF, "CAP_BPF"}, {unix.CAP_PERFMON, "CAP_PERFMON"}} {
+		if eff&(1<<c.bit) == 0 {
+			missing = append(missing, c.name)
+		}
+	}
+	if len(missing) == 0 {
+		return "CAP_BPF and CAP_PERFMON (both present: something else refused it)"
+	}
+	return strings.Join(missing, " and ")
+}
+
+func (k *kernel) setPort(p portKey, on bool) {
+	key := hostdropsPortKey{Port: p.port, Role: p.role}
+	if on {
+		_ = k.ports.Put(key, uint8(1)) // full (4096 ports): that port is not counted
+		return
+	}
+	_ = k.ports.Delete(key)
+}
+
+// drops sums the per-CPU counts.
+func (k *kernel) drops() map[Drop]uint64 {
+	out := make(map[Drop]uint64)
+	var (
+		key  hostdropsDropKey
+		vals []uint64
+	)
+	it := k.counts.Iterate()
+	for it.Next(&key, &vals) {
+		if int(key.Kind) >= len(Kinds) {
+			continue
+		}
+		reason, ok := k.reasons[key.Reason]
+		if !ok {
+			reason = unknownReason(key.Reason)
+		}
+		var n uint64
+		for _, v := range vals {
+			n += v
+		}
+		out[Drop{Reason: reason, Kind: Kinds[key.Kind]}] += n
+	}
+	return out
+}
+
+func (k *kernel) close() error {
+	return errors.Join(k.link.Close(), k.prog.Close(), k.ports.Close(), k.counts.Close())
+}

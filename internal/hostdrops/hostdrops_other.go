@@ -1,0 +1,17 @@
+//go:build !linux
+
+package hostdrops
+
+import "errors"
+
+// kernel is the loaded program; there is none outside Linux.
+type kernel struct{}
+
+func (*kernel) setPort(portKey, bool)  {}
+func (*kernel) drops() map[Drop]uint64 { return nil }
+func (*kernel) close() error           { return nil }
+
+// New returns a Collector that does not run: host drops need Linux's eBPF.
+func New() *Collector {
+	return &Collector{err: errors.New("host drops need Linux (eBPF on the kfree_skb tracepoint)")}
+}
