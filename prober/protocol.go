@@ -46,6 +46,9 @@ type Probe struct {
 	DSCP int
 	// IPv6 is true when the probe goes to an IPv6 address.
 	IPv6 bool
+	// T1 is the send time, Unix ns, that the probe carries (STAMP's
+	// Sender Timestamp, RFC 8762 §4.2.1); 0: the time of encoding.
+	T1 int64
 }
 
 // Reply is what Protocol.Decode learnt from a received datagram: the key
@@ -61,6 +64,11 @@ type Reply struct {
 	// ReflectorSeq is the reflector's own sequence number (RFC 8762
 	// §4.3.1): equal to Seq when the reflector copies it, or has none.
 	ReflectorSeq uint32
+	// T1 is the probe's send time, Unix ns, as the reply echoes it (the
+	// Session-Sender Timestamp, RFC 8762 §4.3.1); 0 when it echoes none.
+	// It tells apart the sessions that probe one address when the
+	// reflector does not return their SSIDs.
+	T1 int64
 	// Dwell is the reflector's T3 - T2; 0 when unknown.
 	Dwell time.Duration
 	// SenderTTL is the TTL / Hop Limit the probe arrived with at the

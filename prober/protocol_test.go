@@ -42,7 +42,7 @@ func TestEncodeDecodeLegacyRoundTrip(t *testing.T) {
 	m := decodeModule(t, config.ProberLLAMA)
 	proto := Probers[config.ProberLLAMA].New(m)
 	buf := make([]byte, m.PacketSize)
-	out, err := proto.Encode(buf, &Probe{SSID: 7, Seq: 1 << 30, DSCP: 46})
+	out, err := proto.Encode(buf, &Probe{SSID: 7, Seq: 1 << 30, DSCP: 46, T1: 1_700_000_000_123_456_789})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestEncodeDecodeLegacyRoundTrip(t *testing.T) {
 	if err := proto.Decode(out, &r); err != nil {
 		t.Fatal(err)
 	}
-	want := Reply{SSID: 7, Seq: 1 << 30, ReflectorSeq: 1 << 30, SenderTTL: -1, DSCP2: -1}
+	want := Reply{SSID: 7, Seq: 1 << 30, ReflectorSeq: 1 << 30, T1: 1_700_000_000_123_456_789, SenderTTL: -1, DSCP2: -1}
 	if r != want {
 		t.Errorf("decoded %+v, want %+v", r, want)
 	}

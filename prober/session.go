@@ -49,6 +49,7 @@ type slot struct {
 	txKernel  int64 // kernel software TX timestamp, Unix ns; 0 if none
 	rtt       int64 // ns, (T4 - T1) - (T3 - T2), when received
 	seq       uint32
+	t1        uint32 // low 32 bits of the T1 the probe carries, Unix ns
 	flow      uint16
 	state     probeState
 	dir       lossDirection
@@ -197,9 +198,16 @@ func (s *Session) Dst() netip.AddrPort {
 	return s.dst
 }
 
-// recordSend allocates the next sequence number at monotonic time now and
-// returns it with the flow (source-port index) it goes out on.
+// recordSend is recordSendAt with the wall clock read from the monotonic
+// one, for tests.
 func (s *Session) recordSend(now int64) (seq uint32, flow int, dst netip.AddrPort) {
+	return s.recordSendAt(now, epochUnix+now)
+}
+
+// recordSendAt allocates the next sequence number at monotonic time now,
+// wall clock t1 (Unix ns: the T1 that the probe carries), and returns it
+// with the flow (source-port index) it goes out on.
+func (s *Session) recordSendAt(now, t1 int64) (seq uint32, flow int, dst netip.AddrPort) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.advanceLocked(now)
@@ -225,7 +233,7 @@ func (s *Session) recordSend(now int64) (seq uint32, flow int, dst netip.AddrPor
 	if sl.state == statePending {
 		s.markLostLocked(sl)
 	}
-	*sl = slot{seq: seq, flow: uint16(flow), sent: now, state: statePending}
+	*sl = slot{seq: seq, flow: uint16(flow), sent: now, t1: uint32(t1), state: statePending}
 	if s.next-s.swept > n {
 		s.swept = s.next - n
 	}
@@ -274,6 +282,18 @@ func (s *Session) slotLocked(seq uint32) *slot {
 		return nil
 	}
 	return sl
+}
+
+// sent reports whether probe seq of s, in its ring, carried T1 t1 (Unix
+// ns, as the reply echoes it), and whether it still awaits its reply.
+func (s *Session) sent(seq uint32, t1 int64) (ours, pending bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sl := s.slotLocked(seq)
+	if sl == nil || t1 == 0 || sl.t1 != uint32(t1) {
+		return false, false
+	}
+	return true, sl.state == statePending
 }
 
 // onReply accounts for one reply. Each probe is decided at most once;
