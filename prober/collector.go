@@ -72,15 +72,19 @@ func (c sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	rtt, dwell := c.s.histogramMetrics()
 	ch <- rtt
 	counter(descFallbacks, sn.TimestampFallbacks)
-	if c.s.reflected() {
-		// Without a reflector these are unknowable: absent, not zero.
+	// What no reply has carried yet is unknown: absent, not zero.
+	if sn.Carried.Timestamps {
 		ch <- dwell
-		counter(descHopsChange, sn.HopsChanges)
-		ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedForward), "forward")
-		ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedBackward), "backward")
 	}
-	if sn.Hops >= 0 {
+	if sn.Carried.SenderTTL {
 		gauge(descHops, float64(sn.Hops))
+		counter(descHopsChange, sn.HopsChanges)
+	}
+	if sn.Carried.ClassOfService {
+		ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedForward), "forward")
+	}
+	if sn.Carried.ReplyDSCP {
+		ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedBackward), "backward")
 	}
 	if sn.Stateful {
 		// Against a stateless reflector direction is unknowable: absent,

@@ -437,7 +437,7 @@ func (p *pool) handle(dec Protocol, d *Reply, m *ipv4.Message, t4, wall int64) {
 	meta := udpsock.ParseMeta(m.OOB[:m.NN])
 	p.collectTx(s, d.Seq, meta.KernelRX)
 	r := reply{seq: d.Seq, reflSeq: d.ReflectorSeq, t4: arrival(t4, wall, meta.KernelRX), read: t4,
-		rxKernel: meta.KernelRX, dwell: int64(d.Dwell), senderTTL: d.SenderTTL, dscp: -1, dscp2: d.DSCP2}
+		rxKernel: meta.KernelRX, stamps: d.Stamps, dwell: int64(d.Dwell), senderTTL: d.SenderTTL, dscp: -1, dscp2: d.DSCP2}
 	if meta.TOS >= 0 {
 		r.dscp = meta.TOS >> 2
 	}

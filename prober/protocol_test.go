@@ -87,8 +87,14 @@ func FuzzDecode(f *testing.F) {
 				}
 				continue
 			}
-			if r.SenderTTL < -1 || r.SenderTTL > 254 || r.DSCP2 < -1 || r.DSCP2 > 63 || r.Dwell < 0 {
+			if r.SenderTTL < -1 || r.SenderTTL > 254 || r.DSCP2 < -1 || r.DSCP2 > 63 || r.Dwell < 0 ||
+				r.Stamps > StampsInvalid || r.Stamps != StampsUsable && r.Dwell != 0 {
 				t.Errorf("%s: decoded out of range: %+v", name, r)
+			}
+			// What a protocol's spec says its replies cannot carry, they do not.
+			if !p.ReflectorTimestamps && r.Stamps != StampsNone || !p.SenderTTL && r.SenderTTL != -1 ||
+				!p.ClassOfService && r.DSCP2 != -1 {
+				t.Errorf("%s: decoded what the protocol cannot carry: %+v", name, r)
 			}
 		}
 	})

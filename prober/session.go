@@ -82,11 +82,30 @@ type reply struct {
 	t4        int64  // monotonic ns of arrival: read, less the kernel's wait
 	read      int64  // monotonic ns when read; 0 if unknown
 	rxKernel  int64  // kernel software RX timestamp, Unix ns; 0 if none
-	dwell     int64  // T3 - T2 in ns; 0 if unknown
+	stamps    Stamps // whether the reply carries usable T2 and T3
+	dwell     int64  // T3 - T2 in ns, with stamps StampsUsable
 	senderTTL int    // TTL the reflector received; -1 if unknown
 	dscp      int    // DSCP of the reply as received; -1 if unknown
 	dscp2     int    // DSCP the reflector received (CoS TLV); -1 if absent
 	rtt       int64  // ns, when the protocol had the kernel time the exchange; 0 if not
+}
+
+// Carried records which optional parts of replies a session has seen, so
+// that the series they feed are absent, not 0, until a reply carried one:
+// a reflector may send no Sender TTL or Class of Service TLV, or unusable
+// timestamps, and a protocol may have none of them (Prober's fields).
+type Carried struct {
+	// Timestamps: a reply carried usable T2 and T3; the dwell is known.
+	Timestamps bool
+	// SenderTTL: a reply carried the TTL its probe arrived with; the
+	// forward hop count is known.
+	SenderTTL bool
+	// ClassOfService: a reply carried the DSCP the reflector received;
+	// forward remarking is known.
+	ClassOfService bool
+	// ReplyDSCP: such a reply's own DSCP was read as well; backward
+	// remarking is known.
+	ReplyDSCP bool
 }
 
 // flowState tracks a stateful reflector's per-flow sequence numbers: the
@@ -143,6 +162,8 @@ type Session struct {
 	inFlight   int         // probes sent and not yet decided
 	win        windowState // summary of the decided probes in the window
 	paths      *pathState  // per-flow path tracing; nil without path_trace
+	proto      *Prober     // the module's protocol: what its replies can carry
+	carried    Carried     // what the replies did carry
 }
 
 // DefaultDwellBuckets are the classic buckets of
@@ -166,6 +187,10 @@ func newSession(module string, cfg *config.Module, target, host string, port uin
 		hist:      newHistogram(descRTT, cfg.Buckets(), epoch.Add(time.Duration(now))),
 		dwellHist: newHistogram(descDwell, DefaultDwellBuckets, epoch.Add(time.Duration(now))),
 		paths:     newPathState(cfg),
+		proto:     Probers[cfg.Prober],
+	}
+	if s.proto == nil {
+		s.proto = &Prober{} // carries nothing: a test's module
 	}
 	if cfg.FlowMetrics {
 		s.flowSent = make([]uint64, cfg.Flows)
@@ -353,7 +378,8 @@ func (s *Session) onReply(r *reply) bool {
 	}
 	// The reflector's dwell comes from another clock: trust it only when it
 	// is smaller than what we measured, so that no RTT is negative.
-	if r.dwell > 0 && r.dwell < rtt {
+	dwell := s.proto.ReflectorTimestamps && r.stamps == StampsUsable && r.dwell < rtt
+	if dwell {
 		rtt -= r.dwell
 	}
 	sl.state, sl.rtt = stateReceived, rtt
@@ -362,7 +388,8 @@ func (s *Session) onReply(r *reply) bool {
 	s.win.lastReceivedSentTime = max(s.win.lastReceivedSentTime, sl.sent)
 	s.reorderLocked(r, sl)
 	s.hist.observe(float64(rtt) / 1e9)
-	if r.dwell > 0 {
+	if dwell {
+		s.carried.Timestamps = true
 		s.dwellHist.observe(float64(r.dwell) / 1e9)
 	}
 	s.directionLocked(r, sl)
@@ -475,7 +502,7 @@ func (s *Session) directionLocked(r *reply, sl *slot) {
 
 // pathLocked tracks the forward hop count and DSCP remarking.
 func (s *Session) pathLocked(r *reply) {
-	if r.senderTTL < 0 {
+	if r.senderTTL < 0 || !s.proto.SenderTTL {
 		// unknown: no hop count
 	} else if init := s.pool.initialTTL(s.dst.Addr()); r.senderTTL <= init {
 		h := init - r.senderTTL
@@ -483,8 +510,11 @@ func (s *Session) pathLocked(r *reply) {
 			s.c.HopsChanges++
 		}
 		s.hops = h
+		s.carried.SenderTTL = true
 	}
-	if r.dscp2 >= 0 {
+	if r.dscp2 >= 0 && s.proto.ClassOfService {
+		s.carried.ClassOfService = true
+		s.carried.ReplyDSCP = s.carried.ReplyDSCP || r.dscp >= 0
 		// The reflector said what it received: a difference is forward
 		// remarking, and it answered with the DSCP we asked for (DSCP1),
 		// so a difference on arrival is backward remarking.
@@ -631,7 +661,7 @@ func (s *Session) snapshot(now int64) Snapshot {
 	start := end - s.window
 	snap := Snapshot{
 		Counters: s.c, Dst: s.dst, Src: s.src, InFlight: s.inFlight,
-		Stateful: s.stateful, Hops: s.hops, KernelTimestamps: s.kernelTS,
+		Stateful: s.stateful, Hops: s.hops, Carried: s.carried, KernelTimestamps: s.kernelTS,
 		Success: s.win.lastReceivedSentTime >= start,
 	}
 	if s.firstSent >= 0 && s.firstSent <= end {

@@ -21,6 +21,9 @@ var stampProber = Prober{
 		MinPacketSizeAuth: config.MinPacketSizeAuth,
 		PathTrace:         true,
 	},
+	ReflectorTimestamps: true,
+	SenderTTL:           true,
+	ClassOfService:      true,
 	New: func(m *config.Module) Protocol {
 		p := &stampProtocol{base: stamp.ReflectorPacketLen}
 		if m.AuthKey != nil {
@@ -88,7 +91,10 @@ func (sp *stampProtocol) Decode(b []byte, r *Reply) error {
 		return err
 	}
 	*r = Reply{SSID: rp.SSID, Seq: rp.SenderSequence, ReflectorSeq: rp.Sequence,
-		T1: rp.SenderTimestamp.Time().UnixNano(), Dwell: rp.Dwell(), SenderTTL: -1, DSCP2: -1}
+		T1: rp.SenderTimestamp.Time().UnixNano(), Stamps: StampsInvalid, SenderTTL: -1, DSCP2: -1}
+	if d, ok := rp.DwellOK(); ok {
+		r.Stamps, r.Dwell = StampsUsable, d
+	}
 	if rp.SenderTTL != 255 {
 		r.SenderTTL = int(rp.SenderTTL)
 	}
