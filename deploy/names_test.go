@@ -62,6 +62,7 @@ var exporterMetrics = map[string][]string{
 		"llama_reflector_packets_throttled_total",
 		"llama_reflector_send_errors_total",
 		"llama_probe_timestamp_fallbacks_total",
+		"llama_probe_reflector_timestamps_invalid_total",
 	},
 	"histogram": {
 		"llama_probe_rtt_seconds",

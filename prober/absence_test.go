@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"regexp"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -166,4 +170,89 @@ func tcpListener(t *testing.T) *net.TCPAddr {
 		}
 	}()
 	return l.Addr().(*net.TCPAddr)
+}
+
+// TestUnusableReflectorTimestampsCounted probes reflectors whose T2 and T3
+// cannot be used (swapped, as Domos sends them; T2 zero): no dwell is
+// subtracted, and every reply says so in
+// llama_probe_reflector_timestamps_invalid_total and on the debug page,
+// while the dwell series stays absent. Against our reflector the counter
+// is 0, and a llama module has none.
+func TestUnusableReflectorTimestampsCounted(t *testing.T) {
+	const held = 3 * time.Millisecond
+	ours := startReflector(t, "127.0.0.1:0")
+	for _, tc := range []struct {
+		name    string
+		prober  string
+		target  string
+		invalid bool // every reply's T2/T3 are unusable
+	}{
+		{"T3 before T2", config.ProberSTAMP, scriptedReflector(t, twampStyle{swapT2T3: true, dwell: held}).String(), true},
+		{"T2 zero", config.ProberSTAMP, scriptedReflector(t, twampStyle{zeroT2: true, dwell: held}).String(), true},
+		{"our reflector", config.ProberSTAMP, ours.String(), false},
+		{"llama", config.ProberLLAMA, ours.String(), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := decodeModule(t, tc.prober)
+			m.Interval, m.Timeout, m.Window = 10*time.Millisecond, time.Second, 10*time.Second
+			mgr := NewManager(Options{}, nil, discard)
+			defer mgr.Close()
+			s, _, err := mgr.Get(context.Background(), "m", m, tc.target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sn Snapshot
+			waitFor(t, 30*time.Second, "20 answered probes in the window", func() bool {
+				sn = s.Snapshot()
+				return sn.RTTCount >= 20
+			})
+			names := exposed(t, s, sn)
+			mf := names["llama_probe_reflector_timestamps_invalid_total"]
+			switch {
+			case tc.prober != config.ProberSTAMP:
+				if mf != nil {
+					t.Fatalf("a %s module exposes llama_probe_reflector_timestamps_invalid_total", tc.prober)
+				}
+				return
+			case mf == nil:
+				t.Fatal("llama_probe_reflector_timestamps_invalid_total is missing")
+			}
+			got, want := uint64(mf.Metric[0].GetCounter().GetValue()), uint64(0)
+			if tc.invalid {
+				want = sn.Received
+			}
+			if got != want || sn.TimestampsInvalid != got {
+				t.Errorf("timestamps invalid %d (snapshot %d) after %d replies, want %d", got, sn.TimestampsInvalid, sn.Received, want)
+			}
+			if (names[seriesDwell] != nil) == tc.invalid {
+				t.Errorf("dwell series exposed: %v, want %v", names[seriesDwell] != nil, !tc.invalid)
+			}
+			if rttMin := time.Duration(sn.RTTMin * 1e9); tc.invalid && rttMin < held {
+				t.Errorf("minimum RTT %v: a dwell was subtracted although the reflector held each probe %v", rttMin, held)
+			}
+			// Replies go on arriving: the page's count is at least the
+			// snapshot's, and 0 stays 0.
+			page := scrapeDebug(t, mgr, m, tc.target)
+			mt := regexp.MustCompile(`timestamps_invalid=(\d+)`).FindStringSubmatch(page)
+			if mt == nil {
+				t.Fatalf("debug page lacks timestamps_invalid=:\n%s", page)
+			}
+			if n, _ := strconv.ParseUint(mt[1], 10, 64); n < got || !tc.invalid && n != 0 {
+				t.Errorf("debug page: timestamps_invalid=%d, want %d or more (0 when valid)", n, got)
+			}
+		})
+	}
+}
+
+// scrapeDebug returns the debug page of module m's session of target.
+func scrapeDebug(t *testing.T, mgr *Manager, m *config.Module, target string) string {
+	t.Helper()
+	cfg := &config.Config{Modules: map[string]*config.Module{"m": m}}
+	h := &Handler{Manager: mgr, Config: func() *config.Config { return cfg }, Logger: discard}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", "/probe?debug=true&module=m&target="+target, nil))
+	if w.Code != http.StatusOK {
+		t.Fatalf("debug page: status %d: %s", w.Code, w.Body)
+	}
+	return w.Body.String()
 }

@@ -34,6 +34,9 @@ type twampStyle struct {
 	counted bool
 	// dwell is how long the reflector holds each probe between T2 and T3.
 	dwell time.Duration
+	// swapT2T3 writes T2 where T3 goes and T3 where T2 goes (Domos);
+	// zeroT2 writes 0 for T2 (a reflector that does not take it).
+	swapT2T3, zeroT2 bool
 }
 
 // scriptedReflector answers STAMP probes on a loopback socket in style st
@@ -90,6 +93,16 @@ func (st twampStyle) answer(probe []byte, t2 time.Time, counters map[netip.AddrP
 	} else {
 		binary.BigEndian.PutUint64(out[stamp.OffsetTimestamp:], uint64(stamp.NewTimestamp(t3)))
 		binary.BigEndian.PutUint64(out[stamp.OffsetReceiveTimestamp:], uint64(stamp.NewTimestamp(t2)))
+	}
+	if st.swapT2T3 {
+		t2, t3 := out[stamp.OffsetReceiveTimestamp:][:8], out[stamp.OffsetTimestamp:][:8]
+		var tmp [8]byte
+		copy(tmp[:], t2)
+		copy(t2, t3)
+		copy(t3, tmp[:])
+	}
+	if st.zeroT2 {
+		clear(out[stamp.OffsetReceiveTimestamp:][:8])
 	}
 	if st.replyLen > 0 {
 		out = out[:st.replyLen]

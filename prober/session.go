@@ -73,6 +73,10 @@ type Counters struct {
 	// user-space timestamps because a kernel timestamp was missing or
 	// inconsistent.
 	TimestampFallbacks uint64
+	// TimestampsInvalid counts answered probes whose reply carried T2 and
+	// T3 that cannot be used (zero, T3 before T2, PTP unconverted, or a
+	// dwell not shorter than the RTT): their RTT includes the dwell.
+	TimestampsInvalid uint64
 }
 
 // reply is what the receive loop learnt from one Session-Reflector packet.
@@ -381,6 +385,8 @@ func (s *Session) onReply(r *reply) bool {
 	dwell := s.proto.ReflectorTimestamps && r.stamps == StampsUsable && r.dwell < rtt
 	if dwell {
 		rtt -= r.dwell
+	} else if s.proto.ReflectorTimestamps && r.stamps != StampsNone {
+		s.c.TimestampsInvalid++ // the RTT includes the dwell: say so
 	}
 	sl.state, sl.rtt = stateReceived, rtt
 	s.inFlight--
