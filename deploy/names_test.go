@@ -70,6 +70,7 @@ var exporterMetrics = map[string][]string{
 		"llama_reflector_send_errors_total",
 		"llama_probe_timestamp_fallbacks_total",
 		"llama_host_drops_total",
+		"llama_probe_reflector_timestamps_invalid_total",
 	},
 	"histogram": {
 		"llama_probe_rtt_seconds",

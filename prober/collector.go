@@ -35,6 +35,7 @@ var (
 	descHopsChange = counterDesc("llama_probe_forward_hops_changes_total", "Times the forward hop count changed.")
 	descRemarked   = prometheus.NewDesc("llama_probe_dscp_remarked_total", "Replies whose DSCP was changed on the way out (forward) or back (backward); needs the Class of Service TLV (packet_size >= 52).", []string{"direction"}, nil)
 	descFallbacks  = counterDesc("llama_probe_timestamp_fallbacks_total", "Answered probes timed with user-space timestamps because a kernel timestamp was missing or inconsistent.")
+	descTSInvalid  = counterDesc("llama_probe_reflector_timestamps_invalid_total", "Replies whose T2/T3 are unusable (T3 before T2, zero, unconverted PTP, a dwell not shorter than the RTT): no dwell subtracted.")
 	descFlowSent   = prometheus.NewDesc("llama_probe_flow_packets_sent_total", "Probes sent per ECMP flow (source port).", []string{"flow"}, nil)
 	descFlowLost   = prometheus.NewDesc("llama_probe_flow_packets_lost_total", "Probes lost per ECMP flow (source port).", []string{"flow"}, nil)
 	descFlowLoss   = prometheus.NewDesc("llama_probe_flow_window_loss_ratio", "Lost / sent probes in the window per ECMP flow (source port), 0..1.", []string{"flow"}, nil)
@@ -74,15 +75,22 @@ func (c sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	rtt, dwell := c.s.histogramMetrics()
 	ch <- rtt
 	counter(descFallbacks, sn.TimestampFallbacks)
-	if c.s.reflected() {
-		// Without a reflector these are unknowable: absent, not zero.
-		ch <- dwell
-		counter(descHopsChange, sn.HopsChanges)
-		ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedForward), "forward")
-		ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedBackward), "backward")
+	if c.s.proto.ReflectorTimestamps {
+		counter(descTSInvalid, sn.TimestampsInvalid)
 	}
-	if sn.Hops >= 0 {
+	// What no reply has carried yet is unknown: absent, not zero.
+	if sn.Carried.Timestamps {
+		ch <- dwell
+	}
+	if sn.Carried.SenderTTL {
 		gauge(descHops, float64(sn.Hops))
+		counter(descHopsChange, sn.HopsChanges)
+	}
+	if sn.Carried.ClassOfService {
+		ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedForward), "forward")
+	}
+	if sn.Carried.ReplyDSCP {
+		ch <- prometheus.MustNewConstMetric(descRemarked, prometheus.CounterValue, float64(sn.DSCPRemarkedBackward), "backward")
 	}
 	if sn.Stateful {
 		// Against a stateless reflector direction is unknowable: absent,

@@ -54,9 +54,3 @@ func (ps *poolStats) sendFailed() {
 		ps.sendError()
 	}
 }
-
-// reflected reports whether a reflector answers the session's probes, so
-// that its dwell, hop, direction and remarking series apply.
-func (s *Session) reflected() bool {
-	return s.pool == nil || s.pool.proto == nil || !s.pool.proto.NoReflector
-}

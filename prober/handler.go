@@ -284,6 +284,9 @@ func writeDebug(w http.ResponseWriter, s *Session, sn Snapshot, mod *config.Modu
 	fmt.Fprintf(&b, "Path: timestamps=%s (fallbacks %d) stateful_reflector=%v forward_lost=%d backward_lost=%d hops=%s (changes %d) dscp_remarked forward=%d backward=%d\n",
 		timestamps(sn.KernelTimestamps), sn.TimestampFallbacks, sn.Stateful, sn.ForwardLost, sn.BackwardLost,
 		hops(sn.Hops), sn.HopsChanges, sn.DSCPRemarkedForward, sn.DSCPRemarkedBackward)
+	if s.proto.ReflectorTimestamps {
+		fmt.Fprintf(&b, "Reflector timestamps: timestamps_invalid=%d (replies whose T2/T3 were unusable; their RTT includes the dwell)\n", sn.TimestampsInvalid)
+	}
 	fmt.Fprintf(&b, "Window: span=%.3fs sent=%d lost=%d (forward %d, backward %d) loss_ratio=%g\n",
 		sn.Window, sn.WindowSent, sn.WindowLost, sn.WindowForwardLost, sn.WindowBackwardLost, sn.LossRatio)
 	fmt.Fprintf(&b, "Window RTT: count=%d min=%s p50=%s p90=%s p99=%s p99.9=%s max=%s stddev=%s jitter=%s\n\n",

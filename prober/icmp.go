@@ -42,10 +42,9 @@ var icmpProber = Prober{
 		MinPacketSize:     icmpMinData,
 		MaxPacketSize:     config.MaxPacketSize,
 	},
-	New:         func(m *config.Module) Protocol { return &icmpProtocol{flows: uint32(m.Flows), flow: -1} },
-	Listen:      listenICMP,
-	HeaderLen:   icmpHeaderLen,
-	NoReflector: true,
+	New:       func(m *config.Module) Protocol { return &icmpProtocol{flows: uint32(m.Flows), flow: -1} },
+	Listen:    listenICMP,
+	HeaderLen: icmpHeaderLen,
 }
 
 // UnavailableError is Manager.Get's error when a module's prober cannot

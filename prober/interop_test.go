@@ -6,9 +6,13 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/llama-exporter/llama_exporter/config"
 	"github.com/llama-exporter/llama_exporter/stamp"
 )
 
@@ -30,6 +34,9 @@ type twampStyle struct {
 	counted bool
 	// dwell is how long the reflector holds each probe between T2 and T3.
 	dwell time.Duration
+	// swapT2T3 writes T2 where T3 goes and T3 where T2 goes (Domos);
+	// zeroT2 writes 0 for T2 (a reflector that does not take it).
+	swapT2T3, zeroT2 bool
 }
 
 // scriptedReflector answers STAMP probes on a loopback socket in style st
@@ -86,6 +93,16 @@ func (st twampStyle) answer(probe []byte, t2 time.Time, counters map[netip.AddrP
 	} else {
 		binary.BigEndian.PutUint64(out[stamp.OffsetTimestamp:], uint64(stamp.NewTimestamp(t3)))
 		binary.BigEndian.PutUint64(out[stamp.OffsetReceiveTimestamp:], uint64(stamp.NewTimestamp(t2)))
+	}
+	if st.swapT2T3 {
+		t2, t3 := out[stamp.OffsetReceiveTimestamp:][:8], out[stamp.OffsetTimestamp:][:8]
+		var tmp [8]byte
+		copy(tmp[:], t2)
+		copy(t2, t3)
+		copy(t3, tmp[:])
+	}
+	if st.zeroT2 {
+		clear(out[stamp.OffsetReceiveTimestamp:][:8])
 	}
 	if st.replyLen > 0 {
 		out = out[:st.replyLen]
@@ -166,4 +183,70 @@ func checkDwell(t *testing.T, s *Session, held time.Duration, sn Snapshot) {
 	if rttMin := time.Duration(sn.RTTMin * 1e9); rttMin >= held {
 		t.Errorf("minimum RTT %v: the dwell of at least %v was not subtracted", rttMin, held)
 	}
+}
+
+// TestSessionsShareSSIDZeroingReflector runs two sessions against one
+// scripted reflector that zeroes the SSID, as twampy and other TWAMP-Light
+// reflectors do: two spellings of one target (one pool, one socket per
+// flow, one destination) and two modules that differ only in DSCP. Each
+// session must get its own replies: no loss, no duplicates, nothing
+// unmatched, whatever the reflector does with the SSID.
+func TestSessionsShareSSIDZeroingReflector(t *testing.T) {
+	for _, counted := range []bool{false, true} {
+		dst := scriptedReflector(t, twampStyle{zeroSSID: true, counted: counted})
+		mod := fastModule()
+		mod.Interval, mod.Port = 10*time.Millisecond, int(dst.Port())
+		ef := *mod
+		ef.DSCP = 46
+		for _, tc := range []struct {
+			name string
+			a, b sessionRef
+		}{
+			{"two spellings of one target", sessionRef{"m", mod, dst.Addr().String()}, sessionRef{"m", mod, dst.String()}},
+			{"two modules of different DSCP", sessionRef{"be", mod, dst.String()}, sessionRef{"ef", &ef, dst.String()}},
+		} {
+			name := tc.name
+			if counted {
+				name += ", stateful"
+			}
+			t.Run(name, func(t *testing.T) {
+				mgr := NewManager(Options{}, nil, discard)
+				defer mgr.Close()
+				var ss []*Session
+				for _, r := range []sessionRef{tc.a, tc.b} {
+					s, _, err := mgr.Get(context.Background(), r.module, r.cfg, r.target)
+					if err != nil {
+						t.Fatal(err)
+					}
+					ss = append(ss, s)
+				}
+				waitFor(t, 30*time.Second, "100 decided probes in both windows", func() bool {
+					return ss[0].Snapshot().WindowSent >= 100 && ss[1].Snapshot().WindowSent >= 100
+				})
+				for i, s := range ss {
+					sn := s.Snapshot()
+					if sn.Lost != 0 || sn.Duplicated != 0 || sn.Late != 0 || sn.Received == 0 {
+						t.Errorf("session %d (%s %s): received %d, lost %d, duplicated %d, late %d; want its own replies only",
+							i, s.Module, s.Target, sn.Received, sn.Lost, sn.Duplicated, sn.Late)
+					}
+					if sn.Stateful != counted || sn.ForwardLost+sn.BackwardLost != 0 {
+						t.Errorf("session %d: stateful %v (want %v), forward lost %d, backward lost %d",
+							i, sn.Stateful, counted, sn.ForwardLost, sn.BackwardLost)
+					}
+				}
+				for _, m := range slices.Compact([]string{tc.a.module, tc.b.module}) {
+					if n := testutil.ToFloat64(mgr.m.unmatched.WithLabelValues(m)); n != 0 {
+						t.Errorf("module %s: %v replies unmatched", m, n)
+					}
+				}
+			})
+		}
+	}
+}
+
+// sessionRef names a session: module, its config, target.
+type sessionRef struct {
+	module string
+	cfg    *config.Module
+	target string
 }

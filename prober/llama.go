@@ -29,9 +29,14 @@ type llamaProtocol struct {
 }
 
 // Encode writes a legacy probe padded to len(buf), its signature carrying
-// the SSID and the sequence number, its ToS the module's DSCP.
+// the SSID and the sequence number, its ToS the module's DSCP, its sent
+// time T1 (or now).
 func (*llamaProtocol) Encode(buf []byte, p *Probe) ([]byte, error) {
-	lp := legacy.Probe{TOS: byte(p.DSCP << 2), Sent: uint64(time.Now().UnixNano())}
+	t1 := p.T1
+	if t1 == 0 {
+		t1 = time.Now().UnixNano()
+	}
+	lp := legacy.Probe{TOS: byte(p.DSCP << 2), Sent: uint64(t1)}
 	putLegacySignature(&lp.Signature, p.SSID, p.Seq)
 	return lp.MarshalTo(buf[:0], len(buf))
 }
@@ -46,7 +51,7 @@ func (lc *llamaProtocol) Decode(b []byte, r *Reply) error {
 	if !ok {
 		return ErrNotOurs
 	}
-	*r = Reply{SSID: ssid, Seq: seq, ReflectorSeq: seq, SenderTTL: -1, DSCP2: -1}
+	*r = Reply{SSID: ssid, Seq: seq, ReflectorSeq: seq, T1: int64(lc.lp.Sent), SenderTTL: -1, DSCP2: -1}
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -328,13 +329,9 @@ func (p *pool) unregister(s *Session, dst netip.AddrPort) {
 	if s.paths != nil {
 		p.unregisterTraceLocked(s, dst)
 	}
-	list := p.byAddr[dst]
-	for i, o := range list {
-		if o == s {
-			list = append(list[:i], list[i+1:]...)
-			break
-		}
-	}
+	// A new list, not the old one shifted: lookup reads lists after
+	// releasing the lock.
+	list := slices.DeleteFunc(slices.Clone(p.byAddr[dst]), func(o *Session) bool { return o == s })
 	if len(list) == 0 {
 		delete(p.byAddr, dst)
 	} else {
@@ -342,21 +339,35 @@ func (p *pool) unregister(s *Session, dst netip.AddrPort) {
 	}
 }
 
-// lookup finds the session a reply from from with SSID ssid belongs to.
-func (p *pool) lookup(from netip.AddrPort, ssid uint16) *Session {
+// lookup finds the session that reply d from from belongs to: by its
+// SSID, or, when the reflector did not return that (TWAMP-Light ones send
+// 0), by address, and among the sessions that probe the address by the T1
+// that the reply echoes. Two spellings of one target are two sessions of
+// one pool with one address, and their sequence numbers overlap.
+func (p *pool) lookup(from netip.AddrPort, d *Reply) *Session {
 	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if s := p.sessions[demuxKey{from, ssid}]; s != nil {
+	s := p.sessions[demuxKey{from, d.SSID}]
+	list := p.byAddr[from] // never changed in place: read after the unlock
+	p.mu.RUnlock()
+	if s != nil {
 		return s
 	}
-	if ssid == 0 {
-		// A TWAMP-Light reflector zeroed the SSID: the address must do,
-		// which is unambiguous unless two targets resolve alike.
-		if list := p.byAddr[from]; len(list) > 0 {
-			return list[0]
+	if d.SSID == 0 && len(list) == 1 {
+		return list[0]
+	}
+	// A session's lock is not taken under the pool's: onReply takes them
+	// the other way round.
+	var decided *Session
+	for _, c := range list {
+		ours, pending := c.sent(d.Seq, d.T1)
+		if pending {
+			return c
+		}
+		if ours && decided == nil {
+			decided = c // a late or duplicate reply, unless a session awaits it
 		}
 	}
-	return nil
+	return decided
 }
 
 // recvBatch is how many replies one recvmmsg(2) reads per flow socket.
@@ -422,7 +433,7 @@ func (p *pool) handle(dec Protocol, d *Reply, m *ipv4.Message, t4, wall int64) {
 	if p.tr != nil && d.Seq&traceSeqFlag != 0 && p.tr.reply(from, d, m.OOB[:m.NN]) {
 		return
 	}
-	s := p.lookup(from, d.SSID)
+	s := p.lookup(from, d)
 	if s == nil {
 		p.stats.unmatched()
 		return
@@ -430,7 +441,7 @@ func (p *pool) handle(dec Protocol, d *Reply, m *ipv4.Message, t4, wall int64) {
 	meta := udpsock.ParseMeta(m.OOB[:m.NN])
 	p.collectTx(s, d.Seq, meta.KernelRX)
 	r := reply{seq: d.Seq, reflSeq: d.ReflectorSeq, t4: arrival(t4, wall, meta.KernelRX), read: t4,
-		rxKernel: meta.KernelRX, dwell: int64(d.Dwell), senderTTL: d.SenderTTL, dscp: -1, dscp2: d.DSCP2}
+		rxKernel: meta.KernelRX, stamps: d.Stamps, dwell: int64(d.Dwell), senderTTL: d.SenderTTL, dscp: -1, dscp2: d.DSCP2}
 	if meta.TOS >= 0 {
 		r.dscp = meta.TOS >> 2
 	}

@@ -46,6 +46,9 @@ type Probe struct {
 	DSCP int
 	// IPv6 is true when the probe goes to an IPv6 address.
 	IPv6 bool
+	// T1 is the send time, Unix ns, that the probe carries (STAMP's
+	// Sender Timestamp, RFC 8762 §4.2.1); 0: the time of encoding.
+	T1 int64
 }
 
 // Reply is what Protocol.Decode learnt from a received datagram: the key
@@ -61,7 +64,16 @@ type Reply struct {
 	// ReflectorSeq is the reflector's own sequence number (RFC 8762
 	// §4.3.1): equal to Seq when the reflector copies it, or has none.
 	ReflectorSeq uint32
-	// Dwell is the reflector's T3 - T2; 0 when unknown.
+	// T1 is the probe's send time, Unix ns, as the reply echoes it (the
+	// Session-Sender Timestamp, RFC 8762 §4.3.1); 0 when it echoes none.
+	// It tells apart the sessions that probe one address when the
+	// reflector does not return their SSIDs.
+	T1 int64
+	// Stamps says whether the reply carries the reflector's T2 and T3,
+	// and whether they can be used.
+	Stamps Stamps
+	// Dwell is the reflector's T3 - T2, 0 or more, when Stamps is
+	// StampsUsable.
 	Dwell time.Duration
 	// SenderTTL is the TTL / Hop Limit the probe arrived with at the
 	// reflector, 0..254; -1 when unknown.
@@ -70,6 +82,21 @@ type Reply struct {
 	// §5.2); -1 when unknown.
 	DSCP2 int
 }
+
+// Stamps says what a reply tells of the reflector's receive and transmit
+// timestamps, T2 and T3 (RFC 8762 §4.3.1).
+type Stamps uint8
+
+const (
+	// StampsNone: the reply carries no T2 and T3.
+	StampsNone Stamps = iota
+	// StampsUsable: T3 - T2 is the reflector's dwell.
+	StampsUsable
+	// StampsInvalid: the reply carries T2 and T3 that cannot be used: one
+	// is zero, T3 is before T2, or a PTP timestamp has a nanoseconds field
+	// of 10^9 or more (an NTP fraction left unconverted).
+	StampsInvalid
+)
 
 // Prober is one entry of the registry: a protocol's configuration limits
 // and the constructor of its Protocol values.
@@ -99,11 +126,22 @@ type Prober struct {
 	// use, with the module's source address (unspecified when it sets
 	// none), and closes what it returns when the pool closes.
 	Open func(p *pool, fam int, src netip.Addr) (flowSet, error)
-	// NoReflector is set for a protocol that the target's own network
-	// stack answers (ICMP echo, a TCP handshake): no reflector reports
-	// dwell, hops, direction or DSCP remarking, so those series are absent,
-	// not 0.
-	NoReflector bool
+	// What the protocol's replies can carry besides the probe they
+	// answer. The series fed by a part are absent, not 0, for a protocol
+	// without it, and for a session until one of its replies has carried
+	// it: a reflector may not send it (TWAMP-Light reflectors often return
+	// no Sender TTL or Class of Service TLV). Direction needs none of these:
+	// it shows once a reflector's sequence numbers differ from ours.
+	//
+	// ReflectorTimestamps: the reflector's T2 and T3, for its dwell
+	// (llama_probe_reflector_dwell_seconds, subtracted from the RTT).
+	ReflectorTimestamps bool
+	// SenderTTL: the TTL / Hop Limit the probe arrived with, for the
+	// forward hop count and its changes.
+	SenderTTL bool
+	// ClassOfService: the DSCP the reflector received (Class of Service
+	// TLV, RFC 8972 §5.2), for DSCP remarking.
+	ClassOfService bool
 }
 
 // FlowSocket is one flow's socket: a *udpsock.Conn, or what a protocol's

@@ -42,7 +42,7 @@ func TestEncodeDecodeLegacyRoundTrip(t *testing.T) {
 	m := decodeModule(t, config.ProberLLAMA)
 	proto := Probers[config.ProberLLAMA].New(m)
 	buf := make([]byte, m.PacketSize)
-	out, err := proto.Encode(buf, &Probe{SSID: 7, Seq: 1 << 30, DSCP: 46})
+	out, err := proto.Encode(buf, &Probe{SSID: 7, Seq: 1 << 30, DSCP: 46, T1: 1_700_000_000_123_456_789})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestEncodeDecodeLegacyRoundTrip(t *testing.T) {
 	if err := proto.Decode(out, &r); err != nil {
 		t.Fatal(err)
 	}
-	want := Reply{SSID: 7, Seq: 1 << 30, ReflectorSeq: 1 << 30, SenderTTL: -1, DSCP2: -1}
+	want := Reply{SSID: 7, Seq: 1 << 30, ReflectorSeq: 1 << 30, T1: 1_700_000_000_123_456_789, SenderTTL: -1, DSCP2: -1}
 	if r != want {
 		t.Errorf("decoded %+v, want %+v", r, want)
 	}
@@ -87,8 +87,14 @@ func FuzzDecode(f *testing.F) {
 				}
 				continue
 			}
-			if r.SenderTTL < -1 || r.SenderTTL > 254 || r.DSCP2 < -1 || r.DSCP2 > 63 || r.Dwell < 0 {
+			if r.SenderTTL < -1 || r.SenderTTL > 254 || r.DSCP2 < -1 || r.DSCP2 > 63 || r.Dwell < 0 ||
+				r.Stamps > StampsInvalid || r.Stamps != StampsUsable && r.Dwell != 0 {
 				t.Errorf("%s: decoded out of range: %+v", name, r)
+			}
+			// What a protocol's spec says its replies cannot carry, they do not.
+			if !p.ReflectorTimestamps && r.Stamps != StampsNone || !p.SenderTTL && r.SenderTTL != -1 ||
+				!p.ClassOfService && r.DSCP2 != -1 {
+				t.Errorf("%s: decoded what the protocol cannot carry: %+v", name, r)
 			}
 		}
 	})

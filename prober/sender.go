@@ -3,6 +3,7 @@ package prober
 import (
 	"net"
 	"net/netip"
+	"time"
 
 	"golang.org/x/net/ipv4"
 
@@ -40,9 +41,9 @@ func newOutBatch(c *flowConn, maxSize int) *outBatch {
 	return b
 }
 
-// queue encodes probe seq of s to dst as the next message of fc's batch,
-// flushing first when the batch is full.
-func (m *Manager) queue(fc *flowConn, s *Session, seq uint32, flow int, dst netip.AddrPort) {
+// queue encodes probe seq of s to dst, sent at t1 (Unix ns), as the next
+// message of fc's batch, flushing first when the batch is full.
+func (m *Manager) queue(fc *flowConn, s *Session, seq uint32, flow int, dst netip.AddrPort, t1 int64) {
 	b := fc.out
 	if b.n == sendBatch {
 		m.flush(fc)
@@ -50,7 +51,7 @@ func (m *Manager) queue(fc *flowConn, s *Session, seq uint32, flow int, dst neti
 	if b.n == 0 {
 		m.dirty = append(m.dirty, fc)
 	}
-	buf, ok := m.encode(s, seq, flow, dst, b.bufs[b.n][:s.cfg.PacketSize+s.pool.proto.HeaderLen])
+	buf, ok := m.encode(s, seq, flow, dst, t1, b.bufs[b.n][:s.cfg.PacketSize+s.pool.proto.HeaderLen])
 	if !ok {
 		return
 	}
@@ -108,7 +109,11 @@ func (m *Manager) flush(fc *flowConn) {
 // due, at monotonic time now, batched per flow socket.
 func (m *Manager) sendRound(due []*Session) {
 	for _, s := range due {
-		seq, flow, dst := s.recordSend(mono())
+		// Each probe its own clock reading: the T1 it carries tells its
+		// reply from those of other sessions to the same address.
+		now := time.Now()
+		t1 := now.UnixNano()
+		seq, flow, dst := s.recordSendAt(int64(now.Sub(epoch)), t1)
 		if start := s.pool.proto.Start; start != nil {
 			start(s.pool, s, seq, flow, dst)
 			continue
@@ -118,7 +123,7 @@ func (m *Manager) sendRound(due []*Session) {
 			m.m.sendErrors.WithLabelValues(s.Module).Inc()
 			continue
 		}
-		m.queue(conns[flow], s, seq, flow, dst)
+		m.queue(conns[flow], s, seq, flow, dst, t1)
 	}
 	for _, fc := range m.dirty {
 		m.flush(fc)
@@ -127,11 +132,12 @@ func (m *Manager) sendRound(due []*Session) {
 	m.dirty = m.dirty[:0]
 }
 
-// encode writes probe seq of s to dst into buf (PacketSize + HeaderLen
-// octets) with the module's protocol and returns the datagram.
-func (m *Manager) encode(s *Session, seq uint32, flow int, dst netip.AddrPort, buf []byte) ([]byte, bool) {
+// encode writes probe seq of s to dst, sent at t1 (Unix ns), into buf
+// (PacketSize + HeaderLen octets) with the module's protocol and returns
+// the datagram.
+func (m *Manager) encode(s *Session, seq uint32, flow int, dst netip.AddrPort, t1 int64, buf []byte) ([]byte, bool) {
 	p := &m.probe // reused: through the interface it escapes
-	*p = Probe{SSID: uint16(s.ssid.Load()), Seq: seq, Flow: flow, DSCP: s.cfg.DSCP, IPv6: family(dst.Addr()) == 1}
+	*p = Probe{SSID: uint16(s.ssid.Load()), Seq: seq, Flow: flow, DSCP: s.cfg.DSCP, IPv6: family(dst.Addr()) == 1, T1: t1}
 	out, err := s.pool.enc.Encode(buf, p)
 	if err != nil {
 		m.logger.Error("encoding a probe", "module", s.Module, "prober", s.cfg.Prober, "err", err)

@@ -49,6 +49,7 @@ type slot struct {
 	txKernel  int64 // kernel software TX timestamp, Unix ns; 0 if none
 	rtt       int64 // ns, (T4 - T1) - (T3 - T2), when received
 	seq       uint32
+	t1        uint32 // low 32 bits of the T1 the probe carries, Unix ns
 	flow      uint16
 	state     probeState
 	dir       lossDirection
@@ -72,6 +73,10 @@ type Counters struct {
 	// user-space timestamps because a kernel timestamp was missing or
 	// inconsistent.
 	TimestampFallbacks uint64
+	// TimestampsInvalid counts answered probes whose reply carried T2 and
+	// T3 that cannot be used (zero, T3 before T2, PTP unconverted, or a
+	// dwell not shorter than the RTT): their RTT includes the dwell.
+	TimestampsInvalid uint64
 }
 
 // reply is what the receive loop learnt from one Session-Reflector packet.
@@ -81,11 +86,30 @@ type reply struct {
 	t4        int64  // monotonic ns of arrival: read, less the kernel's wait
 	read      int64  // monotonic ns when read; 0 if unknown
 	rxKernel  int64  // kernel software RX timestamp, Unix ns; 0 if none
-	dwell     int64  // T3 - T2 in ns; 0 if unknown
+	stamps    Stamps // whether the reply carries usable T2 and T3
+	dwell     int64  // T3 - T2 in ns, with stamps StampsUsable
 	senderTTL int    // TTL the reflector received; -1 if unknown
 	dscp      int    // DSCP of the reply as received; -1 if unknown
 	dscp2     int    // DSCP the reflector received (CoS TLV); -1 if absent
 	rtt       int64  // ns, when the protocol had the kernel time the exchange; 0 if not
+}
+
+// Carried records which optional parts of replies a session has seen, so
+// that the series they feed are absent, not 0, until a reply carried one:
+// a reflector may send no Sender TTL or Class of Service TLV, or unusable
+// timestamps, and a protocol may have none of them (Prober's fields).
+type Carried struct {
+	// Timestamps: a reply carried usable T2 and T3; the dwell is known.
+	Timestamps bool
+	// SenderTTL: a reply carried the TTL its probe arrived with; the
+	// forward hop count is known.
+	SenderTTL bool
+	// ClassOfService: a reply carried the DSCP the reflector received;
+	// forward remarking is known.
+	ClassOfService bool
+	// ReplyDSCP: such a reply's own DSCP was read as well; backward
+	// remarking is known.
+	ReplyDSCP bool
 }
 
 // flowState tracks a stateful reflector's per-flow sequence numbers: the
@@ -142,6 +166,8 @@ type Session struct {
 	inFlight   int         // probes sent and not yet decided
 	win        windowState // summary of the decided probes in the window
 	paths      *pathState  // per-flow path tracing; nil without path_trace
+	proto      *Prober     // the module's protocol: what its replies can carry
+	carried    Carried     // what the replies did carry
 }
 
 // DefaultDwellBuckets are the classic buckets of
@@ -165,6 +191,10 @@ func newSession(module string, cfg *config.Module, target, host string, port uin
 		hist:      newHistogram(descRTT, cfg.Buckets(), epoch.Add(time.Duration(now))),
 		dwellHist: newHistogram(descDwell, DefaultDwellBuckets, epoch.Add(time.Duration(now))),
 		paths:     newPathState(cfg),
+		proto:     Probers[cfg.Prober],
+	}
+	if s.proto == nil {
+		s.proto = &Prober{} // carries nothing: a test's module
 	}
 	if cfg.FlowMetrics {
 		s.flowSent = make([]uint64, cfg.Flows)
@@ -197,9 +227,16 @@ func (s *Session) Dst() netip.AddrPort {
 	return s.dst
 }
 
-// recordSend allocates the next sequence number at monotonic time now and
-// returns it with the flow (source-port index) it goes out on.
+// recordSend is recordSendAt with the wall clock read from the monotonic
+// one, for tests.
 func (s *Session) recordSend(now int64) (seq uint32, flow int, dst netip.AddrPort) {
+	return s.recordSendAt(now, epochUnix+now)
+}
+
+// recordSendAt allocates the next sequence number at monotonic time now,
+// wall clock t1 (Unix ns: the T1 that the probe carries), and returns it
+// with the flow (source-port index) it goes out on.
+func (s *Session) recordSendAt(now, t1 int64) (seq uint32, flow int, dst netip.AddrPort) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.advanceLocked(now)
@@ -225,7 +262,7 @@ func (s *Session) recordSend(now int64) (seq uint32, flow int, dst netip.AddrPor
 	if sl.state == statePending {
 		s.markLostLocked(sl)
 	}
-	*sl = slot{seq: seq, flow: uint16(flow), sent: now, state: statePending}
+	*sl = slot{seq: seq, flow: uint16(flow), sent: now, t1: uint32(t1), state: statePending}
 	if s.next-s.swept > n {
 		s.swept = s.next - n
 	}
@@ -274,6 +311,18 @@ func (s *Session) slotLocked(seq uint32) *slot {
 		return nil
 	}
 	return sl
+}
+
+// sent reports whether probe seq of s, in its ring, carried T1 t1 (Unix
+// ns, as the reply echoes it), and whether it still awaits its reply.
+func (s *Session) sent(seq uint32, t1 int64) (ours, pending bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sl := s.slotLocked(seq)
+	if sl == nil || t1 == 0 || sl.t1 != uint32(t1) {
+		return false, false
+	}
+	return true, sl.state == statePending
 }
 
 // onReply accounts for one reply. Each probe is decided at most once;
@@ -333,8 +382,11 @@ func (s *Session) onReply(r *reply) bool {
 	}
 	// The reflector's dwell comes from another clock: trust it only when it
 	// is smaller than what we measured, so that no RTT is negative.
-	if r.dwell > 0 && r.dwell < rtt {
+	dwell := s.proto.ReflectorTimestamps && r.stamps == StampsUsable && r.dwell < rtt
+	if dwell {
 		rtt -= r.dwell
+	} else if s.proto.ReflectorTimestamps && r.stamps != StampsNone {
+		s.c.TimestampsInvalid++ // the RTT includes the dwell: say so
 	}
 	sl.state, sl.rtt = stateReceived, rtt
 	s.inFlight--
@@ -342,7 +394,8 @@ func (s *Session) onReply(r *reply) bool {
 	s.win.lastReceivedSentTime = max(s.win.lastReceivedSentTime, sl.sent)
 	s.reorderLocked(r, sl)
 	s.hist.observe(float64(rtt) / 1e9)
-	if r.dwell > 0 {
+	if dwell {
+		s.carried.Timestamps = true
 		s.dwellHist.observe(float64(r.dwell) / 1e9)
 	}
 	s.directionLocked(r, sl)
@@ -455,7 +508,7 @@ func (s *Session) directionLocked(r *reply, sl *slot) {
 
 // pathLocked tracks the forward hop count and DSCP remarking.
 func (s *Session) pathLocked(r *reply) {
-	if r.senderTTL < 0 {
+	if r.senderTTL < 0 || !s.proto.SenderTTL {
 		// unknown: no hop count
 	} else if init := s.pool.initialTTL(s.dst.Addr()); r.senderTTL <= init {
 		h := init - r.senderTTL
@@ -463,8 +516,11 @@ func (s *Session) pathLocked(r *reply) {
 			s.c.HopsChanges++
 		}
 		s.hops = h
+		s.carried.SenderTTL = true
 	}
-	if r.dscp2 >= 0 {
+	if r.dscp2 >= 0 && s.proto.ClassOfService {
+		s.carried.ClassOfService = true
+		s.carried.ReplyDSCP = s.carried.ReplyDSCP || r.dscp >= 0
 		// The reflector said what it received: a difference is forward
 		// remarking, and it answered with the DSCP we asked for (DSCP1),
 		// so a difference on arrival is backward remarking.
@@ -611,7 +667,7 @@ func (s *Session) snapshot(now int64) Snapshot {
 	start := end - s.window
 	snap := Snapshot{
 		Counters: s.c, Dst: s.dst, Src: s.src, InFlight: s.inFlight,
-		Stateful: s.stateful, Hops: s.hops, KernelTimestamps: s.kernelTS,
+		Stateful: s.stateful, Hops: s.hops, Carried: s.carried, KernelTimestamps: s.kernelTS,
 		Success: s.win.lastReceivedSentTime >= start,
 	}
 	if s.firstSent >= 0 && s.firstSent <= end {

@@ -21,9 +21,13 @@ func testSession(t *testing.T) *Session {
 }
 
 // answer delivers a stateless reflector's reply to probe seq at monotonic
-// time t4 with the given dwell.
+// time t4 with the given dwell (usable T2 and T3 when it is not 0).
 func answer(s *Session, seq uint32, t4, dwell int64) {
-	s.onReply(&reply{seq: seq, reflSeq: seq, t4: t4, dwell: dwell, senderTTL: -1, dscp: -1, dscp2: -1})
+	stamps := StampsNone
+	if dwell != 0 {
+		stamps = StampsUsable
+	}
+	s.onReply(&reply{seq: seq, reflSeq: seq, t4: t4, stamps: stamps, dwell: dwell, senderTTL: -1, dscp: -1, dscp2: -1})
 }
 
 func TestWindowCountsDecidedProbesOnly(t *testing.T) {

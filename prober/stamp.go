@@ -21,6 +21,9 @@ var stampProber = Prober{
 		MinPacketSizeAuth: config.MinPacketSizeAuth,
 		PathTrace:         true,
 	},
+	ReflectorTimestamps: true,
+	SenderTTL:           true,
+	ClassOfService:      true,
 	New: func(m *config.Module) Protocol {
 		p := &stampProtocol{base: stamp.ReflectorPacketLen}
 		if m.AuthKey != nil {
@@ -42,13 +45,17 @@ type stampProtocol struct {
 var senderErrorEstimate = stamp.NewErrorEstimate(false, time.Millisecond)
 
 // Encode writes a Session-Sender packet (RFC 8762 §4.2.1 or §4.2.2) with
-// T1 on the wall clock, where the RFC asks for it, and fills the rest with
+// T1 on the wall clock, where the RFC asks for it (p.T1, or now), and fills the rest with
 // a Class of Service TLV and Extra Padding (RFC 8972 §4). buf is at least
 // the base packet: configuration enforces it.
 func (sp *stampProtocol) Encode(buf []byte, p *Probe) ([]byte, error) {
+	t1 := time.Now()
+	if p.T1 != 0 {
+		t1 = time.Unix(0, p.T1)
+	}
 	pkt := stamp.SenderPacket{
 		Sequence:      p.Seq,
-		Timestamp:     stamp.NewTimestamp(time.Now()),
+		Timestamp:     stamp.NewTimestamp(t1),
 		ErrorEstimate: senderErrorEstimate,
 		SSID:          p.SSID,
 	}
@@ -84,7 +91,10 @@ func (sp *stampProtocol) Decode(b []byte, r *Reply) error {
 		return err
 	}
 	*r = Reply{SSID: rp.SSID, Seq: rp.SenderSequence, ReflectorSeq: rp.Sequence,
-		Dwell: rp.Dwell(), SenderTTL: -1, DSCP2: -1}
+		T1: rp.SenderTimestamp.Time().UnixNano(), Stamps: StampsInvalid, SenderTTL: -1, DSCP2: -1}
+	if d, ok := rp.DwellOK(); ok {
+		r.Stamps, r.Dwell = StampsUsable, d
+	}
 	if rp.SenderTTL != 255 {
 		r.SenderTTL = int(rp.SenderTTL)
 	}

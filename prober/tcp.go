@@ -24,11 +24,10 @@ import (
 var tcpProber = Prober{
 	// No payload (packet_size refused) and no default port: targets name
 	// theirs unless the module sets one.
-	Spec:        config.ProberSpec{UsesPort: true},
-	New:         func(*config.Module) Protocol { return tcpProtocol{} },
-	Open:        openTCPFlows,
-	Start:       startTCP,
-	NoReflector: true,
+	Spec:  config.ProberSpec{UsesPort: true},
+	New:   func(*config.Module) Protocol { return tcpProtocol{} },
+	Open:  openTCPFlows,
+	Start: startTCP,
 }
 
 // errNoDatagrams is what tcpProtocol answers: tcp probes are handshakes.

@@ -101,9 +101,14 @@ func TestTCPRTTAndSeries(t *testing.T) {
 	if l := labels(names["llama_probe_target_info"]); l["prober"] != "tcp" || l["timestamps"] != "user" || l["dst_port"] != "443" {
 		t.Errorf("llama_probe_target_info labels %v, want prober tcp, timestamps user (the last RTT fell back), dst_port 443", l)
 	}
-	s.pool = &pool{proto: &stampProber}
-	names = exposed(t, s, sn)
-	for _, n := range reflectorOnly {
+	// A stamp session has them once a reply carried what they need.
+	m := config.DefaultModule()
+	s = newSession("stamp", &m, dst.String(), "198.18.0.2", 443, dst, 0)
+	s.pool = &pool{proto: &stampProber, ttl: [2]int{64, 64}}
+	s.recordSend(0)
+	s.onReply(&reply{seq: 0, reflSeq: 0, t4: ms, read: ms, stamps: StampsUsable, dwell: 1000, senderTTL: 62, dscp: 0, dscp2: 0})
+	names = exposed(t, s, s.snapshot(1200*ms))
+	for _, n := range append(reflectorOnly, "llama_probe_forward_hops") {
 		if names[n] == nil {
 			t.Errorf("stamp session lacks %s", n)
 		}

@@ -20,6 +20,9 @@ type Snapshot struct {
 	Stateful bool
 	// Hops is the last forward hop count; -1 when unknown.
 	Hops int
+	// Carried says which optional parts the session's replies have
+	// carried so far: the series they feed are absent until then.
+	Carried Carried
 	// KernelTimestamps is true when the last answered probe was timed by
 	// the kernel.
 	KernelTimestamps bool

@@ -410,7 +410,7 @@ func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.M
 		return nil, 0, false, false
 	}
 	rp := stamp.ReflectorPacket{
-		Sequence:            replySequence(sessions, sessionKey{from, meta.Dst, p.SSID}, p.Sequence, t2.Unix()),
+		Sequence:            replySequence(sessions, sessionKey{from, meta.Dst, p.SSID}, &p, t2.Unix()),
 		ErrorEstimate:       r.errEst,
 		SSID:                p.SSID,
 		ReceiveTimestamp:    stamp.NewTimestamp(t2),
@@ -475,15 +475,15 @@ func decodeSender(p *stamp.SenderPacket, req []byte, auth *stamp.Authenticator) 
 
 // replySequence is the reply's Sequence Number (RFC 8762 §4.3.1): in
 // stateful mode (sessions not nil) the count of session k's packets, one
-// more of which came at Unix second now; else, or when the table has no
-// room for k, the sender's senderSeq.
-func replySequence(sessions *sessionTable, k sessionKey, senderSeq uint32, now int64) uint32 {
+// more of which, p, came at Unix second now; else, or when the table has no
+// room for k, the sender's sequence number.
+func replySequence(sessions *sessionTable, k sessionKey, p *stamp.SenderPacket, now int64) uint32 {
 	if sessions != nil {
-		if n, ok := sessions.next(k, now); ok {
+		if n, ok := sessions.next(k, p.Sequence, p.Timestamp, now); ok {
 			return n
 		}
 	}
-	return senderSeq
+	return p.Sequence
 }
 
 // senderTTL is the Sender TTL of a reply to a packet received with ttl:

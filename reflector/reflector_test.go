@@ -197,6 +197,50 @@ func TestStatefulNumbersEachSession(t *testing.T) {
 	}
 }
 
+// TestStatefulCountRestartsWithSender runs a TWAMP-Light sender (SSID 0,
+// sequence numbers from 0) three times from one socket, as twampy does when
+// it is started again on the same 5-tuple: each run must be counted from 0
+// again, or the sender reads the earlier runs' replies as negative loss on
+// the way out. A late duplicate of a run's first probe (its T1 is older
+// than the last probe's) must not restart the count.
+func TestStatefulCountRestartsWithSender(t *testing.T) {
+	r, _ := start(t, Config{ListenAddresses: []string{"127.0.0.1:0"}})
+	c := client(t, "udp4", 0)
+	var first []byte // the last run's probe 0
+	send := func(name string, seq uint32, want uint32) {
+		t.Helper()
+		req := senderPacket(t, seq, 0, 44)
+		if seq == 0 {
+			first = req
+		}
+		if seq == ^uint32(0) {
+			req = first // a duplicate of probe 0, arriving late
+		}
+		reply, _, _, ok := exchange(t, c, r.Addrs()[0], req, replyWait)
+		if !ok {
+			t.Fatalf("%s: no reply to probe %d", name, seq)
+		}
+		var rp stamp.ReflectorPacket
+		rp.UnmarshalBinary(reply)
+		if rp.Sequence != want {
+			t.Errorf("%s: probe %d answered with reflector sequence %d, want %d", name, rp.SenderSequence, rp.Sequence, want)
+		}
+	}
+	for i, seq := range []uint32{0, 1, 2, 3, 4} {
+		send("first run", seq, uint32(i))
+	}
+	for i, seq := range []uint32{0, 1, 2} {
+		send("second run", seq, uint32(i))
+	}
+	// Probe 1 lost on the way out, probe 0 duplicated: the count says so.
+	for i, seq := range []uint32{0, 2, ^uint32(0), 3} {
+		send("third run", seq, uint32(i))
+	}
+	if n := testutil.ToFloat64(r.m.sessions); n != 1 {
+		t.Errorf("llama_reflector_sessions %v, want 1: a restarted sender is the same session", n)
+	}
+}
+
 func TestSessionTableBounded(t *testing.T) {
 	count := new(atomic.Int64)
 	st := newSessionTable(count)
@@ -209,27 +253,27 @@ func TestSessionTableBounded(t *testing.T) {
 		if i%4 == 0 {
 			tab = other
 		}
-		if _, ok := tab.next(k, 1000); !ok {
+		if _, ok := tab.next(k, 0, 0, 1000); !ok {
 			t.Fatalf("session %d refused below the bound", i)
 		}
 	}
 	extra := sessionKey{from: netip.MustParseAddrPort("198.18.0.2:1"), to: base}
-	if _, ok := st.next(extra, 1000); ok {
+	if _, ok := st.next(extra, 0, 0, 1000); ok {
 		t.Fatal("table grew past its bound")
 	}
 	// A full table is not scanned again for every new session.
 	before := st.sweeps
 	for i := range 1000 {
-		st.next(sessionKey{from: netip.AddrPortFrom(netip.MustParseAddr("198.18.0.3"), uint16(i)), to: base}, 1001)
+		st.next(sessionKey{from: netip.AddrPortFrom(netip.MustParseAddr("198.18.0.3"), uint16(i)), to: base}, 0, 0, 1001)
 	}
 	if st.sweeps-before != 1 {
 		t.Fatalf("%d sweeps of a full table within one second, want 1", st.sweeps-before)
 	}
-	if n, ok := st.next(extra, 1000+sessionIdle); !ok || n != 0 || len(st.m) != 1 {
+	if n, ok := st.next(extra, 0, 0, 1000+sessionIdle); !ok || n != 0 || len(st.m) != 1 {
 		t.Fatalf("after the idle time: ok %v, n %d, %d sessions; want the idle ones evicted", ok, n, len(st.m))
 	}
 	// The other table forgets its idle sessions at its own next sweep.
-	other.next(sessionKey{from: netip.MustParseAddrPort("198.18.0.2:2"), to: base}, 1000+sessionIdle)
+	other.next(sessionKey{from: netip.MustParseAddrPort("198.18.0.2:2"), to: base}, 0, 0, 1000+sessionIdle)
 	if n := count.Load(); n != 2 {
 		t.Fatalf("count %d after eviction, want 2", n)
 	}

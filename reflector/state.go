@@ -3,6 +3,8 @@ package reflector
 import (
 	"net/netip"
 	"sync/atomic"
+
+	"github.com/llama-exporter/llama_exporter/stamp"
 )
 
 // Stateful-mode bounds: the reflector remembers at most maxSessions test
@@ -25,8 +27,9 @@ type sessionKey struct {
 }
 
 type sessionState struct {
-	count    uint32 // test packets received in the session so far
-	lastSeen int64  // Unix seconds
+	count    uint32          // test packets received in the session so far
+	lastSeen int64           // Unix seconds
+	lastT1   stamp.Timestamp // Sender Timestamp of the latest packet
 }
 
 // sessionTable numbers the packets of each test session for stateful mode
@@ -44,9 +47,17 @@ func newSessionTable(count *atomic.Int64) *sessionTable {
 }
 
 // next returns the reflector sequence number for one more packet of the
-// session k at Unix second now, and false when the table is full of live
+// session k, with Sender Sequence Number seq and Sender Timestamp t1,
+// received at Unix second now, and false when the table is full of live
 // sessions (the packet is then answered statelessly).
-func (t *sessionTable) next(k sessionKey, now int64) (uint32, bool) {
+//
+// A sender started again on the same 5-tuple and SSID (TWAMP-Light
+// senders send SSID 0) numbers its packets from 0 again: its count starts
+// again too (RFC 8762 §4.3.1 leaves the session's bounds to the
+// reflector), as twampy's reflector does, or the sender reads the earlier
+// run's count as negative loss. A late duplicate of a packet 0 carries an
+// older T1 than the packets since, and restarts nothing.
+func (t *sessionTable) next(k sessionKey, seq uint32, t1 stamp.Timestamp, now int64) (uint32, bool) {
 	st := t.m[k]
 	if st == nil {
 		// When full, this table is swept at most once a second: a sender
@@ -63,6 +74,11 @@ func (t *sessionTable) next(k sessionKey, now int64) (uint32, bool) {
 		st = &sessionState{}
 		t.m[k] = st
 		t.count.Add(1)
+	} else if seq == 0 && t1.Sub(st.lastT1) > 0 {
+		st.count = 0
+	}
+	if st.count == 0 || t1.Sub(st.lastT1) > 0 {
+		st.lastT1 = t1
 	}
 	n := st.count
 	st.count++

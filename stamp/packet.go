@@ -275,3 +275,26 @@ func (p *ReflectorPacket) Dwell() time.Duration {
 	}
 	return d
 }
+
+// DwellOK is Dwell for a reply that may carry timestamps it cannot use: it
+// returns T3 - T2 and true, or 0 and false when T2 or T3 is zero (a
+// reflector that does not take it), T3 is before T2 (some reflectors swap
+// them), or, in PTP format, a nanoseconds field is 10^9 or more (an NTP
+// fraction that was not converted). It does not allocate.
+func (p *ReflectorPacket) DwellOK() (time.Duration, bool) {
+	t2, t3 := uint64(p.ReceiveTimestamp), uint64(p.Timestamp)
+	if t2 == 0 || t3 == 0 {
+		return 0, false
+	}
+	if p.ErrorEstimate.PTP() && (uint32(t2) >= 1e9 || uint32(t3) >= 1e9) {
+		return 0, false
+	}
+	d := p.Timestamp.Sub(p.ReceiveTimestamp)
+	if p.ErrorEstimate.PTP() {
+		d = PTPSub(t3, t2)
+	}
+	if d < 0 {
+		return 0, false
+	}
+	return d, true
+}

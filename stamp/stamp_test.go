@@ -431,6 +431,38 @@ func TestDwell(t *testing.T) {
 	}
 }
 
+func TestDwellOK(t *testing.T) {
+	ntp := reflectorWant // T3 = 0x11223344_55667788, T2 = 0x11223344_00000000
+	ntp.ErrorEstimate = stamp.NewErrorEstimate(true, time.Microsecond)
+	ptp := ntp
+	ptp.ErrorEstimate |= 1 << 14 // Z
+	ptp.ReceiveTimestamp, ptp.Timestamp = 0x11223344_00000000, 0x11223344_000003e8
+	swapped := ntp
+	swapped.Timestamp, swapped.ReceiveTimestamp = ntp.ReceiveTimestamp, ntp.Timestamp
+	zeroT2, zeroT3 := ntp, ntp
+	zeroT2.ReceiveTimestamp, zeroT3.Timestamp = 0, 0
+	unconverted := ntp
+	unconverted.ErrorEstimate = ptp.ErrorEstimate // an NTP fraction over 10^9, read as PTP
+	for _, tc := range []struct {
+		name string
+		p    stamp.ReflectorPacket
+		want time.Duration
+		ok   bool
+	}{
+		{"NTP", ntp, time.Duration((0x55667788*uint64(time.Second) + 1<<31) >> 32), true},
+		{"PTP", ptp, time.Microsecond, true},
+		{"equal", func() stamp.ReflectorPacket { p := ntp; p.Timestamp = p.ReceiveTimestamp; return p }(), 0, true},
+		{"T3 before T2", swapped, 0, false},
+		{"T2 zero", zeroT2, 0, false},
+		{"T3 zero", zeroT3, 0, false},
+		{"PTP nanoseconds over 10^9", unconverted, 0, false},
+	} {
+		if d, ok := tc.p.DwellOK(); d != tc.want || ok != tc.ok {
+			t.Errorf("%s: DwellOK = %v, %v; want %v, %v", tc.name, d, ok, tc.want, tc.ok)
+		}
+	}
+}
+
 func TestErrorEstimateDecode(t *testing.T) {
 	tests := []struct {
 		in         stamp.ErrorEstimate
@@ -574,6 +606,7 @@ func TestZeroAllocs(t *testing.T) {
 		{"ReflectorPacket.UnmarshalBinary", func() { _ = r2.UnmarshalBinary(reflectorWire) }},
 		{"ReflectorPacket.AppendBinary", func() { _, _ = r.AppendBinary(buf[:0]) }},
 		{"ReflectorPacket.Dwell", func() { sinkDur = r.Dwell() }},
+		{"ReflectorPacket.DwellOK", func() { sinkDur, _ = r.DwellOK() }},
 		{"NewTimestamp", func() { sinkTS = stamp.NewTimestamp(now) }},
 		{"Timestamp.Time", func() { sinkT = sinkTS.Time() }},
 		{"Timestamp.Sub", func() { sinkDur = sinkTS.Sub(s.Timestamp) }},
