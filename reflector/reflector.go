@@ -26,6 +26,7 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/time/rate"
 
+	"github.com/llama-exporter/llama_exporter/internal/clockstatus"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
 	"github.com/llama-exporter/llama_exporter/legacy"
 	"github.com/llama-exporter/llama_exporter/stamp"
@@ -66,7 +67,6 @@ type Reflector struct {
 	global    *rate.Limiter // nil when unlimited
 	perSource *sourceLimiter
 	m         *metrics
-	errEst    stamp.ErrorEstimate
 	stateless bool
 	authKey   []byte
 	sessions  atomic.Int64 // stateful sessions over all sockets (llama_reflector_sessions)
@@ -81,10 +81,7 @@ type Reflector struct {
 // already opened. Call Serve to start answering.
 func New(cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*Reflector, error) {
 	r := &Reflector{
-		logger: logger,
-		// No clock synchronisation is claimed (S=0); 1 ms is the order of a
-		// user-space timestamp's error.
-		errEst:    stamp.NewErrorEstimate(false, time.Millisecond),
+		logger:    logger,
 		stateless: cfg.Stateless,
 		authKey:   cfg.AuthKey,
 	}
@@ -411,7 +408,7 @@ func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.M
 	}
 	rp := stamp.ReflectorPacket{
 		Sequence:            replySequence(sessions, sessionKey{from, meta.Dst, p.SSID}, &p, t2.Unix()),
-		ErrorEstimate:       r.errEst,
+		ErrorEstimate:       clockstatus.ErrorEstimate(),
 		SSID:                p.SSID,
 		ReceiveTimestamp:    stamp.NewTimestamp(t2),
 		SenderSequence:      p.Sequence,
