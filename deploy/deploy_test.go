@@ -420,22 +420,32 @@ type ruleFile struct {
 	} `yaml:"groups"`
 }
 
+// shippedRuleFiles are the rule files under deploy/prometheus: per pair,
+// and for the whole fleet.
+var shippedRuleFiles = []string{"rules.yml", "fleet-rules.yml"}
+
+// loadRules reads the groups of every shipped rule file.
 func loadRules(t *testing.T) *ruleFile {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy", "prometheus", "rules.yml"))
-	if err != nil {
-		t.Fatal(err)
+	var all ruleFile
+	for _, name := range shippedRuleFiles {
+		data, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy", "prometheus", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rf ruleFile
+		if err := yaml.Unmarshal(data, &rf); err != nil {
+			t.Fatal(err)
+		}
+		all.Groups = append(all.Groups, rf.Groups...)
 	}
-	var rf ruleFile
-	if err := yaml.Unmarshal(data, &rf); err != nil {
-		t.Fatal(err)
-	}
-	return &rf
+	return &all
 }
 
-// recordedNames are the names the recording rules of rules.yml produce.
+// recordedNames are the names the shipped recording rules produce, and
+// llama_device_info, which llama-filesd's device rule file records.
 func recordedNames(t *testing.T) []string {
-	var names []string
+	names := []string{"llama_device_info"}
 	for _, g := range loadRules(t).Groups {
 		for _, r := range g.Rules {
 			if r.Record != "" {
@@ -471,7 +481,7 @@ func TestRulesUseKnownMetrics(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"LlamaPacketLoss", "LlamaTargetUnreachable", "LlamaRTTAboveBaseline", "LlamaReflectorThrottling", "LlamaConfigReloadFailed"} {
+	for _, want := range []string{"LlamaPacketLoss", "LlamaTargetUnreachable", "LlamaRTTAboveBaseline", "LlamaReflectorThrottling", "LlamaConfigReloadFailed", "LlamaLinkLoss", "LlamaHostUnreachable"} {
 		if !slices.Contains(alerts, want) {
 			t.Errorf("alert %s missing from rules.yml", want)
 		}

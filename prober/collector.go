@@ -38,6 +38,8 @@ var (
 	descFlowSent   = prometheus.NewDesc("llama_probe_flow_packets_sent_total", "Probes sent per ECMP flow (source port).", []string{"flow"}, nil)
 	descFlowLost   = prometheus.NewDesc("llama_probe_flow_packets_lost_total", "Probes lost per ECMP flow (source port).", []string{"flow"}, nil)
 	descFlowLoss   = prometheus.NewDesc("llama_probe_flow_window_loss_ratio", "Lost / sent probes in the window per ECMP flow (source port), 0..1.", []string{"flow"}, nil)
+	descFlowFwd    = prometheus.NewDesc("llama_probe_flow_window_forward_loss_ratio", "Probes lost on the way out / sent in the window per ECMP flow (source port), 0..1 (stateful reflectors only).", []string{"flow"}, nil)
+	descFlowBwd    = prometheus.NewDesc("llama_probe_flow_window_backward_loss_ratio", "Probes whose reply was lost / sent in the window per ECMP flow (source port), 0..1 (stateful reflectors only).", []string{"flow"}, nil)
 	descInfo       = prometheus.NewDesc("llama_probe_target_info", "Where the session probes: always 1.",
 		[]string{"dst_ip", "dst_port", "src_ip", "dscp", "prober", "timestamps"}, nil)
 )
@@ -95,6 +97,10 @@ func (c sessionCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descFlowSent, prometheus.CounterValue, float64(sn.FlowSent[i]), flow)
 		ch <- prometheus.MustNewConstMetric(descFlowLost, prometheus.CounterValue, float64(sn.FlowLost[i]), flow)
 		ch <- prometheus.MustNewConstMetric(descFlowLoss, prometheus.GaugeValue, ratio(sn.FlowWindowLost[i], sn.FlowWindowSent[i]), flow)
+		if sn.Stateful {
+			ch <- prometheus.MustNewConstMetric(descFlowFwd, prometheus.GaugeValue, ratio(sn.FlowWindowForwardLost[i], sn.FlowWindowSent[i]), flow)
+			ch <- prometheus.MustNewConstMetric(descFlowBwd, prometheus.GaugeValue, ratio(sn.FlowWindowBackwardLost[i], sn.FlowWindowSent[i]), flow)
+		}
 	}
 	gauge(descWindow, sn.Window)
 	gauge(descWinSent, float64(sn.WindowSent))

@@ -96,6 +96,9 @@ func NewManager(o Options, reg prometheus.Registerer, logger *slog.Logger) *Mana
 		m:              newManagerMetrics(reg),
 		stop:           make(chan struct{}),
 	}
+	if reg != nil {
+		reg.MustRegister(linkCollector{m})
+	}
 	m.sched = newScheduler(m.sendRound)
 	if !m.userTimestamps {
 		m.rounds = newRoundSignal()

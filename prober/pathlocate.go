@@ -17,6 +17,11 @@ import (
 // have come back with probability at most blameAlpha.
 const blameAlpha = 0.01
 
+// stopFloor is the fewest unanswered trace probes to a single hop beyond a
+// link, none answered, that name it as a black hole: at 10 % random loss
+// three in a row are lost once in a thousand, two once in a hundred.
+const stopFloor = 3
+
 // SuspectLink is a link suspected of a session's loss: on the lossy flows
 // that share one path, trace probes are answered up to From and lost from
 // To on, while other flows (or the same flows before the loss) show that
@@ -31,7 +36,18 @@ type SuspectLink struct {
 	// Flows are the source ports of the lossy flows on that path, in
 	// ascending order.
 	Flows []uint16
+	// Direction is "forward" when the reflector counted that the flows'
+	// probes were lost on the way out, which the traces follow; "unknown"
+	// when it could not tell (a stateless reflector, or flows that lose
+	// every probe). Loss known to be on the way back names no link.
+	Direction string
 }
+
+// Directions of a suspect link's loss.
+const (
+	DirectionForward = "forward"
+	DirectionUnknown = "unknown"
+)
 
 // String formats the link as "FROM -> TO (flows P1,P2)", TO "*" when
 // unknown.
@@ -70,10 +86,13 @@ func localise(src netip.Addr, flows []flowView) []SuspectLink {
 		fa, ta := g.addr(from, src), g.addr(to, src)
 		i := slices.IndexFunc(links, func(l SuspectLink) bool { return l.From == fa && l.To == ta })
 		if i < 0 {
-			links = append(links, SuspectLink{From: fa, To: ta})
+			links = append(links, SuspectLink{From: fa, To: ta, Direction: DirectionUnknown})
 			i = len(links) - 1
 		}
 		links[i].Flows = append(links[i].Flows, g.ports...)
+		if g.forward {
+			links[i].Direction = DirectionForward
+		}
 	}
 	for i := range links {
 		slices.Sort(links[i].Flows)
@@ -109,14 +128,16 @@ type pathGroup struct {
 	ans   []int // trace probes answered
 	sent  []int // trace probes sent
 
-	lost, decided int // the flows' probes lost / decided in the window
+	lost, decided int  // the flows' probes lost / decided in the window
+	forward       bool // some flow's loss is known to be on the way out
 }
 
-// lossyGroups groups the flows losing probes now by hop list.
+// lossyGroups groups the flows losing probes now by hop list, leaving out
+// those whose loss is known to be on the way back.
 func lossyGroups(flows []flowView) []*pathGroup {
 	var groups []*pathGroup
 	for _, f := range flows {
-		if !f.lossy {
+		if !f.lossy || f.backwardOnly() {
 			continue
 		}
 		addrs := make([]netip.Addr, f.length()+1)
@@ -131,6 +152,7 @@ func lossyGroups(flows []flowView) []*pathGroup {
 		}
 		g := groups[i]
 		g.ports = append(g.ports, f.port)
+		g.forward = g.forward || f.forward()
 		g.lost += f.lost
 		g.decided += f.decided
 		run := f.episode & f.traces
@@ -237,7 +259,7 @@ func (g *pathGroup) suspect(from, h, last int, silent, healthy []bool) bool {
 		return false
 	}
 	near := g.share(from)
-	farAns, farSent, farHealthy := 0, 0, false
+	farAns, farSent, farHops, farHealthy := 0, 0, 0, false
 	for j := h; j <= last; j++ {
 		if silent[j] || g.sent[j] == 0 {
 			continue
@@ -247,9 +269,13 @@ func (g *pathGroup) suspect(from, h, last int, silent, healthy []bool) bool {
 		}
 		farAns += g.ans[j]
 		farSent += g.sent[j]
+		farHops++
 		farHealthy = farHealthy || healthy[j]
 	}
-	if farSent == 0 || !farHealthy {
+	// Answers that stop, not thin out, are the evidence of a black hole;
+	// but the same far hop unanswered twice is 1 in 100 at 10 % loss, so a
+	// stop at a single far hop counts only from stopFloor probes on.
+	if farSent == 0 || !farHealthy || farAns == 0 && farSent < stopFloor && farHops < 2 {
 		return false
 	}
 	// The share of probes that cross the lossy link: that of the far hops'
@@ -265,7 +291,19 @@ func (g *pathGroup) suspect(from, h, last int, silent, healthy []bool) bool {
 	if binomialTail(g.ans[h], g.sent[h], q) <= blameAlpha {
 		return false
 	}
-	return from == 0 || binomialTail(g.ans[from], g.sent[from], q) <= blameAlpha
+	if from == 0 {
+		return true
+	}
+	// Where the answers thin out rather than stop, from must also answer
+	// better than the far hops themselves, not only than q: a hop beyond
+	// the loss that happened to answer every one of a few dozen probes
+	// beats q by chance, but then the far hops answer about as well, and
+	// the loss is not between them.
+	if binomialTail(g.ans[from], g.sent[from], q) > blameAlpha {
+		return false
+	}
+	pooled := float64(g.ans[from]+farAns) / float64(g.sent[from]+farSent)
+	return farAns == 0 || binomialTail(g.ans[from], g.sent[from], pooled) <= blameAlpha
 }
 
 // binomialTail returns P(X >= k) for X binomial with n trials of success

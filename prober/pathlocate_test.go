@@ -106,6 +106,53 @@ func TestPathTraceLocaliseBlackHole(t *testing.T) {
 	wantLinks(t, localise(traceSrc, flows))
 }
 
+// Under partial loss before R3, the target's two trace probes both lost
+// (one chance in a hundred at 10 %) while R3 answered do not name R3 -> D:
+// a stop at a single far hop takes stopFloor unanswered probes.
+func TestPathTraceLocaliseTwoLostProbesAreNoStop(t *testing.T) {
+	healthy := repeat(3, synthTrace{ans: all3})
+	r3Only := []bool{true, true, false}
+	flows := []flowView{
+		synthFlow(40000, true, viaB, append(slices.Clone(healthy), synthTrace{lossy: true, ans: r3Only})),
+		synthFlow(40002, true, viaB, append(slices.Clone(healthy), synthTrace{lossy: true, ans: r3Only})),
+		synthFlow(40001, false, viaA, healthy),
+	}
+	wantLinks(t, localise(traceSrc, flows))
+	flows[0] = synthFlow(40000, true, viaB, append(slices.Clone(healthy), repeat(2, synthTrace{lossy: true, ans: r3Only})...))
+	wantLinks(t, localise(traceSrc, flows), SuspectLink{From: hopC, To: hopD, Flows: []uint16{40000, 40002}})
+}
+
+// A pair blames only what its traces follow, the probes' path: flows whose
+// loss the stateful reflector counted on the way back name no link, and a
+// suspect says whether its loss is known to be forward.
+func TestPathTraceLocaliseForwardOnly(t *testing.T) {
+	healthy := repeat(3, synthTrace{ans: all3})
+	lossy := func(port uint16, fwd, bwd int, stateful bool) flowView {
+		v := synthFlow(port, true, viaB, append(slices.Clone(healthy), repeat(2, synthTrace{lossy: true, ans: firstOne})...))
+		v.lost, v.fwd, v.bwd, v.stateful = fwd+bwd, fwd, bwd, stateful
+		return v
+	}
+	ok := synthFlow(40001, false, viaA, healthy)
+	for _, tc := range []struct {
+		name  string
+		flows []flowView
+		want  []SuspectLink
+	}{
+		{"replies lost", []flowView{lossy(40000, 0, 5, true), ok}, nil},
+		{"probes lost", []flowView{lossy(40000, 5, 0, true), ok},
+			[]SuspectLink{{From: hopB, To: hopC, Flows: []uint16{40000}, Direction: DirectionForward}}},
+		{"stateless reflector", []flowView{lossy(40000, 0, 0, false), ok},
+			[]SuspectLink{{From: hopB, To: hopC, Flows: []uint16{40000}, Direction: DirectionUnknown}}},
+		{"every probe lost, direction not counted", []flowView{lossy(40000, 0, 0, true), ok},
+			[]SuspectLink{{From: hopB, To: hopC, Flows: []uint16{40000}, Direction: DirectionUnknown}}},
+	} {
+		got := localise(traceSrc, tc.flows)
+		if len(got) != len(tc.want) || len(got) == 1 && (got[0].Direction != tc.want[0].Direction || got[0].To != tc.want[0].To) {
+			t.Errorf("%s: suspect links %v (direction %v), want %v", tc.name, got, got, tc.want)
+		}
+	}
+}
+
 // Without healthy evidence that the far side answers, nothing is named:
 // the silence could be a router that never answers.
 func TestPathTraceLocaliseNeedsHealthyEvidence(t *testing.T) {
@@ -284,4 +331,57 @@ func FuzzTraceQuote(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Partial loss on R2b -> R3 must not move the blame one hop on, to R3 -> D,
+// at any point while the evidence builds: not when a trace's few far
+// probes are all lost (they stop by chance, and R3 looks before the loss),
+// nor when R3 happens to answer nearly every probe. The flows' window loss
+// is as noisy as a real window's. Every localisation of every run counts,
+// not only the first naming.
+func TestPathTraceLocalisePartialLossNeverBlamesFarther(t *testing.T) {
+	const runs, loss, window = 400, 0.10, 75
+	rng := rand.New(rand.NewPCG(3, 4))
+	wrongRuns, namedRuns := 0, 0
+	for range runs {
+		var b1, b2 []synthTrace
+		healthy := repeat(3, synthTrace{ans: all3})
+		wrong, named := false, false
+		for range traceHistory - 3 {
+			for _, b := range []*[]synthTrace{&b1, &b2} {
+				*b = append(*b, synthTrace{lossy: true, ans: []bool{true, rng.Float64() >= loss, rng.Float64() >= loss}})
+			}
+			flows := []flowView{
+				synthFlow(1, true, viaB, append(slices.Clone(healthy), b1...)),
+				synthFlow(2, true, viaB, append(slices.Clone(healthy), b2...)),
+				synthFlow(3, false, viaA, healthy),
+			}
+			for i := range 2 {
+				flows[i].decided, flows[i].lost = window, 0
+				for range window {
+					if rng.Float64() < loss {
+						flows[i].lost++
+					}
+				}
+			}
+			for _, l := range localise(traceSrc, flows) {
+				right := l.From == hopB && l.To == hopC
+				named = named || right
+				wrong = wrong || !right
+			}
+		}
+		if wrong {
+			wrongRuns++
+		}
+		if named {
+			namedRuns++
+		}
+	}
+	t.Logf("10%% loss, %d runs: right link named in %d, a wrong link named at some point in %d", runs, namedRuns, wrongRuns)
+	if wrongRuns > runs/100 {
+		t.Errorf("a wrong link was named in %d of %d runs, more than 1 %%", wrongRuns, runs)
+	}
+	if namedRuns < runs*9/10 {
+		t.Errorf("the right link was named in only %d of %d runs", namedRuns, runs)
+	}
 }

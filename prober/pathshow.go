@@ -23,8 +23,8 @@ var (
 		"One series per hop of each flow's path: hop is the TTL, address the hop's latest answer (* if none); always 1.",
 		[]string{"flow", "hop", "address"}, nil)
 	descSuspect = prometheus.NewDesc("llama_probe_path_suspect_link_info",
-		"1 while the link from -> to is suspected of the loss of the flows (source ports, comma-separated); absent otherwise.",
-		[]string{"from", "to", "flows"}, nil)
+		"1 while the link from -> to is suspected of the loss of the flows (source ports, comma-separated); absent otherwise. to, the far end's answering address, names the link; direction is forward when the reflector counted the loss on the way out, unknown when it could not tell.",
+		[]string{"from", "to", "flows", "direction"}, nil)
 )
 
 // pathViews returns the session's flows' paths, with their source ports
@@ -38,7 +38,14 @@ func (s *Session) pathViews(sn *Snapshot) []flowView {
 			lost[i], decided[i] = sn.FlowWindowLost[i], sn.FlowWindowSent[i]
 		}
 	}
-	return s.paths.views(mono(), ports, lost, decided)
+	views := s.paths.views(mono(), ports, lost, decided)
+	for i := range views {
+		views[i].stateful = sn.Stateful
+		if i < len(sn.FlowWindowForwardLost) {
+			views[i].fwd, views[i].bwd = sn.FlowWindowForwardLost[i], sn.FlowWindowBackwardLost[i]
+		}
+	}
+	return views
 }
 
 // SuspectLinks returns the links suspected of the session's loss now
@@ -67,8 +74,11 @@ func (c sessionCollector) collectPaths(ch chan<- prometheus.Metric, sn *Snapshot
 			ch <- prometheus.MustNewConstMetric(descHopInfo, prometheus.GaugeValue, 1, flow, strconv.Itoa(h+1), addrLabel(v.hops[h].addr))
 		}
 	}
+	for _, to := range lossyLinks(views) {
+		ch <- prometheus.MustNewConstMetric(descLossyLink, prometheus.GaugeValue, 1, to.String())
+	}
 	for _, l := range localise(sn.Src, views) {
-		ch <- prometheus.MustNewConstMetric(descSuspect, prometheus.GaugeValue, 1, addrLabel(l.From), addrLabel(l.To), l.flowList())
+		ch <- prometheus.MustNewConstMetric(descSuspect, prometheus.GaugeValue, 1, addrLabel(l.From), addrLabel(l.To), l.flowList(), l.Direction)
 	}
 }
 
@@ -85,13 +95,29 @@ func writePathDebug(b *strings.Builder, s *Session, sn *Snapshot) {
 	for i := range views {
 		writeFlowPath(b, &views[i], sn, i, links, now)
 	}
+	writeBackwardNote(b, views)
 	if len(links) == 0 {
 		b.WriteString("Suspect links: none\n")
 		return
 	}
 	b.WriteString("Suspect links:\n")
 	for _, l := range links {
-		fmt.Fprintf(b, "  %s\n", l)
+		fmt.Fprintf(b, "  %s, direction %s\n", l, l.Direction)
+	}
+}
+
+// writeBackwardNote says which flows lose only replies: their loss names
+// no link here, since the traces follow the probes' path, not the replies'.
+func writeBackwardNote(b *strings.Builder, views []flowView) {
+	var ports []string
+	for i := range views {
+		if views[i].lossy && views[i].backwardOnly() {
+			ports = append(ports, strconv.Itoa(int(views[i].port)))
+		}
+	}
+	if len(ports) > 0 {
+		fmt.Fprintf(b, "Flows %s lose replies only (the reflector counted their probes): the replies' path is not traced here; the reverse pair's sessions trace it.\n",
+			strings.Join(ports, ","))
 	}
 }
 

@@ -255,6 +255,8 @@ type flowView struct {
 	port                uint16
 	lossy               bool // loses probes now (see pathState.hold)
 	lost, decided       int  // probes lost / decided in the window
+	fwd, bwd            int  // of lost: lost forward / backward, where known
+	stateful            bool // the reflector counts what it receives: direction is known
 	hops                []hopHist
 	traces, lossyTraces uint64
 	episode             uint64 // traces of the current loss episode
@@ -263,6 +265,16 @@ type flowView struct {
 	running             bool
 	lastStart           int64
 }
+
+// backwardOnly reports whether all the flow's window loss is known to be
+// on the way back: its replies' path, which its traces do not follow.
+func (v *flowView) backwardOnly() bool {
+	return v.bwd > 0 && v.fwd == 0 && v.lost == v.bwd
+}
+
+// forward reports whether some of the flow's window loss is known to be
+// on the way out.
+func (v *flowView) forward() bool { return v.stateful && v.fwd > 0 }
 
 // length returns how many hops the flow's hop list has: up to the target
 // when a trace reached it, else up to the farthest hop that answered in

@@ -446,7 +446,7 @@ func (s *Session) directionLocked(r *reply, sl *slot) {
 		if g.state == stateLost {
 			s.countDirectionLocked(g)
 			if s.inWindowLocked(g.seq) {
-				s.win.countDirection(g.dir, 1)
+				s.win.countDirection(g.dir, int(g.flow), 1)
 			}
 		}
 	}

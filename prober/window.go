@@ -26,8 +26,11 @@ type Snapshot struct {
 	// FlowSent and FlowLost are cumulative per-flow counts (flow_metrics).
 	FlowSent, FlowLost []uint64
 	// FlowWindowSent and FlowWindowLost are per-flow window counts
-	// (flow_metrics).
+	// (flow_metrics or path_trace).
 	FlowWindowSent, FlowWindowLost []int
+	// FlowWindowForwardLost and FlowWindowBackwardLost split
+	// FlowWindowLost by direction where a stateful reflector made it known.
+	FlowWindowForwardLost, FlowWindowBackwardLost []int
 
 	// Success is true if any probe sent in the last window + timeout was
 	// answered in time: a young session with its first reply is up even

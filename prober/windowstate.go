@@ -18,7 +18,8 @@ type windowState struct {
 
 	sent, lost           int
 	forward, backward    int   // lost probes by known direction
-	flowSent, flowLost   []int // per flow, with flow_metrics
+	flowSent, flowLost   []int // per flow, with flow_metrics or path_trace
+	flowFwd, flowBwd     []int // per flow, lost probes by known direction
 	rtts                 rttSet
 	sum                  int64   // ns
 	sumSq                uint128 // ns², exact: no drift over months of adds and removes
@@ -56,6 +57,7 @@ func newWindowState(flows int, perFlow bool) windowState {
 	w := windowState{lastReceivedSentTime: math.MinInt64}
 	if perFlow {
 		w.flowSent, w.flowLost = make([]int, flows), make([]int, flows)
+		w.flowFwd, w.flowBwd = make([]int, flows), make([]int, flows)
 	}
 	return w
 }
@@ -72,7 +74,7 @@ func (w *windowState) enter(sl *slot) {
 		if w.flowLost != nil {
 			w.flowLost[sl.flow]++
 		}
-		w.countDirection(sl.dir, 1)
+		w.countDirection(sl.dir, int(sl.flow), 1)
 	case stateReceived:
 		w.rtts.insert(sl.rtt)
 		w.sum += sl.rtt
@@ -105,7 +107,7 @@ func (w *windowState) leave(sl *slot, next *slot) {
 		if w.flowLost != nil {
 			w.flowLost[sl.flow]--
 		}
-		w.countDirection(sl.dir, -1)
+		w.countDirection(sl.dir, int(sl.flow), -1)
 	case stateReceived:
 		w.rtts.remove(sl.rtt)
 		w.sum -= sl.rtt
@@ -118,12 +120,20 @@ func (w *windowState) leave(sl *slot, next *slot) {
 	}
 }
 
-func (w *windowState) countDirection(d lossDirection, n int) {
+// countDirection adds n lost probes of flow, lost in direction d, to the
+// window's directional counts.
+func (w *windowState) countDirection(d lossDirection, flow, n int) {
 	switch d {
 	case dirForward:
 		w.forward += n
+		if w.flowFwd != nil {
+			w.flowFwd[flow] += n
+		}
 	case dirBackward:
 		w.backward += n
+		if w.flowBwd != nil {
+			w.flowBwd[flow] += n
+		}
 	}
 }
 
@@ -134,6 +144,8 @@ func (w *windowState) fill(snap *Snapshot) {
 	if w.flowSent != nil {
 		snap.FlowWindowSent = slices.Clone(w.flowSent)
 		snap.FlowWindowLost = slices.Clone(w.flowLost)
+		snap.FlowWindowForwardLost = slices.Clone(w.flowFwd)
+		snap.FlowWindowBackwardLost = slices.Clone(w.flowBwd)
 	}
 	snap.LossRatio, snap.RTTMin, snap.RTTMax = math.NaN(), math.NaN(), math.NaN()
 	snap.RTTStdDev, snap.Jitter = math.NaN(), math.NaN()

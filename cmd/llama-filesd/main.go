@@ -33,6 +33,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"os"
@@ -76,7 +77,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	m := Build(list, Options{ExporterPort: int(f.exporterPort), ReflectorPort: int(f.reflectorPort), Module: f.module, GroupLabel: f.groupLabel})
 	pairs := len(m.All())
-	if err := f.write(m, stdout); err != nil {
+	if err := cmp.Or(f.write(m, stdout), f.writeDevices(list, stdout)); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return 1
 	}
@@ -90,6 +91,7 @@ type flags struct {
 	outFile       string
 	outDir        string
 	exportersFile string
+	devicesRules  string
 	format        string
 	exporterPort  uint16
 	reflectorPort uint16
@@ -110,6 +112,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (f *flags, exit int, er
 	app.Flag("output.file", "Write every pair into this file.").StringVar(&f.outFile)
 	app.Flag("output.dir", "Write one llama_<source> file per source into this directory, and remove those of sources no longer listed.").StringVar(&f.outDir)
 	app.Flag("output.exporters-file", "Also write the exporters themselves (for the job scraping /metrics) into this file.").StringVar(&f.exportersFile)
+	app.Flag("output.devices-rules", "Also write a Prometheus rule file naming every host's and device's address (llama_device_info), for the fleet rules' link names.").StringVar(&f.devicesRules)
 	app.Flag("output.format", "File format: json or yaml.").Default("json").EnumVar(&f.format, "json", "yaml")
 	app.Flag("exporter.port", "Port of llama_exporter on hosts that name no exporter address.").Default("5200").Uint16Var(&f.exporterPort)
 	app.Flag("reflector.port", "Port appended to host addresses that have none; 0 leaves them as they are (the module's port applies).").Default("0").Uint16Var(&f.reflectorPort)
@@ -157,6 +160,22 @@ func (f *flags) write(m *Mesh, stdout io.Writer) error {
 		return writeGroups(f.exportersFile, f.format, m.Exporters, stdout)
 	}
 	return nil
+}
+
+// writeDevices writes the device rule file, when asked for.
+func (f *flags) writeDevices(list *HostList, stdout io.Writer) error {
+	if f.devicesRules == "" {
+		return nil
+	}
+	data, err := DeviceRules(list)
+	if err != nil {
+		return err
+	}
+	wrote, err := writeFile(f.devicesRules, data)
+	if wrote {
+		fmt.Fprintf(stdout, "wrote %s\n", f.devicesRules)
+	}
+	return err
 }
 
 func writeGroups(path, format string, groups []TargetGroup, stdout io.Writer) error {

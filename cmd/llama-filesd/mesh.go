@@ -42,6 +42,9 @@ const (
 // HostList is the input file: the hosts of the mesh.
 type HostList struct {
 	Hosts []Host `yaml:"hosts"`
+	// Devices name the routers whose interfaces answer path traces (see
+	// DeviceRules); optional.
+	Devices []Device `yaml:"devices"`
 }
 
 // Host is one host of the mesh.
@@ -129,6 +132,9 @@ func ParseHosts(data []byte) (*HostList, error) {
 		return nil, err
 	}
 	if err := list.validate(); err != nil {
+		return nil, err
+	}
+	if err := list.validateDevices(); err != nil {
 		return nil, err
 	}
 	return &list, nil
