@@ -137,9 +137,11 @@ func (fl *fleet) writeFile(t *testing.T, name string, data []byte) string {
 	return p
 }
 
-// fileSD writes the hosts file and runs llama-filesd on it, which writes
-// the pairs' targets (targets/llama_<source>.json) and the exporters'.
-func (fl *fleet) fileSD(t *testing.T) {
+// fileSD writes the hosts file, with the routers as devices, and runs
+// llama-filesd on it, which writes the pairs' targets
+// (targets/llama_<source>.json), the exporters' and the devices rules
+// (llama_device_info), whose path it returns.
+func (fl *fleet) fileSD(t *testing.T) string {
 	t.Helper()
 	type host struct {
 		Name     string            `yaml:"name"`
@@ -147,14 +149,22 @@ func (fl *fleet) fileSD(t *testing.T) {
 		Exporter string            `yaml:"exporter"`
 		Labels   map[string]string `yaml:"labels"`
 	}
-	var hosts struct {
-		Hosts []host `yaml:"hosts"`
+	type device struct {
+		Name       string            `yaml:"name"`
+		Interfaces map[string]string `yaml:"interfaces"`
+	}
+	var list struct {
+		Hosts   []host   `yaml:"hosts"`
+		Devices []device `yaml:"devices"`
 	}
 	for _, h := range fl.f.hosts {
-		hosts.Hosts = append(hosts.Hosts, host{h.name, h.fabric, h.mgmt + ":" + exporterPort,
+		list.Hosts = append(list.Hosts, host{h.name, h.fabric, h.mgmt + ":" + exporterPort,
 			map[string]string{"leaf": fmt.Sprintf("leaf%d", h.leaf)}})
 	}
-	data, err := yaml.Marshal(hosts)
+	for _, r := range append(append([]*fabricRouter(nil), fl.f.spines...), fl.f.leaves...) {
+		list.Devices = append(list.Devices, device{r.name, fl.f.interfaces[r.name]})
+	}
+	data, err := yaml.Marshal(list)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,14 +172,17 @@ func (fl *fleet) fileSD(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(fl.dir, "targets"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	devices := filepath.Join(fl.dir, "devices.rules.yml")
 	out, err := exec.Command(goTool(t, "cmd/llama-filesd"), "--hosts.file="+hostsFile,
 		"--output.dir="+filepath.Join(fl.dir, "targets"),
 		"--output.exporters-file="+filepath.Join(fl.dir, "exporters.json"),
+		"--output.devices-rules="+devices,
 		"--module=fabric").CombinedOutput()
 	if err != nil {
 		t.Fatalf("llama-filesd: %v\n%s", err, out)
 	}
 	t.Logf("llama-filesd: %s", strings.TrimSpace(lastLine(string(out))))
+	return devices
 }
 
 func lastLine(s string) string {
@@ -180,24 +193,49 @@ func lastLine(s string) string {
 	return s
 }
 
-// rulesOverride writes the shipped rules with every `for:` (and
-// keep_firing_for) divided by fabricForScale, checks the copy with promtool
-// and returns its path. It reports whether the rules define the fleet
-// alerts.
-func (fl *fleet) rulesOverride(t *testing.T) (string, bool) {
+// shippedRules are the rule files the fabric's Prometheus loads: the
+// per-pair rules, and the fleet rules once they exist.
+var shippedRules = []string{"../deploy/prometheus/rules.yml", "../deploy/prometheus/fleet-rules.yml"}
+
+// rulesOverride writes each shipped rule file with every `for:` (and
+// keep_firing_for) divided by fabricForScale, checks the copies with
+// promtool and returns their paths. It reports whether they define the
+// fleet alerts.
+func (fl *fleet) rulesOverride(t *testing.T) ([]string, bool) {
 	t.Helper()
-	const shipped = "../deploy/prometheus/rules.yml"
-	raw, err := os.ReadFile(shipped)
-	if err != nil {
-		t.Fatal(err)
+	var paths []string
+	alerts := map[string]bool{}
+	for i, shipped := range shippedRules {
+		raw, err := os.ReadFile(shipped)
+		if os.IsNotExist(err) && i > 0 {
+			t.Logf("%s does not exist", shipped)
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, scaled := scaleFor(t, shipped, raw, alerts)
+		path := fl.writeFile(t, fmt.Sprintf("rules-%d.yml", i), out)
+		if msg, err := exec.Command(requireTool(t, "promtool"), "check", "rules", path).CombinedOutput(); err != nil {
+			t.Fatalf("promtool check rules on the shortened copy of %s: %v\n%s", shipped, err, msg)
+		}
+		t.Logf("rules: %s with for/%d: %s", shipped, fabricForScale, strings.Join(scaled, ", "))
+		paths = append(paths, path)
 	}
+	return paths, alerts[alertLink] && alerts[alertHost]
+}
+
+// scaleFor returns the rule file raw (named shipped) with its `for:` and
+// keep_firing_for divided by fabricForScale, and what it changed; it adds
+// the alerts it defines to alerts.
+func scaleFor(t *testing.T, shipped string, raw []byte, alerts map[string]bool) ([]byte, []string) {
+	t.Helper()
 	var doc struct {
 		Groups []map[string]any `yaml:"groups"`
 	}
 	if err := yaml.Unmarshal(raw, &doc); err != nil {
 		t.Fatalf("%s: %v", shipped, err)
 	}
-	alerts := map[string]bool{}
 	var scaled []string
 	for _, g := range doc.Groups {
 		rules, _ := g["rules"].([]any)
@@ -227,18 +265,13 @@ func (fl *fleet) rulesOverride(t *testing.T) (string, bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := fl.writeFile(t, "rules.yml", out)
-	if msg, err := exec.Command(requireTool(t, "promtool"), "check", "rules", path).CombinedOutput(); err != nil {
-		t.Fatalf("promtool check rules on the shortened copy of %s: %v\n%s", shipped, err, msg)
-	}
-	t.Logf("rules: %s with for/%d: %s", shipped, fabricForScale, strings.Join(scaled, ", "))
-	return path, alerts[alertLink] && alerts[alertHost]
+	return out, scaled
 }
 
 // prometheusFabricConfig rewrites deploy/file_sd/prometheus.yml for the
-// fabric: 5 s scrapes and evaluations, the generated files, the shortened
-// rules and the test's Alertmanager.
-func (fl *fleet) prometheusFabricConfig(t *testing.T, rules string) string {
+// fabric: 5 s scrapes and evaluations, the generated files, the rule files
+// and the test's Alertmanager.
+func (fl *fleet) prometheusFabricConfig(t *testing.T, rules []string) string {
 	t.Helper()
 	const shipped = "../deploy/file_sd/prometheus.yml"
 	raw, err := os.ReadFile(shipped)
@@ -251,7 +284,7 @@ func (fl *fleet) prometheusFabricConfig(t *testing.T, rules string) string {
 	}
 	iv := model.Duration(fabricScrapeInterval).String()
 	cfg["global"] = map[string]any{"scrape_interval": iv, "evaluation_interval": iv, "scrape_timeout": "4s"}
-	cfg["rule_files"] = []any{rules}
+	cfg["rule_files"] = stringsToAny(rules)
 	cfg["alerting"] = map[string]any{"alertmanagers": []any{
 		map[string]any{"static_configs": []any{map[string]any{"targets": []any{amListen}}}}}}
 	jobs, _ := cfg["scrape_configs"].([]any)
@@ -282,37 +315,50 @@ func (fl *fleet) prometheusFabricConfig(t *testing.T, rules string) string {
 	return path
 }
 
-// alertmanagerConfig returns the test's Alertmanager configuration: the
-// inhibit rules of deploy/alertmanager/alertmanager.yml (a minimal set while
-// that file does not exist), and one route to the webhook at url, every
-// alert in its own group, with short waits.
+// alertmanagerConfig returns the test's Alertmanager configuration:
+// deploy/alertmanager/alertmanager.yml with every receiver that notifies
+// anyone replaced by the webhook at url, and short waits. While that file
+// does not exist, a minimal one: every alert to the webhook, a fleet alert
+// inhibiting every per-pair alert.
 func alertmanagerConfig(t *testing.T, url string) []byte {
 	t.Helper()
 	const shipped = "../deploy/alertmanager/alertmanager.yml"
-	var inhibit any
+	hook := []any{map[string]any{"url": url, "send_resolved": true}}
+	var cfg map[string]any
 	if raw, err := os.ReadFile(shipped); err == nil {
-		var cfg map[string]any
 		if err := yaml.Unmarshal(raw, &cfg); err != nil {
 			t.Fatalf("%s: %v", shipped, err)
 		}
-		inhibit = cfg["inhibit_rules"]
-		if inhibit == nil {
-			t.Fatalf("%s has no inhibit_rules", shipped)
+		receivers, _ := cfg["receivers"].([]any)
+		for _, r := range receivers {
+			rc, _ := r.(map[string]any)
+			notifies := false
+			for key := range rc {
+				if strings.HasSuffix(key, "_configs") {
+					delete(rc, key)
+					notifies = true
+				}
+			}
+			if notifies {
+				rc["webhook_configs"] = hook
+			}
 		}
 	} else {
 		t.Logf("%s: %v; using a minimal inhibit rule (a fleet alert silences every per-pair alert)", shipped, err)
-		inhibit = []any{map[string]any{
-			"source_matchers": []any{fmt.Sprintf("alertname=~%q", alertLink+"|"+alertHost)},
-			"target_matchers": []any{fmt.Sprintf("alertname=~%q", strings.Join(perPairAlerts, "|"))},
-		}}
+		cfg = map[string]any{
+			"route":     map[string]any{"receiver": "fabric-test"},
+			"receivers": []any{map[string]any{"name": "fabric-test", "webhook_configs": hook}},
+			"inhibit_rules": []any{map[string]any{
+				"source_matchers": []any{fmt.Sprintf("alertname=~%q", alertLink+"|"+alertHost)},
+				"target_matchers": []any{fmt.Sprintf("alertname=~%q", strings.Join(perPairAlerts, "|"))},
+			}},
+		}
 	}
-	cfg := map[string]any{
-		"route": map[string]any{"receiver": "fabric-test", "group_by": []any{"..."},
-			"group_wait": "1s", "group_interval": "2s", "repeat_interval": "1h"},
-		"receivers": []any{map[string]any{"name": "fabric-test",
-			"webhook_configs": []any{map[string]any{"url": url, "send_resolved": true}}}},
-		"inhibit_rules": inhibit,
+	route, ok := cfg["route"].(map[string]any)
+	if !ok {
+		t.Fatalf("%s: no route", shipped)
 	}
+	route["group_wait"], route["group_interval"], route["repeat_interval"] = "1s", "2s", "1h"
 	out, err := yaml.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -381,6 +427,9 @@ type promAlert struct {
 	Labels      map[string]string `json:"labels"`
 	Annotations map[string]string `json:"annotations"`
 	State       string            `json:"state"`
+	// Value is the alert expression's value: for the fleet alerts, the
+	// number of pairs explained.
+	Value string `json:"value"`
 }
 
 // identity is what a fleet alert names: the link's far end or the host.

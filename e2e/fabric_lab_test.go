@@ -65,8 +65,9 @@ const (
 
 // fabricRouter is a spine or a leaf.
 type fabricRouter struct {
-	name string // spine1, leaf2
-	ns   *netns.NS
+	name   string // spine1, leaf2
+	ns     *netns.NS
+	router bool // false for the host end of a host's link
 }
 
 // fabricHost is a host: one exporter, its reflector on the fabric and its
@@ -89,10 +90,24 @@ type fabricLink struct {
 	// toNS is the receiving device's namespace, where a fault on this
 	// direction drops packets as they arrive on toIf.
 	toNS *netns.NS
+	// fromHost and toHost tell a host's end from a router's.
+	fromHost, toHost bool
 }
 
 func (l *fabricLink) String() string {
 	return fmt.Sprintf("%s:%s -> %s:%s (to %s)", l.from, l.fromIf, l.to, l.toIf, l.toAddr)
+}
+
+// name is the link as llama-filesd's devices rules name it: NEAR -> FAR,
+// each device:interface, a host by its name alone.
+func (l *fabricLink) name() string {
+	end := func(dev, ifc string, host bool) string {
+		if host {
+			return dev
+		}
+		return dev + ":" + ifc
+	}
+	return end(l.from, l.fromIf, l.fromHost) + " -> " + end(l.to, l.toIf, l.toHost)
 }
 
 // fabric is a built topology.
@@ -104,8 +119,12 @@ type fabric struct {
 	// device names (spine1>leaf2, leaf2>leaf2-h1).
 	links map[string]*fabricLink
 	// devices maps every router and host interface address to
-	// "device:interface", as an operator's devices map would.
+	// "device:interface", for logs.
 	devices map[string]string
+	// interfaces holds, per router, its interfaces' addresses with their
+	// prefix ("198.18.1.3/31"): the devices map of llama-filesd's hosts
+	// file.
+	interfaces map[string]map[string]string
 }
 
 // fabricSpine returns the 0-based spine that leaf l (1-based) sends flow f
@@ -125,16 +144,16 @@ func newFabric(t *testing.T, spines, leaves, hostsPerLeaf int) *fabric {
 	if spines > 9 || leaves > 99 || hostsPerLeaf > 49 || spines*leaves > 120 {
 		t.Fatalf("fabric %dx%dx%d does not fit the address plan", spines, leaves, hostsPerLeaf)
 	}
-	f := &fabric{links: map[string]*fabricLink{}, devices: map[string]string{}}
+	f := &fabric{links: map[string]*fabricLink{}, devices: map[string]string{}, interfaces: map[string]map[string]string{}}
 	f.mgmt = fabricNS(t, false)
 	f.mgmt.Run(t, "ip", "link", "add", "br0", "type", "bridge")
 	f.mgmt.Run(t, "ip", "addr", "add", fmt.Sprintf("%s/%d", mgmtAddr, mgmtPrefix), "dev", "br0")
 	f.mgmt.Run(t, "ip", "link", "set", "br0", "up")
 	for s := 1; s <= spines; s++ {
-		f.spines = append(f.spines, &fabricRouter{name: fmt.Sprintf("spine%d", s), ns: fabricNS(t, true)})
+		f.spines = append(f.spines, &fabricRouter{name: fmt.Sprintf("spine%d", s), ns: fabricNS(t, true), router: true})
 	}
 	for l := 1; l <= leaves; l++ {
-		leaf := &fabricRouter{name: fmt.Sprintf("leaf%d", l), ns: fabricNS(t, true)}
+		leaf := &fabricRouter{name: fmt.Sprintf("leaf%d", l), ns: fabricNS(t, true), router: true}
 		f.leaves = append(f.leaves, leaf)
 		for s, spine := range f.spines {
 			n := 2 * (l - 1)
@@ -179,9 +198,15 @@ func (f *fabric) link(t *testing.T, a *fabricRouter, aIf, aAddr string, b *fabri
 		end.r.ns.Run(t, "ip", "addr", "add", end.addr+"/31", "dev", end.ifc)
 		end.r.ns.Run(t, "ip", "link", "set", end.ifc, "up")
 		f.devices[end.addr] = end.r.name + ":" + end.ifc
+		if end.r.router {
+			if f.interfaces[end.r.name] == nil {
+				f.interfaces[end.r.name] = map[string]string{}
+			}
+			f.interfaces[end.r.name][end.ifc] = end.addr + "/31"
+		}
 	}
-	f.links[a.name+">"+b.name] = &fabricLink{a.name, aIf, aAddr, b.name, bIf, bAddr, b.ns}
-	f.links[b.name+">"+a.name] = &fabricLink{b.name, bIf, bAddr, a.name, aIf, aAddr, a.ns}
+	f.links[a.name+">"+b.name] = &fabricLink{a.name, aIf, aAddr, b.name, bIf, bAddr, b.ns, !a.router, !b.router}
+	f.links[b.name+">"+a.name] = &fabricLink{b.name, bIf, bAddr, a.name, aIf, aAddr, a.ns, !b.router, !a.router}
 }
 
 // addHost creates host h (1-based) of leaf l, links it to the leaf and to

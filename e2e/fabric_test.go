@@ -165,11 +165,12 @@ func startFleet(t *testing.T, f *fabric) *fleet {
 	for _, h := range f.hosts {
 		waitHealthy(t, fl.c, h.mgmt+":"+exporterPort, fl.exporters[h.name])
 	}
-	fl.fileSD(t)
+	devices := fl.fileSD(t)
 	rules, ok := fl.rulesOverride(t)
+	rules = append(rules, devices)
 	fl.fleetRules = ok
 	if !ok {
-		t.Logf("deploy/prometheus/rules.yml defines no %s and %s: the fleet assertions are not checked, only logged", alertLink, alertHost)
+		t.Logf("the rule files %v define no %s and %s: the fleet assertions are not checked, only logged", shippedRules, alertLink, alertHost)
 	}
 
 	amCfg := fl.writeFile(t, "alertmanager.yml", alertmanagerConfig(t, serveWebhook(t, f, fl.hook)))
@@ -427,11 +428,12 @@ func maxOf(v []float64) float64 {
 // faultResult is what one fault showed.
 type faultResult struct {
 	fault        fabricFault
-	start, quiet time.Time     // the fault's start; the fabric quiet after it
-	expect       string        // the identity of the alert that names it
-	named        time.Duration // from the fault's start; 0: never
-	cleared      time.Duration // from the fault's end; 0: never seen cleared
-	pairs        string        // the pairs the alert explains, as it says
+	start, quiet time.Time         // the fault's start; the fabric quiet after it
+	expect       string            // the identity of the alert that names it
+	named        time.Duration     // from the fault's start; 0: never
+	cleared      time.Duration     // from the fault's end; 0: never seen cleared
+	pairs        string            // the pairs the alert explains: its value
+	labels       map[string]string // the alert's labels when first seen firing
 	falseBlames  []string
 	covered      []string // per-pair alerts delivered though inhibited
 	uncovered    []string // per-pair alerts delivered, never inhibited
@@ -490,7 +492,7 @@ func (fl *fleet) runFault(t *testing.T, fc fabricFault) faultResult {
 		seen, current := fl.mon.snapshot()
 		if s, ok := seen[r.expect]; ok && r.named == 0 && s.last.After(start) {
 			r.named = s.first.Sub(start)
-			r.pairs = s.alert.Labels["pairs"] + s.alert.Annotations["pairs"]
+			r.pairs, r.labels = s.alert.Value, s.alert.Labels
 			t.Logf("fault %s: named after %v: %v %v", fc.id, r.named.Round(time.Second), s.alert.Labels, s.alert.Annotations)
 		}
 		if !viewed && now.Sub(start) >= faultViewAt {
@@ -562,6 +564,9 @@ func (fl *fleet) judge(t *testing.T, r *faultResult) {
 		}
 	}
 	for _, a := range fl.hook.delivered() {
+		if !a.At.Before(r.start) && a.Labels["alertname"] == "LlamaLossExplained" && fl.fleetRules {
+			t.Errorf("fault %s: LlamaLossExplained reached the receiver; it only inhibits: %v", r.fault.id, a.Labels)
+		}
 		if a.At.Before(r.start) || a.Status != "firing" || !isPerPair(a.Labels["alertname"]) {
 			continue
 		}
@@ -587,6 +592,10 @@ func (fl *fleet) judge(t *testing.T, r *faultResult) {
 	}
 	if r.cleared == 0 || r.cleared > clearWithin {
 		t.Errorf("fault %s (%s): %s not cleared within %v of the end", r.fault.id, r.fault.desc, r.expect, clearWithin)
+	}
+	if l := fl.f.links[r.fault.link]; l != nil && r.named != 0 && (r.labels["link"] != l.name() || r.labels["device"] != l.to) {
+		t.Errorf("fault %s (%s): %s names link %q, device %q; want %q, %q", r.fault.id, r.fault.desc, r.expect,
+			r.labels["link"], r.labels["device"], l.name(), l.to)
 	}
 	if len(r.falseBlames) > 0 {
 		t.Errorf("fault %s (%s): %d false blames: %v", r.fault.id, r.fault.desc, len(r.falseBlames), r.falseBlames)
