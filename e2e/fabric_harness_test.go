@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -27,9 +28,14 @@ import (
 // webhook receiver in the test, and a monitor of what they fire.
 
 const (
-	// fabricForScale divides every `for:` of the shipped rules: 60 s faults
-	// must be named within 2 minutes.
-	fabricForScale = 5
+	// fabricFleetFor is the `for:` of the fleet alerts in the test: every
+	// `for:` of the shipped rules is shortened by the same amount, so that
+	// 60 s faults are named within 2 minutes while the alerts fire in the
+	// order they would in production (detection takes the same real time,
+	// so dividing every `for:` would let per-pair alerts fire before the
+	// fleet alert that inhibits them, which production never sees).
+	// LLAMA_FABRIC_FOR_SCALE=N divides every `for:` by N instead.
+	fabricFleetFor = 12 * time.Second
 	// fabricScrapeInterval is Prometheus's scrape and evaluation interval.
 	fabricScrapeInterval = 5 * time.Second
 	// fabricModule is the module every pair is probed with.
@@ -198,13 +204,12 @@ func lastLine(s string) string {
 var shippedRules = []string{"../deploy/prometheus/rules.yml", "../deploy/prometheus/fleet-rules.yml"}
 
 // rulesOverride writes each shipped rule file with every `for:` (and
-// keep_firing_for) divided by fabricForScale, checks the copies with
+// keep_firing_for) shortened (see fabricFleetFor), checks the copies with
 // promtool and returns their paths. It reports whether they define the
 // fleet alerts.
 func (fl *fleet) rulesOverride(t *testing.T) ([]string, bool) {
 	t.Helper()
-	var paths []string
-	alerts := map[string]bool{}
+	docs := map[string]*ruleDoc{}
 	for i, shipped := range shippedRules {
 		raw, err := os.ReadFile(shipped)
 		if os.IsNotExist(err) && i > 0 {
@@ -214,58 +219,119 @@ func (fl *fleet) rulesOverride(t *testing.T) ([]string, bool) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out, scaled := scaleFor(t, shipped, raw, alerts)
+		var doc ruleDoc
+		if err := yaml.Unmarshal(raw, &doc); err != nil {
+			t.Fatalf("%s: %v", shipped, err)
+		}
+		docs[shipped] = &doc
+	}
+	shorten, how, fleet := forShortening(t, docs)
+	var paths []string
+	for i, shipped := range shippedRules {
+		doc := docs[shipped]
+		if doc == nil {
+			continue
+		}
+		changed := doc.rewriteFor(t, shipped, shorten)
+		out, err := yaml.Marshal(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
 		path := fl.writeFile(t, fmt.Sprintf("rules-%d.yml", i), out)
 		if msg, err := exec.Command(requireTool(t, "promtool"), "check", "rules", path).CombinedOutput(); err != nil {
 			t.Fatalf("promtool check rules on the shortened copy of %s: %v\n%s", shipped, err, msg)
 		}
-		t.Logf("rules: %s with for/%d: %s", shipped, fabricForScale, strings.Join(scaled, ", "))
+		t.Logf("rules: %s, for %s: %s", shipped, how, strings.Join(changed, ", "))
 		paths = append(paths, path)
 	}
-	return paths, alerts[alertLink] && alerts[alertHost]
+	return paths, fleet
 }
 
-// scaleFor returns the rule file raw (named shipped) with its `for:` and
-// keep_firing_for divided by fabricForScale, and what it changed; it adds
-// the alerts it defines to alerts.
-func scaleFor(t *testing.T, shipped string, raw []byte, alerts map[string]bool) ([]byte, []string) {
+// ruleDoc is a Prometheus rule file, decoded loosely so that it is
+// written back whole.
+type ruleDoc struct {
+	Groups []map[string]any `yaml:"groups"`
+}
+
+// alertRules calls f with every alerting rule of the file.
+func (d *ruleDoc) alertRules(t *testing.T, shipped string, f func(name string, rule map[string]any)) {
 	t.Helper()
-	var doc struct {
-		Groups []map[string]any `yaml:"groups"`
-	}
-	if err := yaml.Unmarshal(raw, &doc); err != nil {
-		t.Fatalf("%s: %v", shipped, err)
-	}
-	var scaled []string
-	for _, g := range doc.Groups {
+	for _, g := range d.Groups {
 		rules, _ := g["rules"].([]any)
 		for _, r := range rules {
 			rule, ok := r.(map[string]any)
 			if !ok {
 				t.Fatalf("%s: group %v: a rule is %T", shipped, g["name"], r)
 			}
-			name, _ := rule["alert"].(string)
-			alerts[name] = true
-			for _, key := range []string{"for", "keep_firing_for"} {
-				s, ok := rule[key].(string)
-				if !ok {
-					continue
-				}
-				d, err := model.ParseDuration(s)
-				if err != nil {
-					t.Fatalf("%s: alert %s: %s %q: %v", shipped, name, key, s, err)
-				}
-				short := (time.Duration(d) / fabricForScale).Round(time.Second)
-				rule[key] = model.Duration(short).String()
-				scaled = append(scaled, fmt.Sprintf("%s %s %s->%s", name, key, s, rule[key]))
+			if name, ok := rule["alert"].(string); ok {
+				f(name, rule)
 			}
 		}
 	}
-	out, err := yaml.Marshal(doc)
-	if err != nil {
-		t.Fatal(err)
+}
+
+// ruleFor returns the rule's key (for, keep_firing_for) as a duration.
+func ruleFor(t *testing.T, shipped, name string, rule map[string]any, key string) (time.Duration, bool) {
+	t.Helper()
+	s, ok := rule[key].(string)
+	if !ok {
+		return 0, false
 	}
-	return out, scaled
+	d, err := model.ParseDuration(s)
+	if err != nil {
+		t.Fatalf("%s: alert %s: %s %q: %v", shipped, name, key, s, err)
+	}
+	return time.Duration(d), true
+}
+
+// forShortening returns how to shorten a `for:`, a description of it, and
+// whether the files define both fleet alerts.
+func forShortening(t *testing.T, docs map[string]*ruleDoc) (func(time.Duration) time.Duration, string, bool) {
+	t.Helper()
+	if s := os.Getenv("LLAMA_FABRIC_FOR_SCALE"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			t.Fatalf("LLAMA_FABRIC_FOR_SCALE=%q: want a positive integer", s)
+		}
+		return func(d time.Duration) time.Duration { return (d / time.Duration(n)).Round(time.Second) }, "/" + s, fleetDefined(t, docs)
+	}
+	// The fleet alerts' shortest `for:` becomes fabricFleetFor.
+	shift := time.Duration(-1)
+	for shipped, doc := range docs {
+		doc.alertRules(t, shipped, func(name string, rule map[string]any) {
+			if d, ok := ruleFor(t, shipped, name, rule, "for"); ok && (name == alertLink || name == alertHost) && (shift < 0 || d-fabricFleetFor < shift) {
+				shift = max(d-fabricFleetFor, 0)
+			}
+		})
+	}
+	shift = max(shift, 0)
+	return func(d time.Duration) time.Duration { return max(d-shift, 0) }, "-" + model.Duration(shift).String(), fleetDefined(t, docs)
+}
+
+// fleetDefined reports whether the rule files define both fleet alerts.
+func fleetDefined(t *testing.T, docs map[string]*ruleDoc) bool {
+	t.Helper()
+	seen := map[string]bool{}
+	for shipped, doc := range docs {
+		doc.alertRules(t, shipped, func(name string, _ map[string]any) { seen[name] = true })
+	}
+	return seen[alertLink] && seen[alertHost]
+}
+
+// rewriteFor shortens every for and keep_firing_for of the file with
+// shorten, and returns what it changed.
+func (d *ruleDoc) rewriteFor(t *testing.T, shipped string, shorten func(time.Duration) time.Duration) []string {
+	t.Helper()
+	var changed []string
+	d.alertRules(t, shipped, func(name string, rule map[string]any) {
+		for _, key := range []string{"for", "keep_firing_for"} {
+			if v, ok := ruleFor(t, shipped, name, rule, key); ok {
+				rule[key] = model.Duration(shorten(v)).String()
+				changed = append(changed, fmt.Sprintf("%s %s %s->%s", name, key, model.Duration(v), rule[key]))
+			}
+		}
+	})
+	return changed
 }
 
 // prometheusFabricConfig rewrites deploy/file_sd/prometheus.yml for the

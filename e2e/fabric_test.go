@@ -493,6 +493,9 @@ func (fl *fleet) runFault(t *testing.T, fc fabricFault) faultResult {
 		if s, ok := seen[r.expect]; ok && r.named == 0 && s.last.After(start) {
 			r.named = s.first.Sub(start)
 			r.pairs, r.labels = s.alert.Value, s.alert.Labels
+			if v, err := strconv.ParseFloat(s.alert.Value, 64); err == nil {
+				r.pairs = fmt.Sprint(v)
+			}
 			t.Logf("fault %s: named after %v: %v %v", fc.id, r.named.Round(time.Second), s.alert.Labels, s.alert.Annotations)
 		}
 		if !viewed && now.Sub(start) >= faultViewAt {

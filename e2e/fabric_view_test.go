@@ -124,7 +124,7 @@ func (fl *fleet) logFaultView(t *testing.T, fc fabricFault) {
 		{"pairs with forward loss", `count(llama_probe_window_forward_loss_ratio{job="llama"} > 0)`},
 		{"pairs with backward loss", `count(llama_probe_window_backward_loss_ratio{job="llama"} > 0)`},
 		{"pairs with loss", `count(llama_probe_window_loss_ratio{job="llama"} > 0)`},
-		{"suspect links (pairs naming each to)", `count by (to) (llama_probe_path_suspect_link_info{job="llama"})`},
+		{"suspect links (pairs naming each to, by direction)", `count by (to, direction) (llama_probe_path_suspect_link_info{job="llama"})`},
 		{"alerts", `count by (alertname, alertstate) (ALERTS)`},
 	} {
 		s, err := fl.query(q.expr)
