@@ -586,7 +586,7 @@ func (fl *fleet) judge(t *testing.T, r *faultResult) {
 	sort.Strings(r.falseBlames)
 	t.Logf("fault %s (%s): named after %v, cleared %v after its end, pairs explained %q, false blames %d %v, inhibited per-pair alerts delivered %d %v, per-pair alerts delivered not inhibited %d %v",
 		r.fault.id, r.fault.desc, r.named.Round(time.Second), r.cleared.Round(time.Second), r.pairs,
-		len(r.falseBlames), r.falseBlames, len(r.covered), head(r.covered), len(r.uncovered), head(perPairCounts(r.uncovered)))
+		len(r.falseBlames), r.falseBlames, len(r.covered), head(r.covered), len(r.uncovered), head(r.uncovered))
 	if !fl.fleetRules {
 		return
 	}
@@ -606,20 +606,6 @@ func (fl *fleet) judge(t *testing.T, r *faultResult) {
 	if len(r.covered) > 0 {
 		t.Errorf("fault %s (%s): per-pair alerts that the fleet alert inhibits reached the receiver: %v", r.fault.id, r.fault.desc, r.covered)
 	}
-}
-
-// perPairCounts counts delivered per-pair alerts by name.
-func perPairCounts(descs []string) []string {
-	n := map[string]int{}
-	for _, d := range descs {
-		n[strings.Fields(d)[0]]++
-	}
-	var out []string
-	for name, c := range n {
-		out = append(out, fmt.Sprintf("%s: %d", name, c))
-	}
-	sort.Strings(out)
-	return out
 }
 
 func isPerPair(name string) bool {
