@@ -79,6 +79,7 @@ func TestAlertmanagerInhibitsExplainedPairs(t *testing.T) {
 		{"alertname": "LlamaLinkLoss", "to": "198.18.100.3", "link": "spine1:eth2 -> leaf2:eth0"},
 		{"alertname": "LlamaLossExplained", "source": "h1", "destination": "h4", "to": "198.18.100.3"},
 		{"alertname": "LlamaHostUnreachable", "host": "h9", "source": "h9", "destination": "h9"},
+		{"alertname": "LlamaHostExplained", "host": "h8", "source": "h8", "destination": "h8"},
 	}
 	want := []struct {
 		name, src, dst string
@@ -90,6 +91,7 @@ func TestAlertmanagerInhibitsExplainedPairs(t *testing.T) {
 		{"LlamaTargetUnreachable", "h2", "h9", true},
 		{"LlamaPacketLoss", "h9", "h3", true},
 		{"LlamaPacketLoss", "h2", "h5", false},
+		{"LlamaSuspectLink", "h2", "h8", true}, // the host's alert cleared, its mark not yet
 	}
 	alerts := fleet
 	for _, w := range want {

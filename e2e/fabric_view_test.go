@@ -162,6 +162,26 @@ func (f *fabric) towards(host string) (forward, backward map[flowKey]bool) {
 	return forward, backward
 }
 
+// affectedPairs returns the pairs (source, destination) that a fault
+// explains: those with a flow crossing the faulty link either way, or
+// those to or from the faulty host.
+func (f *fabric) affectedPairs(fc fabricFault) map[[2]string]bool {
+	out := map[[2]string]bool{}
+	if fc.host != "" {
+		for _, h := range f.hosts {
+			out[[2]string{h.name, fc.host}], out[[2]string{fc.host, h.name}] = true, true
+		}
+		return out
+	}
+	forward, backward := f.crossing(fc.link)
+	for _, m := range []map[flowKey]bool{forward, backward} {
+		for k := range m {
+			out[[2]string{k.src, k.dst}] = true
+		}
+	}
+	return out
+}
+
 // head returns the first few elements of s, for logs.
 func head(s []string) []string {
 	const n = 8
