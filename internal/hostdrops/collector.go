@@ -1,6 +1,7 @@
 package hostdrops
 
 import (
+	"net/netip"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -97,6 +98,26 @@ func (c *Collector) Drops() map[Drop]uint64 {
 	}
 	return c.k.drops()
 }
+
+// ReplyDrops returns the drops of the replies that came from address from
+// to the prober flow socket of proto (UDP, ICMP or TCP, as WatchPort takes
+// them) and port, by reason (as Drop.Reason names it). It is nil when the
+// collector does not run or proto is unknown, and empty (not nil) when it
+// runs and none was dropped. A flow counts at most four distinct reasons
+// per CPU; llama_host_drops_total counts every one.
+func (c *Collector) ReplyDrops(proto string, port uint16, from netip.Addr) map[string]uint64 {
+	kind, ok := replyKinds[proto]
+	if c.k == nil || !ok {
+		return nil
+	}
+	if m := c.k.replyDrops(kind, port, from.Unmap()); m != nil {
+		return m
+	}
+	return map[string]uint64{}
+}
+
+// replyKinds are the kind numbers of the replies to each flow protocol.
+var replyKinds = map[string]uint8{UDP: 1, ICMP: 2, TCP: 3}
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {

@@ -26,12 +26,27 @@ type hostdropsPortKey struct {
 	Pad  uint8
 }
 
+type hostdropsReplyKey struct {
+	_      structs.HostLayout
+	Port   uint16
+	Kind   uint8
+	Family uint8
+	Addr   [16]uint8
+}
+
+type hostdropsReplyVal struct {
+	_      structs.HostLayout
+	Reason [4]uint32
+	N      [4]uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	hostdropsMapDrops        = "drops"
 	hostdropsMapPorts        = "ports"
+	hostdropsMapReplyDrops   = "reply_drops"
 	hostdropsProgKfreeSkbBtf = "kfree_skb_btf"
 	hostdropsProgKfreeSkbTp  = "kfree_skb_tp"
 	hostdropsVarNetnsIno     = "netns_ino"
@@ -87,8 +102,9 @@ type hostdropsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type hostdropsMapSpecs struct {
-	Drops *ebpf.MapSpec `ebpf:"drops"`
-	Ports *ebpf.MapSpec `ebpf:"ports"`
+	Drops      *ebpf.MapSpec `ebpf:"drops"`
+	Ports      *ebpf.MapSpec `ebpf:"ports"`
+	ReplyDrops *ebpf.MapSpec `ebpf:"reply_drops"`
 }
 
 // hostdropsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -118,14 +134,16 @@ func (o *hostdropsObjects) Close() error {
 //
 // It can be passed to loadHostdropsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hostdropsMaps struct {
-	Drops *ebpf.Map `ebpf:"drops"`
-	Ports *ebpf.Map `ebpf:"ports"`
+	Drops      *ebpf.Map `ebpf:"drops"`
+	Ports      *ebpf.Map `ebpf:"ports"`
+	ReplyDrops *ebpf.Map `ebpf:"reply_drops"`
 }
 
 func (m *hostdropsMaps) Close() error {
 	return _HostdropsClose(
 		m.Drops,
 		m.Ports,
+		m.ReplyDrops,
 	)
 }
 

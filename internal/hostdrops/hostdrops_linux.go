@@ -5,6 +5,7 @@ package hostdrops
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -20,6 +21,7 @@ import (
 type kernel struct {
 	ports   *ebpf.Map
 	counts  *ebpf.Map
+	replies *ebpf.Map // drops of replies by flow port and remote address
 	prog    *ebpf.Program
 	link    link.Link
 	reasons map[uint32]string // enum skb_drop_reason, from the kernel's BTF
@@ -96,6 +98,7 @@ func (k *kernel) attach(prog string, netns uint32, attachFn func(*ebpf.Program) 
 		return err
 	}
 	k.prog, k.ports, k.counts, k.link = coll.DetachProgram(prog), coll.DetachMap("ports"), coll.DetachMap("drops"), l
+	k.replies = coll.DetachMap("reply_drops")
 	coll.Close()
 	return nil
 }
@@ -176,6 +179,37 @@ func (k *kernel) drops() map[Drop]uint64 {
 	return out
 }
 
+// replyDrops sums the per-CPU counts of one reply flow by reason; nil when
+// it has none.
+func (k *kernel) replyDrops(kind uint8, port uint16, from netip.Addr) map[string]uint64 {
+	key := hostdropsReplyKey{Port: port, Kind: kind, Family: 6}
+	if from.Is4() {
+		key.Family = 4
+		a := from.As4()
+		copy(key.Addr[:], a[:])
+	} else {
+		key.Addr = from.As16()
+	}
+	var vals []hostdropsReplyVal
+	if err := k.replies.Lookup(key, &vals); err != nil {
+		return nil // ErrKeyNotExist: no drop yet
+	}
+	out := make(map[string]uint64)
+	for _, v := range vals {
+		for i, r := range v.Reason {
+			if r == 0 {
+				break
+			}
+			reason, ok := k.reasons[r]
+			if !ok {
+				reason = unknownReason(r)
+			}
+			out[reason] += v.N[i]
+		}
+	}
+	return out
+}
+
 func (k *kernel) close() error {
-	return errors.Join(k.link.Close(), k.prog.Close(), k.ports.Close(), k.counts.Close())
+	return errors.Join(k.link.Close(), k.prog.Close(), k.ports.Close(), k.counts.Close(), k.replies.Close())
 }

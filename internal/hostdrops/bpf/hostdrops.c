@@ -6,6 +6,8 @@
  *   - UDP to a prober flow port           (reply_in),
  *   - ICMP/ICMPv6 echo replies to a ping socket's Identifier (icmp_reply_in),
  *   - TCP SYN-ACKs to a tcp flow port     (tcp_synack_in).
+ * Replies are also counted by their flow port and remote address, so that
+ * the prober can tell each session its own (reply_drops).
  * The Go side fills the ports map and reads the per-CPU counts. */
 #include "types.h"
 #include <bpf/bpf_helpers.h>
@@ -60,6 +62,31 @@ struct {
 	__type(value, __u64);
 } drops SEC(".maps");
 
+/* A reply's flow: the local port (or echo Identifier) it came to, its
+ * kind, and the address it came from (IPv4 in addr[0..3]). */
+struct reply_key {
+	__u16 port; /* host byte order */
+	__u8 kind;
+	__u8 family; /* 4 or 6 */
+	__u8 addr[16];
+};
+
+/* Per-CPU counts of a reply flow's drops by reason: a reason in the first
+ * free slot (reason 0, "not dropped yet", is never a drop). A fifth reason
+ * of one flow on one CPU goes uncounted here; drops still has it. */
+#define REASON_SLOTS 4
+struct reply_val {
+	__u32 reason[REASON_SLOTS];
+	__u64 n[REASON_SLOTS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct reply_key);
+	__type(value, struct reply_val);
+} reply_drops SEC(".maps");
+
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 #define IPPROTO_ICMP 1
@@ -92,27 +119,33 @@ static __always_inline int in_netns(struct sk_buff *skb)
 	return ino != 0 && ino == netns_ino;
 }
 
-/* transport finds skb's transport protocol and header offset from its
- * network header, which the receive path has set; it returns -1 for what is
- * not IPv4 or IPv6, a later fragment, or unreadable. Offsets are computed
- * here rather than taken from skb->transport_header, which is not yet set
- * for drops early in ip_rcv. */
-static __always_inline int transport(struct sk_buff *skb, unsigned char **th)
+/* What classify learns of a packet of ours. */
+struct pkt {
+	int kind;
+	__u16 port; /* the local port, or the echo Identifier */
+	__u8 family;
+	__u8 addr[16]; /* the source address */
+};
+
+/* transport finds skb's transport protocol and header from its network
+ * header nh, and its source address into p; it returns -1 for what is not
+ * IPv4 or IPv6, a later fragment, or unreadable. Offsets are computed here
+ * rather than taken from skb->transport_header, which is not yet set for
+ * drops early in ip_rcv. */
+static __always_inline int transport(struct sk_buff *skb, unsigned char *nh, unsigned char **th, struct pkt *p)
 {
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	__u16 nh_off = BPF_CORE_READ(skb, network_header);
 	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
-	unsigned char *nh = head + nh_off;
 	__u8 b[10];
 
-	if (nh_off == (__u16)~0U)
-		return -1;
 	if (proto == ETH_P_IP) {
 		if (bpf_probe_read_kernel(b, sizeof(b), nh))
 			return -1;
 		if ((b[0] >> 4) != 4 || (((b[6] & 0x1f) << 8) | b[7]) != 0)
 			return -1; /* not IPv4, or not the first fragment */
 		*th = nh + (b[0] & 0x0f) * 4;
+		p->family = 4;
+		if (bpf_probe_read_kernel(p->addr, 4, nh + 12))
+			return -1;
 		return b[9];
 	}
 	if (proto == ETH_P_IPV6) {
@@ -121,62 +154,103 @@ static __always_inline int transport(struct sk_buff *skb, unsigned char **th)
 		if ((b[0] >> 4) != 6)
 			return -1;
 		*th = nh + 40; /* probes carry no extension headers */
+		p->family = 6;
+		if (bpf_probe_read_kernel(p->addr, 16, nh + 8))
+			return -1;
 		return b[6];
 	}
 	return -1;
 }
 
-/* classify returns the kind of a received packet of ours, or -1. */
-static __always_inline int classify(struct sk_buff *skb)
+/* classify_at fills p for a received packet of ours whose network header
+ * is nh, and returns its kind, or -1 for what is not ours. */
+static __always_inline int classify_at(struct sk_buff *skb, unsigned char *nh, struct pkt *p)
 {
 	unsigned char *th = 0;
 	__u8 h[14];
 	int proto;
 
-	if (BPF_CORE_READ(skb, skb_iif) == 0)
-		return -1; /* sent by this host, never received */
+	p->kind = -1;
 	if (!in_netns(skb))
 		return -1;
-	proto = transport(skb, &th);
+	proto = transport(skb, nh, &th, p);
 	if (proto < 0 || !th)
 		return -1;
 	if (bpf_probe_read_kernel(h, sizeof(h), th))
 		return -1;
 	switch (proto) {
 	case IPPROTO_UDP: {
-		__u16 dport = ((__u16)h[2] << 8) | h[3];
-		if (watched(dport, ROLE_REFLECTOR))
-			return KIND_PROBE_IN;
-		if (watched(dport, ROLE_UDP))
-			return KIND_REPLY_IN;
-		return -1;
+		p->port = ((__u16)h[2] << 8) | h[3];
+		if (watched(p->port, ROLE_REFLECTOR))
+			p->kind = KIND_PROBE_IN;
+		else if (watched(p->port, ROLE_UDP))
+			p->kind = KIND_REPLY_IN;
+		break;
 	}
 	case IPPROTO_ICMP:
 	case IPPROTO_ICMPV6: {
 		/* Echo Reply: type 0 (RFC 792) or 129 (RFC 4443), code 0. */
 		__u8 reply = proto == IPPROTO_ICMP ? 0 : 129;
-		__u16 id = ((__u16)h[4] << 8) | h[5];
-		if (h[0] == reply && h[1] == 0 && watched(id, ROLE_ICMP))
-			return KIND_ICMP_REPLY_IN;
-		return -1;
+		p->port = ((__u16)h[4] << 8) | h[5];
+		if (h[0] == reply && h[1] == 0 && watched(p->port, ROLE_ICMP))
+			p->kind = KIND_ICMP_REPLY_IN;
+		break;
 	}
 	case IPPROTO_TCP: {
-		__u16 dport = ((__u16)h[2] << 8) | h[3];
 		__u8 flags = h[13];
+		p->port = ((__u16)h[2] << 8) | h[3];
 		if ((flags & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST)) == (TCP_FLAG_SYN | TCP_FLAG_ACK) &&
-		    watched(dport, ROLE_TCP))
-			return KIND_TCP_SYNACK_IN;
+		    watched(p->port, ROLE_TCP))
+			p->kind = KIND_TCP_SYNACK_IN;
+		break;
+	}
+	}
+	return p->kind;
+}
+
+/* classify is classify_at for a packet being dropped, whose network header
+ * the receive path has set. */
+static __always_inline int classify(struct sk_buff *skb, struct pkt *p)
+{
+	__u16 nh_off = BPF_CORE_READ(skb, network_header);
+
+	if (BPF_CORE_READ(skb, skb_iif) == 0)
+		return -1; /* sent by this host, never received */
+	if (nh_off == (__u16)~0U)
 		return -1;
+	return classify_at(skb, BPF_CORE_READ(skb, head) + nh_off, p);
+}
+
+/* count_reply adds a drop of reason to the reply flow of p. */
+static __always_inline void count_reply(struct pkt *p, __u32 reason)
+{
+	struct reply_key k = {.port = p->port, .kind = p->kind, .family = p->family};
+	__builtin_memcpy(k.addr, p->addr, sizeof(k.addr));
+	struct reply_val *v = bpf_map_lookup_elem(&reply_drops, &k);
+	if (!v) {
+		struct reply_val zero = {};
+		bpf_map_update_elem(&reply_drops, &k, &zero, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&reply_drops, &k);
+		if (!v)
+			return; /* full */
 	}
+	for (int i = 0; i < REASON_SLOTS; i++) {
+		if (v->reason[i] == reason || v->reason[i] == 0) {
+			v->reason[i] = reason;
+			v->n[i]++; /* per CPU: no other writer */
+			return;
+		}
 	}
-	return -1;
 }
 
 static __always_inline void count(struct sk_buff *skb, __u32 reason)
 {
-	int kind = classify(skb);
+	struct pkt p = {};
+	int kind = classify(skb, &p);
 	if (kind < 0)
 		return;
+	if (kind != KIND_PROBE_IN)
+		count_reply(&p, reason);
 	struct drop_key k = {.reason = reason, .kind = kind};
 	__u64 *n = bpf_map_lookup_elem(&drops, &k);
 	if (n) {
