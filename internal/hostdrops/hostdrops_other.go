@@ -15,7 +15,7 @@ func (*kernel) drops() map[Drop]uint64 { return nil }
 func (*kernel) replyDrops(uint8, uint16, netip.Addr) map[string]uint64 {
 	return nil
 }
-func (*kernel) close() error           { return nil }
+func (*kernel) close() error { return nil }
 
 // New returns a Collector that does not run: host drops need Linux's eBPF.
 func New() *Collector {
