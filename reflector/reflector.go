@@ -76,7 +76,7 @@ type Reflector struct {
 	stateless bool
 	authKey   []byte
 	rxDelay   func(now int64, rxKernel []int64) // nil: not recorded
-	sessions  atomic.Int64 // stateful sessions over all sockets (llama_reflector_sessions)
+	sessions  atomic.Int64                      // stateful sessions over all sockets (llama_reflector_sessions)
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
