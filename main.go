@@ -176,6 +176,9 @@ func startHostDrops(on bool, reg prometheus.Registerer, logger kitlog.Logger) *h
 			level.Warn(logger).Log("msg", "host drops not counted", "err", err)
 		} else {
 			level.Info(logger).Log("msg", "counting the kernel's drops of probe traffic (--collector.host-drops)")
+			if err := c.LatencyErr(); err != nil {
+				level.Warn(logger).Log("msg", "host receive latency not measured", "err", err)
+			}
 		}
 	}
 	reg.MustRegister(c)
