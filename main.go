@@ -184,6 +184,9 @@ func startHostDrops(on bool, reg prometheus.Registerer, logger kitlog.Logger) *h
 			level.Warn(logger).Log("msg", "host drops not counted", "err", err)
 		} else {
 			level.Info(logger).Log("msg", "counting the kernel's drops of probe traffic (--collector.host-drops)")
+			if err := c.LatencyErr(); err != nil {
+				level.Warn(logger).Log("msg", "host receive latency not measured", "err", err)
+			}
 		}
 	}
 	reg.MustRegister(c)
@@ -201,10 +204,13 @@ func startReflector(f *flags, reg prometheus.Registerer, logger *slog.Logger) (*
 		}
 		authKey = k
 	}
+	rxDelay := prober.NewReceiveDelay("reflector")
+	reg.MustRegister(rxDelay)
 	refl, err := reflector.New(reflector.Config{
 		AuthKey:         authKey,
 		ListenAddresses: f.reflectorAddrs, MaxPPS: f.maxPPS, MaxPPSPerSource: f.maxPPSSource,
 		Stateless: !f.stateful, Sockets: f.reflSockets,
+		ReceiveDelay: rxDelay.ObserveBatch,
 	}, reg, logger)
 	if errors.Is(err, syscall.EACCES) {
 		return nil, fmt.Errorf("cannot bind the reflector to %v: ports below 1024 need root or CAP_NET_BIND_SERVICE; change --reflector.listen-address or run with --no-reflector", f.reflectorAddrs)
