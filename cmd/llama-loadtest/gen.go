@@ -17,6 +17,7 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
 
 	"github.com/llama-exporter/llama_exporter/stamp"
 )
@@ -75,6 +76,9 @@ type genConfig struct {
 	// socket with UDP_GRO reads it as one buffer, any other socket one
 	// datagram per probe.
 	GSO bool
+	// Rate caps the probes sent per second over all sockets; 0 leaves
+	// the loop closed, as fast as the reflector answers.
+	Rate float64
 }
 
 // gsoMaxSegments is the most datagrams sent in one GSO write (the kernel's
@@ -127,6 +131,8 @@ type genSocket struct {
 	rtts    []time.Duration // sampled while measuring
 	sampleN int
 	err     error
+
+	lim *rate.Limiter // the generator's, shared; nil without --rate
 }
 
 // generator drives a reflector closed-loop over several sockets.
@@ -142,6 +148,10 @@ type generator struct {
 func newGenerator(cfg genConfig) (*generator, error) {
 	g := &generator{cfg: cfg}
 	epoch := time.Now()
+	var lim *rate.Limiter
+	if cfg.Rate > 0 {
+		lim = rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Window)
+	}
 	for i := range cfg.Sockets {
 		conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(cfg.Target))
 		if err != nil {
@@ -161,7 +171,7 @@ func newGenerator(cfg genConfig) (*generator, error) {
 			cfg: &g.cfg, conn: conn, io: bio, ssid: uint16(i + 1),
 			epoch: epoch, ring: make([]slot, ringSize),
 			rm: newMmsgs(max(cfg.Window, 64), 2048),
-			sm: newMmsgs(cfg.Window, cfg.PacketSize),
+			sm: newMmsgs(cfg.Window, cfg.PacketSize), lim: lim,
 		}
 		if cfg.GSO {
 			if err := setGSO(conn, cfg.PacketSize); err != nil {
@@ -274,6 +284,14 @@ func (s *genSocket) run(g *generator) error {
 			deadline = now.Add(50 * time.Millisecond)
 			s.conn.SetReadDeadline(deadline)
 		}
+		if s.lim != nil && !s.cfg.Poll && s.inflight < s.cfg.Window && !g.stopSend.Load() {
+			// Rate-limited: wake up for the next token, not only for
+			// replies.
+			if at := s.nextToken(now); at.Before(deadline) {
+				deadline = at
+				s.conn.SetReadDeadline(deadline)
+			}
+		}
 		n, err := s.io.recv(s.rm, len(s.rm.hdrs))
 		now = time.Now()
 		s.c.recvCalls.Add(1)
@@ -385,6 +403,12 @@ func (s *genSocket) fill(now time.Time) error {
 	if k <= 0 || (k < s.cfg.Window/4 && s.inflight > 0) {
 		return nil
 	}
+	if s.lim != nil {
+		k = min(k, int(s.lim.TokensAt(now)))
+		if k <= 0 || !s.lim.AllowN(now, k) {
+			return nil // another socket took the tokens
+		}
+	}
 	t := s.mono(now)
 	ts := stamp.NewTimestamp(now)
 	size := s.cfg.PacketSize
@@ -431,6 +455,14 @@ func (s *genSocket) fill(now time.Time) error {
 	s.inflight += k
 	s.c.sent.Add(uint64(k))
 	return nil
+}
+
+// nextToken returns when the rate limiter will next have a token, at least
+// 100 µs from now, so that fast rates send batches.
+func (s *genSocket) nextToken(now time.Time) time.Time {
+	need := 1 - s.lim.TokensAt(now)
+	d := time.Duration(need / float64(s.lim.Limit()) * float64(time.Second))
+	return now.Add(max(d, 100*time.Microsecond))
 }
 
 // fillGSO sends the k probes in gsoBuf as GSO writes of at most

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -150,6 +151,8 @@ func TestReflectorFlags(t *testing.T) {
 		"nothing to measure":  func(m *reflectorMode) { m.Baseline = "none" },
 		"bad cpu list":        func(m *reflectorMode) { m.CPUReflector = "x" },
 		"inprocess same core": func(m *reflectorMode) { m.Baseline = "inprocess"; m.CPUReflector = "0" },
+		"negative rate":       func(m *reflectorMode) { m.Rate = -1 },
+		"compare, no binary":  func(m *reflectorMode) { m.CompareArgs = "--collector.host-drops" },
 	} {
 		m := ok
 		mutate(&m)
@@ -325,5 +328,44 @@ func TestPlainProber(t *testing.T) {
 	}
 	if _, err := parsePlainResult([]byte("no result\n")); err == nil {
 		t.Error("a log without a result line parsed")
+	}
+}
+
+// TestGeneratorRate runs the generator with --rate against an echo loop:
+// it never sends more than the token bucket allows (its burst, --window,
+// plus the rate times the time since it started), and the echoes come
+// back.
+func TestGeneratorRate(t *testing.T) {
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { echoLoop(conn); close(done) }()
+	defer func() { conn.Close(); <-done }()
+	const rate, window = 2000, 8
+	start := time.Now()
+	g, err := newGenerator(genConfig{Target: conn.LocalAddr().(*net.UDPAddr).AddrPort(), Kind: replyEcho,
+		Sockets: 2, Window: window, PacketSize: 44, LossTimeout: time.Second, SampleEvery: 1, Rate: rate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.start()
+	deadline := time.Now().Add(10 * time.Second)
+	for g.totals().Received < 200 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	sent := g.totals().Sent
+	limit := window + rate*time.Since(start).Seconds()
+	if err := g.stop(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	tot := g.totals()
+	t.Logf("sent %d (at most %.0f allowed), received %d", sent, limit, tot.Received)
+	if float64(sent) > limit {
+		t.Errorf("sent %d probes, more than the %.0f the rate allows", sent, limit)
+	}
+	if tot.Received < 200 {
+		t.Errorf("received %d echoes, want at least 200", tot.Received)
 	}
 }
