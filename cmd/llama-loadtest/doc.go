@@ -83,7 +83,7 @@
 // medians, which helps on a machine shared with other work.
 //
 // --rate=R opens the loop: a token bucket (golang.org/x/time/rate, burst
-// --window) caps the probes sent per second over all sockets, for a load
+// --sockets times --window) caps the probes sent per second over all sockets, for a load
 // below the reflector's capacity; the window then only bounds the probes
 // outstanding. --exporter.compare-args='FLAGS' measures a second
 // llama_exporter, with FLAGS added (llama_exporter+), next to the first in

@@ -150,7 +150,9 @@ func newGenerator(cfg genConfig) (*generator, error) {
 	epoch := time.Now()
 	var lim *rate.Limiter
 	if cfg.Rate > 0 {
-		lim = rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Window)
+		// A burst of every probe that may be outstanding: a socket that
+		// wakes up late sends what it missed rather than losing it.
+		lim = rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Sockets*cfg.Window)
 	}
 	for i := range cfg.Sockets {
 		conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(cfg.Target))

@@ -332,9 +332,9 @@ func TestPlainProber(t *testing.T) {
 }
 
 // TestGeneratorRate runs the generator with --rate against an echo loop:
-// it never sends more than the token bucket allows (its burst, --window,
-// plus the rate times the time since it started), and the echoes come
-// back.
+// it never sends more than the token bucket allows (its burst, --sockets
+// times --window, plus the rate times the time since it started), and the
+// echoes come back.
 func TestGeneratorRate(t *testing.T) {
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -343,10 +343,10 @@ func TestGeneratorRate(t *testing.T) {
 	done := make(chan struct{})
 	go func() { echoLoop(conn); close(done) }()
 	defer func() { conn.Close(); <-done }()
-	const rate, window = 2000, 8
+	const rate, sockets, window = 2000, 2, 8
 	start := time.Now()
 	g, err := newGenerator(genConfig{Target: conn.LocalAddr().(*net.UDPAddr).AddrPort(), Kind: replyEcho,
-		Sockets: 2, Window: window, PacketSize: 44, LossTimeout: time.Second, SampleEvery: 1, Rate: rate})
+		Sockets: sockets, Window: window, PacketSize: 44, LossTimeout: time.Second, SampleEvery: 1, Rate: rate})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +356,7 @@ func TestGeneratorRate(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	sent := g.totals().Sent
-	limit := window + rate*time.Since(start).Seconds()
+	limit := sockets*window + rate*time.Since(start).Seconds()
 	if err := g.stop(time.Second); err != nil {
 		t.Fatal(err)
 	}

@@ -60,7 +60,7 @@ func addReflectorCmd(app *kingpin.Application) *reflectorMode {
 	c.Flag("rounds", "Measure baseline and llama_exporter this many times, alternating.").Default("1").IntVar(&m.Rounds)
 	c.Flag("generator", "poll: the generator busy-polls its sockets (its CPU then reads 100%; see empty receive calls for its headroom); block: it sleeps in the netpoller between replies.").Default("block").EnumVar(&m.Generator, "poll", "block")
 	c.Flag("gso", "Send each batch of probes as one UDP GSO write (UDP_SEGMENT); a reflector socket without UDP_GRO receives one datagram per probe, one with UDP_GRO the train as one buffer.").Default("true").BoolVar(&m.GSO)
-	c.Flag("rate", "Probes per second over all sockets, at most (token bucket of --window); 0: closed loop, as fast as the reflector answers. For a load below capacity.").Default("0").Float64Var(&m.Rate)
+	c.Flag("rate", "Probes per second over all sockets, at most (a token bucket of --sockets times --window); 0: closed loop, as fast as the reflector answers. For a load below capacity.").Default("0").Float64Var(&m.Rate)
 	c.Flag("exporter.compare-args", "Also measure llama_exporter with these extra flags (as llama_exporter+), next to llama_exporter in every round (after it in odd rounds, before it in even ones), e.g. '--collector.host-drops'; the summary gives its ratio.").StringVar(&m.CompareArgs)
 	c.Flag("sample-every", "Keep the RTT of one reply in this many.").Default("16").IntVar(&m.SampleEvery)
 	return m
