@@ -257,23 +257,6 @@ func scrapeTimeout(r *http.Request, offset time.Duration) (time.Duration, error)
 	return t, nil
 }
 
-// waitFirst waits until the session's first probe is decided (answered or
-// timed out) or ctx ends, whichever is first.
-func (s *Session) waitFirst(ctx context.Context) {
-	select {
-	case <-s.sentFirst: // the scheduler sends it at once
-	case <-ctx.Done():
-		return
-	}
-	t := time.NewTimer(time.Duration(s.firstProbeDeadline() - mono()))
-	defer t.Stop()
-	select {
-	case <-s.decided:
-	case <-ctx.Done():
-	case <-t.C: // timed out: Snapshot's sweep decides it as lost
-	}
-}
-
 // writeDebug writes the human-readable debug page of a session.
 func writeDebug(w http.ResponseWriter, s *Session, sn Snapshot, mod *config.Module) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")

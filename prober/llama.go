@@ -73,3 +73,12 @@ func parseLegacySignature(sig *[legacy.SignatureLen]byte) (ssid uint16, seq uint
 	}
 	return binary.BigEndian.Uint16(sig[0:2]), binary.BigEndian.Uint32(sig[2:6]), true
 }
+
+// quotedSeq reads the sequence number from the signature, the first field
+// of our legacy probes: tag, length, then SSID (2) and sequence number (4).
+func (*llamaProtocol) quotedSeq(q []byte) (uint32, bool) {
+	if len(q) < 8 || q[0] != 0x0a || q[1] != legacy.SignatureLen {
+		return 0, false
+	}
+	return binary.BigEndian.Uint32(q[4:8]), true
+}

@@ -1,7 +1,6 @@
 package prober
 
 import (
-	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
-	"github.com/llama-exporter/llama_exporter/legacy"
 )
 
 // traceSeqFlag marks the sequence numbers of trace probes, which the tracer
@@ -447,24 +445,6 @@ func (p *pool) unregisterTraceLocked(s *Session, dst netip.AddrPort) {
 	if k := (demuxKey{dst, uint16(s.paths.ssid.Load())}); p.sessions[k] == s {
 		delete(p.sessions, k)
 	}
-}
-
-// quotedSeq reads the Sequence Number that starts every STAMP
-// Session-Sender packet (RFC 8762 §4.2.1, §4.2.2).
-func (*stampProtocol) quotedSeq(q []byte) (uint32, bool) {
-	if len(q) < 4 {
-		return 0, false
-	}
-	return binary.BigEndian.Uint32(q), true
-}
-
-// quotedSeq reads the sequence number from the signature, the first field
-// of our legacy probes: tag, length, then SSID (2) and sequence number (4).
-func (*llamaProtocol) quotedSeq(q []byte) (uint32, bool) {
-	if len(q) < 8 || q[0] != 0x0a || q[1] != legacy.SignatureLen {
-		return 0, false
-	}
-	return binary.BigEndian.Uint32(q[4:8]), true
 }
 
 // tracerLocked returns the process's tracer, starting it on first use.

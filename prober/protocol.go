@@ -178,3 +178,13 @@ func init() {
 		config.RegisterProber(name, p.Spec)
 	}
 }
+
+// UnavailableError is Manager.Get's error when a module's prober cannot
+// work on this host at all, such as an icmp module where the process may
+// open neither ping nor raw sockets. Its message names what is missing;
+// the /probe handler answers 500 with it.
+type UnavailableError struct{ Err error }
+
+func (e *UnavailableError) Error() string { return e.Err.Error() }
+
+func (e *UnavailableError) Unwrap() error { return e.Err }

@@ -1,6 +1,7 @@
 package prober
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"slices"
@@ -692,4 +693,21 @@ func (s *Session) recent(n int) []slot {
 		out = append(out, s.slots[seq%uint32(len(s.slots))])
 	}
 	return out
+}
+
+// waitFirst waits until the session's first probe is decided (answered or
+// timed out) or ctx ends, whichever is first.
+func (s *Session) waitFirst(ctx context.Context) {
+	select {
+	case <-s.sentFirst: // the scheduler sends it at once
+	case <-ctx.Done():
+		return
+	}
+	t := time.NewTimer(time.Duration(s.firstProbeDeadline() - mono()))
+	defer t.Stop()
+	select {
+	case <-s.decided:
+	case <-ctx.Done():
+	case <-t.C: // timed out: Snapshot's sweep decides it as lost
+	}
 }

@@ -1,6 +1,7 @@
 package prober
 
 import (
+	"encoding/binary"
 	"time"
 
 	"github.com/llama-exporter/llama_exporter/config"
@@ -140,4 +141,13 @@ func receivedDSCP(tlvs []byte) int {
 		return -1
 	}
 	return int(cos.DSCP2)
+}
+
+// quotedSeq reads the Sequence Number that starts every STAMP
+// Session-Sender packet (RFC 8762 §4.2.1, §4.2.2).
+func (*stampProtocol) quotedSeq(q []byte) (uint32, bool) {
+	if len(q) < 4 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint32(q), true
 }
