@@ -171,7 +171,7 @@ func TestTWAMPLightInterop(t *testing.T) {
 func checkDwell(t *testing.T, s *Session, held time.Duration, sn Snapshot) {
 	t.Helper()
 	s.mu.Lock()
-	n, sum := s.dwellHist.count, s.dwellHist.sum
+	n, sum := s.dwellHist.Count()
 	s.mu.Unlock()
 	if n == 0 {
 		t.Fatal("no dwell time observed")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/llama-exporter/llama_exporter/config"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
+	"github.com/llama-exporter/llama_exporter/prober/internal/histogram"
 )
 
 // epoch anchors the monotonic clock: every session time is nanoseconds
@@ -132,9 +133,9 @@ type Session struct {
 	ssid   atomic.Uint32 // RFC 8972 SSID, 16 bits; changes only on an address change
 	pool   *pool
 
-	interval, timeout, window int64      // ns
-	created                   int64      // monotonic ns
-	hist, dwellHist           *histogram // RTT and reflector dwell; guarded by mu
+	interval, timeout, window int64                // ns
+	created                   int64                // monotonic ns
+	hist, dwellHist           *histogram.Histogram // RTT and reflector dwell; guarded by mu
 
 	lastScrape atomic.Int64 // monotonic ns of the last scrape that named it
 	closed     atomic.Bool
@@ -189,8 +190,8 @@ func newSession(module string, cfg *config.Module, target, host string, port uin
 		sentFirst: make(chan struct{}),
 		flows:     make([]flowState, cfg.Flows),
 		hops:      -1,
-		hist:      newHistogram(descRTT, cfg.Buckets(), epoch.Add(time.Duration(now))),
-		dwellHist: newHistogram(descDwell, DefaultDwellBuckets, epoch.Add(time.Duration(now))),
+		hist:      histogram.New(descRTT, cfg.Buckets(), epoch.Add(time.Duration(now))),
+		dwellHist: histogram.New(descDwell, DefaultDwellBuckets, epoch.Add(time.Duration(now))),
 		paths:     newPathState(cfg),
 		proto:     Probers[cfg.Prober],
 	}
@@ -394,10 +395,10 @@ func (s *Session) onReply(r *reply) bool {
 	s.c.Received++
 	s.win.lastReceivedSentTime = max(s.win.lastReceivedSentTime, sl.sent)
 	s.reorderLocked(r, sl)
-	s.hist.observe(float64(rtt) / 1e9)
+	s.hist.Observe(float64(rtt) / 1e9)
 	if dwell {
 		s.carried.Timestamps = true
-		s.dwellHist.observe(float64(r.dwell) / 1e9)
+		s.dwellHist.Observe(float64(r.dwell) / 1e9)
 	}
 	s.directionLocked(r, sl)
 	s.pathLocked(r)
@@ -655,7 +656,7 @@ func (s *Session) Snapshot() Snapshot { return s.snapshot(mono()) }
 func (s *Session) histogramMetrics() (rtt, dwell prometheus.Metric) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.hist.metric(), s.dwellHist.metric()
+	return s.hist.Metric(), s.dwellHist.Metric()
 }
 
 // snapshot is Snapshot at monotonic time now. Its cost does not depend
