@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/prober/internal/window"
 )
 
 // defaultScrapeTimeout applies when Prometheus sends no
@@ -278,15 +279,15 @@ func writeDebug(w http.ResponseWriter, s *Session, sn Snapshot, mod *config.Modu
 	b.WriteString("Recent probes (newest first):\n  seq        flow  age         state     rtt\n")
 	now := mono()
 	for _, sl := range s.recent(20) {
-		state := [...]string{"empty", "pending", "received", "lost"}[sl.state]
-		if sl.late {
+		state := [...]string{"empty", "pending", "received", "lost"}[sl.State]
+		if sl.Late {
 			state += "+late"
 		}
 		rtt := "-"
-		if sl.state == stateReceived {
-			rtt = time.Duration(sl.rtt).String()
+		if sl.State == window.Received {
+			rtt = time.Duration(sl.RTT).String()
 		}
-		fmt.Fprintf(&b, "  %-10d %-5d %-11s %-9s %s\n", sl.seq, sl.flow, time.Duration(now-sl.sent).Round(time.Microsecond), state, rtt)
+		fmt.Fprintf(&b, "  %-10d %-5d %-11s %-9s %s\n", sl.Seq, sl.Flow, time.Duration(now-sl.Sent).Round(time.Microsecond), state, rtt)
 	}
 	if s.paths != nil {
 		writePathDebug(&b, s, &sn)

@@ -14,6 +14,7 @@ import (
 	"github.com/llama-exporter/llama_exporter/config"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
 	"github.com/llama-exporter/llama_exporter/prober/internal/histogram"
+	"github.com/llama-exporter/llama_exporter/prober/internal/window"
 )
 
 // epoch anchors the monotonic clock: every session time is nanoseconds
@@ -23,41 +24,6 @@ var epoch = time.Now()
 
 // mono returns monotonic nanoseconds since process start.
 func mono() int64 { return int64(time.Since(epoch)) }
-
-// probeState is the fate of one probe.
-type probeState uint8
-
-const (
-	stateEmpty    probeState = iota // slot never used
-	statePending                    // sent, no reply, timeout not reached
-	stateReceived                   // answered within timeout
-	stateLost                       // no reply within timeout
-)
-
-// lossDirection says where a lost probe was lost, learnt from a stateful
-// reflector's sequence numbers (RFC 8762 §4.3.1).
-type lossDirection uint8
-
-const (
-	dirUnknown  lossDirection = iota
-	dirForward                // never reached the reflector
-	dirBackward               // reflected, the reply was lost
-)
-
-// slot is one probe in a session's ring. 48 octets, no pointers.
-type slot struct {
-	sent      int64 // monotonic ns at send (user-space T1)
-	arr       int64 // reply's arrival, Unix ns (kernel receive timestamp)
-	txKernel  int64 // kernel software TX timestamp, Unix ns; 0 if none
-	rtt       int64 // ns, (T4 - T1) - (T3 - T2), when received
-	seq       uint32
-	t1        uint32 // low 32 bits of the T1 the probe carries, Unix ns
-	flow      uint16
-	state     probeState
-	dir       lossDirection
-	late      bool // a reply came after timeout
-	reordered bool // counted as reordered
-}
 
 // Counters are a session's cumulative counts since it started.
 type Counters struct {
@@ -148,7 +114,7 @@ type Session struct {
 	src        netip.Addr
 	resolvedAt int64
 	resolving  bool
-	slots      []slot
+	slots      []window.Slot
 	next       uint32 // sequence number of the next probe
 	swept      uint32 // every probe below swept is decided
 	c          Counters
@@ -165,11 +131,11 @@ type Session struct {
 	kernelTS   bool        // the last answered probe used kernel timestamps
 	flowSent   []uint64    // per flow, with flow_metrics
 	flowLost   []uint64
-	inFlight   int         // probes sent and not yet decided
-	win        windowState // summary of the decided probes in the window
-	paths      *pathState  // per-flow path tracing; nil without path_trace
-	proto      *Prober     // the module's protocol: what its replies can carry
-	carried    Carried     // what the replies did carry
+	inFlight   int          // probes sent and not yet decided
+	win        window.State // summary of the decided probes in the window
+	paths      *pathState   // per-flow path tracing; nil without path_trace
+	proto      *Prober      // the module's protocol: what its replies can carry
+	carried    Carried      // what the replies did carry
 }
 
 // DefaultDwellBuckets are the classic buckets of
@@ -184,7 +150,7 @@ func newSession(module string, cfg *config.Module, target, host string, port uin
 		Module: module, Target: target, cfg: cfg, host: host, port: port,
 		interval: int64(cfg.Interval), timeout: int64(cfg.Timeout), window: int64(cfg.Window),
 		created: now, dst: dst, src: sourceFor(cfg, dst.Addr()), resolvedAt: now,
-		slots:     make([]slot, n),
+		slots:     make([]window.Slot, n),
 		firstSent: -1,
 		decided:   make(chan struct{}),
 		sentFirst: make(chan struct{}),
@@ -202,7 +168,7 @@ func newSession(module string, cfg *config.Module, target, host string, port uin
 		s.flowSent = make([]uint64, cfg.Flows)
 		s.flowLost = make([]uint64, cfg.Flows)
 	}
-	s.win = newWindowState(cfg.Flows, cfg.FlowMetrics || cfg.PathTrace != nil)
+	s.win = window.NewState(cfg.Flows, cfg.FlowMetrics || cfg.PathTrace != nil)
 	s.lastScrape.Store(now)
 	return s
 }
@@ -247,24 +213,24 @@ func (s *Session) recordSendAt(now, t1 int64) (seq uint32, flow int, dst netip.A
 	// The ring spans window + timeout, so the slot about to be reused has
 	// left the window already; should it not have (a stalled clock), it
 	// is decided and let go now rather than silently overwritten.
-	for seq-s.win.tail >= n {
-		if s.win.head == s.win.tail {
-			if old := s.slotAt(s.win.head); old.state == statePending {
+	for seq-s.win.Tail >= n {
+		if s.win.Head == s.win.Tail {
+			if old := s.slotAt(s.win.Head); old.State == window.Pending {
 				s.markLostLocked(old)
 			}
-			s.enterLocked(s.slotAt(s.win.head))
-			s.win.head++
+			s.enterLocked(s.slotAt(s.win.Head))
+			s.win.Head++
 		}
-		s.leaveLocked(s.slotAt(s.win.tail))
-		s.win.tail++
+		s.leaveLocked(s.slotAt(s.win.Tail))
+		s.win.Tail++
 	}
 	s.next++
 	flow = int(seq % uint32(s.cfg.Flows))
 	sl := s.slotAt(seq)
-	if sl.state == statePending {
+	if sl.State == window.Pending {
 		s.markLostLocked(sl)
 	}
-	*sl = slot{seq: seq, flow: uint16(flow), sent: now, t1: uint32(t1), state: statePending}
+	*sl = window.Slot{Seq: seq, Flow: uint16(flow), Sent: now, T1: uint32(t1), State: window.Pending}
 	if s.next-s.swept > n {
 		s.swept = s.next - n
 	}
@@ -287,8 +253,8 @@ func (s *Session) onTxTimestamp(seq uint32, ts int64) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if sl := s.slotLocked(seq); sl != nil && sl.state == statePending {
-		sl.txKernel = ts
+	if sl := s.slotLocked(seq); sl != nil && sl.State == window.Pending {
+		sl.TxKernel = ts
 	}
 }
 
@@ -299,17 +265,17 @@ func (s *Session) awaitsTxTimestamp(seq uint32) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sl := s.slotLocked(seq)
-	return sl != nil && sl.state == statePending && sl.txKernel == 0
+	return sl != nil && sl.State == window.Pending && sl.TxKernel == 0
 }
 
 // slotLocked returns probe seq's slot, or nil if it was never sent or its
 // slot has been reused.
-func (s *Session) slotLocked(seq uint32) *slot {
+func (s *Session) slotLocked(seq uint32) *window.Slot {
 	if seq >= s.next || s.next-seq > uint32(len(s.slots)) {
 		return nil
 	}
 	sl := &s.slots[seq%uint32(len(s.slots))]
-	if sl.seq != seq || sl.state == stateEmpty {
+	if sl.Seq != seq || sl.State == window.Empty {
 		return nil
 	}
 	return sl
@@ -321,10 +287,10 @@ func (s *Session) sent(seq uint32, t1 int64) (ours, pending bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sl := s.slotLocked(seq)
-	if sl == nil || t1 == 0 || sl.t1 != uint32(t1) {
+	if sl == nil || t1 == 0 || sl.T1 != uint32(t1) {
 		return false, false
 	}
-	return true, sl.state == statePending
+	return true, sl.State == window.Pending
 }
 
 // onReply accounts for one reply. Each probe is decided at most once;
@@ -340,29 +306,29 @@ func (s *Session) onReply(r *reply) bool {
 	if sl == nil {
 		return false
 	}
-	switch sl.state {
-	case stateReceived:
+	switch sl.State {
+	case window.Received:
 		s.c.Duplicated++
 		return true
-	case stateLost:
-		if sl.late {
+	case window.Lost:
+		if sl.Late {
 			s.c.Duplicated++
 		} else {
-			sl.late = true
+			sl.Late = true
 			s.c.Late++
 		}
 		return true
 	}
-	if r.t4 < sl.sent && r.read >= sl.sent {
+	if r.t4 < sl.Sent && r.read >= sl.Sent {
 		// The kernel's receive timestamp puts the arrival before T1: the
 		// wall clock stepped forward between arrival and read (by less than
 		// maxReadDelay, or arrival would have caught it). The read time is
 		// the next best bound; a step must not turn an answer into a loss.
 		r.t4 = r.read
 	}
-	elapsed := r.t4 - sl.sent
-	if elapsed > s.timeout || r.t4 < sl.sent {
-		sl.late = true
+	elapsed := r.t4 - sl.Sent
+	if elapsed > s.timeout || r.t4 < sl.Sent {
+		sl.Late = true
 		s.c.Late++
 		s.markLostLocked(sl)
 		return true
@@ -375,7 +341,7 @@ func (s *Session) onReply(r *reply) bool {
 	// measured itself (a TCP handshake's SYN to SYN-ACK) is trusted alike.
 	if r.rtt > 0 && r.rtt <= elapsed {
 		rtt, s.kernelTS = r.rtt, true
-	} else if k := r.rxKernel - sl.txKernel; sl.txKernel != 0 && r.rxKernel != 0 && k > 0 && k <= elapsed {
+	} else if k := r.rxKernel - sl.TxKernel; sl.TxKernel != 0 && r.rxKernel != 0 && k > 0 && k <= elapsed {
 		rtt = k
 		s.kernelTS = true
 	} else {
@@ -390,10 +356,10 @@ func (s *Session) onReply(r *reply) bool {
 	} else if s.proto.ReflectorTimestamps && r.stamps != StampsNone {
 		s.c.TimestampsInvalid++ // the RTT includes the dwell: say so
 	}
-	sl.state, sl.rtt = stateReceived, rtt
+	sl.State, sl.RTT = window.Received, rtt
 	s.inFlight--
 	s.c.Received++
-	s.win.lastReceivedSentTime = max(s.win.lastReceivedSentTime, sl.sent)
+	s.win.LastReceivedSent = max(s.win.LastReceivedSent, sl.Sent)
 	s.reorderLocked(r, sl)
 	s.hist.Observe(float64(rtt) / 1e9)
 	if dwell {
@@ -420,12 +386,12 @@ var epochUnix = epoch.UnixNano()
 // timestamp where there is one: replies of different flows are read by
 // different goroutines, so the order they are processed in is not the order
 // they arrived in, and either may come first. In order, neither scan runs.
-func (s *Session) reorderLocked(r *reply, sl *slot) {
+func (s *Session) reorderLocked(r *reply, sl *window.Slot) {
 	arr := r.rxKernel
 	if arr == 0 {
 		arr = epochUnix + r.t4
 	}
-	sl.arr = arr
+	sl.Arrival = arr
 	if !s.anyReply {
 		s.anyReply = true
 		s.maxSeq, s.maxArr = r.seq, arr
@@ -434,7 +400,7 @@ func (s *Session) reorderLocked(r *reply, sl *slot) {
 	if r.seq < s.maxSeq {
 		// Did a higher-numbered reply, already processed, arrive first?
 		for j := r.seq + 1; j != s.maxSeq+1; j++ {
-			if o := s.slotLocked(j); o != nil && o.state == stateReceived && o.arr < arr {
+			if o := s.slotLocked(j); o != nil && o.State == window.Received && o.Arrival < arr {
 				s.markReorderedLocked(sl)
 				break
 			}
@@ -449,7 +415,7 @@ func (s *Session) reorderLocked(r *reply, sl *slot) {
 			if o == nil {
 				break
 			}
-			if o.state == stateReceived && o.arr > arr {
+			if o.State == window.Received && o.Arrival > arr {
 				s.markReorderedLocked(o)
 			}
 		}
@@ -457,9 +423,9 @@ func (s *Session) reorderLocked(r *reply, sl *slot) {
 	s.maxArr = max(s.maxArr, arr)
 }
 
-func (s *Session) markReorderedLocked(sl *slot) {
-	if !sl.reordered {
-		sl.reordered = true
+func (s *Session) markReorderedLocked(sl *window.Slot) {
+	if !sl.Reordered {
+		sl.Reordered = true
 		s.c.Reordered++
 	}
 }
@@ -469,14 +435,14 @@ func (s *Session) markReorderedLocked(sl *slot) {
 // §4.3.1). Each flow is its own reflector session (5-tuple), so per flow
 // the probes between two answered ones that the reflector did not count
 // were lost forward, the others backward.
-func (s *Session) directionLocked(r *reply, sl *slot) {
+func (s *Session) directionLocked(r *reply, sl *window.Slot) {
 	if r.reflSeq != r.seq {
 		s.stateful = true // a stateless reflector copies our number
 	}
 	// The per-flow state is kept from the first reply on, so that the
 	// first gaps are attributed even though statefulness shows only later.
 	flows := uint32(s.cfg.Flows)
-	f := &s.flows[sl.flow]
+	f := &s.flows[sl.Flow]
 	k := r.seq / flows
 	if !f.have || r.reflSeq < f.r || k <= f.k {
 		if !f.have || r.reflSeq < f.r {
@@ -490,18 +456,18 @@ func (s *Session) directionLocked(r *reply, sl *slot) {
 		fwd = 0 // duplicates reached the reflector: nothing lost forward
 	}
 	for i := uint32(1); i <= gap && s.stateful; i++ {
-		g := s.slotLocked((f.k+i)*flows + uint32(sl.flow))
-		if g == nil || g.dir != dirUnknown {
+		g := s.slotLocked((f.k+i)*flows + uint32(sl.Flow))
+		if g == nil || g.Dir != window.DirUnknown {
 			continue
 		}
-		g.dir = dirBackward
+		g.Dir = window.DirBackward
 		if i <= fwd {
-			g.dir = dirForward
+			g.Dir = window.DirForward
 		}
-		if g.state == stateLost {
+		if g.State == window.Lost {
 			s.countDirectionLocked(g)
-			if s.inWindowLocked(g.seq) {
-				s.win.countDirection(g.dir, int(g.flow), 1)
+			if s.inWindowLocked(g.Seq) {
+				s.win.CountDirection(g.Dir, int(g.Flow), 1)
 			}
 		}
 	}
@@ -536,22 +502,22 @@ func (s *Session) pathLocked(r *reply) {
 }
 
 // markLostLocked decides sl as lost.
-func (s *Session) markLostLocked(sl *slot) {
-	sl.state = stateLost
+func (s *Session) markLostLocked(sl *window.Slot) {
+	sl.State = window.Lost
 	s.inFlight--
 	s.c.Lost++
 	if s.flowLost != nil {
-		s.flowLost[sl.flow]++
+		s.flowLost[sl.Flow]++
 	}
 	s.countDirectionLocked(sl)
 	s.markDecidedLocked()
 }
 
-func (s *Session) countDirectionLocked(sl *slot) {
-	switch sl.dir {
-	case dirForward:
+func (s *Session) countDirectionLocked(sl *window.Slot) {
+	switch sl.Dir {
+	case window.DirForward:
 		s.c.ForwardLost++
-	case dirBackward:
+	case window.DirBackward:
 		s.c.BackwardLost++
 	}
 }
@@ -561,8 +527,8 @@ func (s *Session) sweepLocked(now int64) {
 	n := uint32(len(s.slots))
 	for s.swept != s.next {
 		sl := &s.slots[s.swept%n]
-		if sl.state == statePending {
-			if now-sl.sent <= s.timeout {
+		if sl.State == window.Pending {
+			if now-sl.Sent <= s.timeout {
 				return // later probes were sent later still
 			}
 			s.markLostLocked(sl)
@@ -572,11 +538,11 @@ func (s *Session) sweepLocked(now int64) {
 }
 
 // slotAt returns the ring slot of sequence number seq.
-func (s *Session) slotAt(seq uint32) *slot { return &s.slots[seq%uint32(len(s.slots))] }
+func (s *Session) slotAt(seq uint32) *window.Slot { return &s.slots[seq%uint32(len(s.slots))] }
 
 // inWindowLocked reports whether probe seq is in the window now.
 func (s *Session) inWindowLocked(seq uint32) bool {
-	return seq-s.win.tail < s.win.head-s.win.tail
+	return seq-s.win.Tail < s.win.Head-s.win.Tail
 }
 
 // advanceLocked decides timed-out probes and moves the window to now:
@@ -586,49 +552,49 @@ func (s *Session) advanceLocked(now int64) {
 	s.sweepLocked(now)
 	end := now - s.timeout
 	start := end - s.window
-	for s.win.head != s.next {
-		sl := s.slotAt(s.win.head)
-		if sl.sent >= end {
+	for s.win.Head != s.next {
+		sl := s.slotAt(s.win.Head)
+		if sl.Sent >= end {
 			break
 		}
 		s.enterLocked(sl)
-		s.win.head++
+		s.win.Head++
 	}
-	for s.win.tail != s.win.head {
-		sl := s.slotAt(s.win.tail)
-		if sl.sent >= start {
+	for s.win.Tail != s.win.Head {
+		sl := s.slotAt(s.win.Tail)
+		if sl.Sent >= start {
 			break
 		}
 		s.leaveLocked(sl)
-		s.win.tail++
+		s.win.Tail++
 	}
 }
 
 // enterLocked adds decided probe sl, the next in sequence, to the window,
 // with its IPDV against the newest answered probe already there.
-func (s *Session) enterLocked(sl *slot) {
-	if sl.state == stateReceived && s.win.hasNewest {
-		s.win.ipdv(s.slotAt(s.win.newest).rtt, sl.rtt, 1)
+func (s *Session) enterLocked(sl *window.Slot) {
+	if sl.State == window.Received && s.win.HasNewest {
+		s.win.IPDV(s.slotAt(s.win.Newest).RTT, sl.RTT, 1)
 	}
-	s.win.enter(sl)
-	if s.paths != nil && sl.state == stateLost {
-		s.paths.lost(int(sl.flow), sl.sent)
+	s.win.Enter(sl)
+	if s.paths != nil && sl.State == window.Lost {
+		s.paths.lost(int(sl.Flow), sl.Sent)
 	}
 }
 
 // leaveLocked removes sl, the oldest probe in the window. Finding the next
 // answered probe skips lost ones once each, so it is amortised O(1).
-func (s *Session) leaveLocked(sl *slot) {
-	var next *slot
-	if sl.state == stateReceived {
-		for q := sl.seq + 1; q != s.win.head; q++ {
-			if c := s.slotAt(q); c.state == stateReceived {
+func (s *Session) leaveLocked(sl *window.Slot) {
+	var next *window.Slot
+	if sl.State == window.Received {
+		for q := sl.Seq + 1; q != s.win.Head; q++ {
+			if c := s.slotAt(q); c.State == window.Received {
 				next = c
 				break
 			}
 		}
 	}
-	s.win.leave(sl, next)
+	s.win.Leave(sl, next)
 }
 
 func (s *Session) markDecidedLocked() {
@@ -670,12 +636,12 @@ func (s *Session) snapshot(now int64) Snapshot {
 	snap := Snapshot{
 		Counters: s.c, Dst: s.dst, Src: s.src, InFlight: s.inFlight,
 		Stateful: s.stateful, Hops: s.hops, Carried: s.carried, KernelTimestamps: s.kernelTS,
-		Success: s.win.lastReceivedSentTime >= start,
+		Success: s.win.LastReceivedSent >= start,
 	}
 	if s.firstSent >= 0 && s.firstSent <= end {
 		snap.Window = float64(end-max(start, s.firstSent)) / 1e9
 	}
-	s.win.fill(&snap)
+	s.win.Fill(&snap.Summary)
 	if s.flowSent != nil {
 		snap.FlowSent = slices.Clone(s.flowSent)
 		snap.FlowLost = slices.Clone(s.flowLost)
@@ -685,10 +651,10 @@ func (s *Session) snapshot(now int64) Snapshot {
 
 // recent returns up to n of the newest probes, newest first, for debug
 // output.
-func (s *Session) recent(n int) []slot {
+func (s *Session) recent(n int) []window.Slot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]slot, 0, n)
+	out := make([]window.Slot, 0, n)
 	for i := uint32(0); i < uint32(n) && i < s.next && i < uint32(len(s.slots)); i++ {
 		seq := s.next - 1 - i
 		out = append(out, s.slots[seq%uint32(len(s.slots))])
