@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
+	"github.com/llama-exporter/llama_exporter/prober/internal/pathmodel"
 )
 
 // traceSeqFlag marks the sequence numbers of trace probes, which the tracer
@@ -105,7 +106,7 @@ func (t *tracer) run(stop <-chan struct{}) {
 
 // add starts tracing session s.
 func (t *tracer) add(s *Session) {
-	s.paths.wake = t.wake
+	s.paths.Wake = t.wake
 	t.mu.Lock()
 	t.sessions = append(t.sessions, s)
 	t.mu.Unlock()
@@ -146,7 +147,7 @@ func (t *tracer) plan(fam int, now int64) (tracePlan, bool) {
 		return tracePlan{}, false
 	}
 	t.next[fam] = now + int64(traceGap)
-	p := tracePlan{s: s, fc: cs[flow], flow: flow, n: s.paths.begin(flow, now), dst: s.Dst()}
+	p := tracePlan{s: s, fc: cs[flow], flow: flow, n: s.paths.Begin(flow, now), dst: s.Dst()}
 	if t.seq+uint32(p.n) >= traceSeqFlag {
 		t.seq = 0 // 2^31 hop probes later: their numbers start again
 	}
@@ -162,7 +163,7 @@ func (t *tracer) plan(fam int, now int64) (tracePlan, bool) {
 // pick returns the session and flow of family fam most due for a trace
 // (see pathState.candidate). Closed sessions are dropped.
 func (t *tracer) pick(fam int, now int64) (best *Session, flow int) {
-	bestClass, bestRank := traceNotDue, int64(0)
+	bestClass, bestRank := pathmodel.ClassNotDue, int64(0)
 	live := t.sessions[:0]
 	for _, s := range t.sessions {
 		if s.closed.Load() {
@@ -172,8 +173,8 @@ func (t *tracer) pick(fam int, now int64) (best *Session, flow int) {
 		if family(s.Dst().Addr()) != fam {
 			continue
 		}
-		f, c, rank := s.paths.candidate(now)
-		if c < bestClass || c == bestClass && c != traceNotDue && rank < bestRank {
+		f, c, rank := s.paths.Candidate(now)
+		if c < bestClass || c == bestClass && c != pathmodel.ClassNotDue && rank < bestRank {
 			best, flow, bestClass, bestRank = s, f, c, rank
 		}
 	}
@@ -196,7 +197,7 @@ func (t *tracer) send(p *tracePlan) {
 		t.mu.Lock()
 		if pr, ok := t.out[seq]; ok {
 			delete(t.out, seq)
-			t.settle(pr, hopAnswer{})
+			t.settle(pr, pathmodel.Answer{})
 		}
 		t.mu.Unlock()
 	}
@@ -229,7 +230,7 @@ func (t *tracer) expire(now int64) {
 	for _, seq := range t.expired {
 		pr := t.out[seq]
 		delete(t.out, seq)
-		t.settle(pr, hopAnswer{})
+		t.settle(pr, pathmodel.Answer{})
 	}
 }
 
@@ -241,9 +242,9 @@ func expired(pr *hopProbe, now int64) bool {
 
 // settle records the fate of hop probe pr and, when it was the trace's
 // last, completes the trace. Called with t.mu held.
-func (t *tracer) settle(pr hopProbe, a hopAnswer) {
-	if pr.s.paths.settle(pr.flow, pr.ttl, a) {
-		pr.s.paths.complete(pr.flow, mono())
+func (t *tracer) settle(pr hopProbe, a pathmodel.Answer) {
+	if pr.s.paths.Settle(pr.flow, pr.ttl, a) {
+		pr.s.paths.Complete(pr.flow, mono())
 	}
 }
 
@@ -252,7 +253,7 @@ func (t *tracer) settle(pr hopProbe, a hopAnswer) {
 // Called with t.mu held.
 func (t *tracer) answer(seq uint32, pr hopProbe, addr netip.Addr, dest bool, rxKernel int64) {
 	delete(t.out, seq)
-	t.settle(pr, hopAnswer{addr: addr, rtt: hopRTT(&pr, rxKernel), ok: true, dest: dest})
+	t.settle(pr, pathmodel.Answer{Addr: addr, RTT: hopRTT(&pr, rxKernel), OK: true, Dest: dest})
 }
 
 // hopRTT is the round-trip time of hop probe pr answered at rxKernel (Unix
@@ -371,7 +372,7 @@ func (pt *poolTrace) enable(cs []*flowConn) error {
 // send sends hop probe seq of session s on flow socket fc with TTL ttl.
 // Tracer goroutine only.
 func (pt *poolTrace) send(fc *flowConn, s *Session, seq uint32, flow, ttl int, dst netip.AddrPort) error {
-	p := Probe{SSID: uint16(s.paths.ssid.Load()), Seq: seq, Flow: flow, DSCP: s.cfg.DSCP}
+	p := Probe{SSID: uint16(s.paths.SSID.Load()), Seq: seq, Flow: flow, DSCP: s.cfg.DSCP}
 	b, err := pt.enc.Encode(pt.buf, &p)
 	if err != nil {
 		return err
@@ -388,7 +389,7 @@ func (pt *poolTrace) reply(from netip.AddrPort, d *Reply, oob []byte) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	pr, ok := t.out[d.Seq]
-	if !ok || pr.s.Dst() != from || d.SSID != 0 && d.SSID != uint16(pr.s.paths.ssid.Load()) {
+	if !ok || pr.s.Dst() != from || d.SSID != 0 && d.SSID != uint16(pr.s.paths.SSID.Load()) {
 		return false
 	}
 	t.answer(d.Seq, pr, from.Addr(), true, udpsock.ParseMeta(oob).KernelRX)
@@ -425,7 +426,7 @@ func (fc *flowConn) sendOne(c *udpsock.Conn, b, oob []byte, dst netip.AddrPort, 
 // a stateful reflector numbers them apart (RFC 8762 §4.3.1) and the
 // session's directional loss is undisturbed. Called with p.mu held.
 func (p *pool) registerTraceLocked(s *Session, dst netip.AddrPort) {
-	ssid := uint16(s.paths.ssid.Load())
+	ssid := uint16(s.paths.SSID.Load())
 	if o, taken := p.sessions[demuxKey{dst, ssid}]; ssid == 0 || taken && o != s || ssid == uint16(s.ssid.Load()) {
 		for {
 			p.nextSSID++
@@ -434,7 +435,7 @@ func (p *pool) registerTraceLocked(s *Session, dst netip.AddrPort) {
 			}
 		}
 		ssid = p.nextSSID
-		s.paths.ssid.Store(uint32(ssid))
+		s.paths.SSID.Store(uint32(ssid))
 	}
 	p.sessions[demuxKey{dst, ssid}] = s
 }
@@ -442,7 +443,7 @@ func (p *pool) registerTraceLocked(s *Session, dst netip.AddrPort) {
 // unregisterTraceLocked frees the trace SSID of s toward dst. Called with
 // p.mu held.
 func (p *pool) unregisterTraceLocked(s *Session, dst netip.AddrPort) {
-	if k := (demuxKey{dst, uint16(s.paths.ssid.Load())}); p.sessions[k] == s {
+	if k := (demuxKey{dst, uint16(s.paths.SSID.Load())}); p.sessions[k] == s {
 		delete(p.sessions, k)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/llama-exporter/llama_exporter/config"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
 	"github.com/llama-exporter/llama_exporter/prober/internal/histogram"
+	"github.com/llama-exporter/llama_exporter/prober/internal/pathmodel"
 	"github.com/llama-exporter/llama_exporter/prober/internal/window"
 )
 
@@ -131,11 +132,11 @@ type Session struct {
 	kernelTS   bool        // the last answered probe used kernel timestamps
 	flowSent   []uint64    // per flow, with flow_metrics
 	flowLost   []uint64
-	inFlight   int          // probes sent and not yet decided
-	win        window.State // summary of the decided probes in the window
-	paths      *pathState   // per-flow path tracing; nil without path_trace
-	proto      *Prober      // the module's protocol: what its replies can carry
-	carried    Carried      // what the replies did carry
+	inFlight   int              // probes sent and not yet decided
+	win        window.State     // summary of the decided probes in the window
+	paths      *pathmodel.State // per-flow path tracing; nil without path_trace
+	proto      *Prober          // the module's protocol: what its replies can carry
+	carried    Carried          // what the replies did carry
 }
 
 // DefaultDwellBuckets are the classic buckets of
@@ -158,7 +159,7 @@ func newSession(module string, cfg *config.Module, target, host string, port uin
 		hops:      -1,
 		hist:      histogram.New(descRTT, cfg.Buckets(), epoch.Add(time.Duration(now))),
 		dwellHist: histogram.New(descDwell, DefaultDwellBuckets, epoch.Add(time.Duration(now))),
-		paths:     newPathState(cfg),
+		paths:     pathmodel.New(cfg),
 		proto:     Probers[cfg.Prober],
 	}
 	if s.proto == nil {
@@ -578,7 +579,7 @@ func (s *Session) enterLocked(sl *window.Slot) {
 	}
 	s.win.Enter(sl)
 	if s.paths != nil && sl.State == window.Lost {
-		s.paths.lost(int(sl.Flow), sl.Sent)
+		s.paths.Lost(int(sl.Flow), sl.Sent)
 	}
 }
 
