@@ -13,7 +13,7 @@ LDFLAGS   := -X $(PKG).Version=$(VERSION) -X $(PKG).Revision=$(REVISION) \
 DOCKER_IMAGE ?= llama-exporter/llama_exporter
 DOCKER_ARCH  ?= amd64
 
-.PHONY: all build test lint docker clean
+.PHONY: all build test fabric lint docker clean
 
 all: lint build test
 
@@ -23,7 +23,15 @@ build:
 # The README's test command. Needs root (network namespaces) and Debian's
 # prometheus package for the full suite; CI=true turns skips into failures.
 test:
-	$(GO) test -count=1 -p 1 ./...
+	$(GO) test -count=1 -p 1 -timeout 40m ./...
+
+# The fleet test alone: a simulated leaf-spine fabric in network namespaces,
+# one exporter per host, a real Prometheus and Alertmanager with the shipped
+# rules, five faults (about 13 minutes; root, prometheus, promtool,
+# prometheus-alertmanager, amtool, iptables). LLAMA_FABRIC_HOSTS=24 measures
+# the larger fleet; LLAMA_FABRIC_FAULTS=a,c picks faults.
+fabric:
+	$(GO) test -count=1 -p 1 -timeout 40m -run '^TestFabric$$' -v ./e2e
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

@@ -35,6 +35,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/clockstatus"
 	"github.com/llama-exporter/llama_exporter/internal/hostdrops"
 	"github.com/llama-exporter/llama_exporter/prober"
 	"github.com/llama-exporter/llama_exporter/reflector"
@@ -72,6 +73,11 @@ func run(args []string, stderr io.Writer) int {
 		level.Error(logger).Log("msg", "loading config", "file", describeFile(f.configFile), "err", err)
 		return 1
 	}
+	clock, _ := clockstatus.ParseMode(f.clockSync) // kingpin checked it
+	clockstatus.Start(clock)
+	defer clockstatus.Stop()
+	e := clockstatus.ErrorEstimate()
+	level.Info(logger).Log("msg", "clock", "synchronized", e.Synchronized(), "error", e.Duration(), "source", f.clockSync)
 	drops := startHostDrops(f.hostDrops, reg, logger)
 	defer drops.Close()
 	if f.reflectorOn {
@@ -111,6 +117,7 @@ type flags struct {
 	maxTargets     int
 	kernelTS       bool
 	hostDrops      bool
+	clockSync      string
 	logLevel       string
 	logFormat      string
 	web            *web.FlagConfig
@@ -134,6 +141,7 @@ func parseFlags(args []string) (*flags, error) {
 	app.Flag("probe.max-targets", "Cap on concurrent probe sessions across all modules; more answer 503. 0 = unlimited.").Default("10000").IntVar(&f.maxTargets)
 	app.Flag("probe.kernel-timestamps", "Time probes with the kernel's software timestamps (SO_TIMESTAMPING) where available; --no-probe.kernel-timestamps uses the monotonic clock only, for comparison.").Default("true").BoolVar(&f.kernelTS)
 	app.Flag("collector.host-drops", "Linux, eBPF: count the kernel's drops of the probe traffic by drop reason (needs CAP_BPF and CAP_PERFMON, and the kernel's BTF).").Default("false").BoolVar(&f.hostDrops)
+	app.Flag("clock.synchronized", "What this host's STAMP Error Estimate says of its clock: auto reads the kernel's clock discipline (adjtimex: synchronised while STA_UNSYNC is clear, its estimated error); true or false overrides it, e.g. true where a PTP daemon keeps the clock but not the kernel's status.").Default("auto").EnumVar(&f.clockSync, "auto", "true", "false")
 	app.Flag("log.level", "Only log messages with the given severity or above. One of: [debug, info, warn, error]").Default("info").EnumVar(&f.logLevel, "debug", "info", "warn", "error")
 	app.Flag("log.format", "Output format of log messages. One of: [logfmt, json]").Default("logfmt").EnumVar(&f.logFormat, "logfmt", "json")
 	f.web = kingpinflag.AddFlags(app, ":5200")
@@ -176,6 +184,9 @@ func startHostDrops(on bool, reg prometheus.Registerer, logger kitlog.Logger) *h
 			level.Warn(logger).Log("msg", "host drops not counted", "err", err)
 		} else {
 			level.Info(logger).Log("msg", "counting the kernel's drops of probe traffic (--collector.host-drops)")
+			if err := c.LatencyErr(); err != nil {
+				level.Warn(logger).Log("msg", "host receive latency not measured", "err", err)
+			}
 		}
 	}
 	reg.MustRegister(c)
@@ -193,10 +204,13 @@ func startReflector(f *flags, reg prometheus.Registerer, logger *slog.Logger) (*
 		}
 		authKey = k
 	}
+	rxDelay := prober.NewReceiveDelay("reflector")
+	reg.MustRegister(rxDelay)
 	refl, err := reflector.New(reflector.Config{
 		AuthKey:         authKey,
 		ListenAddresses: f.reflectorAddrs, MaxPPS: f.maxPPS, MaxPPSPerSource: f.maxPPSSource,
 		Stateless: !f.stateful, Sockets: f.reflSockets,
+		ReceiveDelay: rxDelay.ObserveBatch,
 	}, reg, logger)
 	if errors.Is(err, syscall.EACCES) {
 		return nil, fmt.Errorf("cannot bind the reflector to %v: ports below 1024 need root or CAP_NET_BIND_SERVICE; change --reflector.listen-address or run with --no-reflector", f.reflectorAddrs)

@@ -79,6 +79,8 @@ func TestAlertmanagerInhibitsExplainedPairs(t *testing.T) {
 		{"alertname": "LlamaLinkLoss", "to": "198.18.100.3", "link": "spine1:eth2 -> leaf2:eth0"},
 		{"alertname": "LlamaLossExplained", "source": "h1", "destination": "h4", "to": "198.18.100.3"},
 		{"alertname": "LlamaHostUnreachable", "host": "h9", "source": "h9", "destination": "h9"},
+		{"alertname": "LlamaHostExplained", "host": "h8", "source": "h8", "destination": "h8"},
+		{"alertname": "LlamaLossOnHost", "source": "h6", "destination": "h7", "host": "h7", "side": "destination", "reason": "netfilter_drop"},
 	}
 	want := []struct {
 		name, src, dst string
@@ -90,6 +92,10 @@ func TestAlertmanagerInhibitsExplainedPairs(t *testing.T) {
 		{"LlamaTargetUnreachable", "h2", "h9", true},
 		{"LlamaPacketLoss", "h9", "h3", true},
 		{"LlamaPacketLoss", "h2", "h5", false},
+		{"LlamaSuspectLink", "h2", "h8", true},        // the host's alert cleared, its mark not yet
+		{"LlamaPacketLoss", "h6", "h7", true},         // the host's drops explain it
+		{"LlamaPacketLoss", "h7", "h6", false},        // the other direction is another pair
+		{"LlamaTargetUnreachable", "h6", "h7", false}, // only the loss alert is explained
 	}
 	alerts := fleet
 	for _, w := range want {

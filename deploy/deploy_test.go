@@ -421,8 +421,8 @@ type ruleFile struct {
 }
 
 // shippedRuleFiles are the rule files under deploy/prometheus: per pair,
-// and for the whole fleet.
-var shippedRuleFiles = []string{"rules.yml", "fleet-rules.yml"}
+// for the whole fleet, and for the hosts' own drops.
+var shippedRuleFiles = []string{"rules.yml", "fleet-rules.yml", "host-rules.yml"}
 
 // loadRules reads the groups of every shipped rule file.
 func loadRules(t *testing.T) *ruleFile {

@@ -71,10 +71,15 @@ var exporterMetrics = map[string][]string{
 		"llama_probe_timestamp_fallbacks_total",
 		"llama_host_drops_total",
 		"llama_probe_reflector_timestamps_invalid_total",
+		"llama_probe_packets_dropped_by_host_total",
+		"llama_host_receive_latency_overflows_total",
+		"llama_host_receive_latency_resyncs_total",
 	},
 	"histogram": {
 		"llama_probe_rtt_seconds",
 		"llama_probe_reflector_dwell_seconds",
+		"llama_exporter_receive_delay_seconds",
+		"llama_host_receive_latency_seconds",
 	},
 	"summary": {
 		"llama_probe_window_rtt_seconds",

@@ -72,6 +72,7 @@ func (c sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descLate, sn.Late)
 	counter(descDuplicated, sn.Duplicated)
 	counter(descReordered, sn.Reordered)
+	c.collectHostDrops(ch)
 	rtt, dwell := c.s.histogramMetrics()
 	ch <- rtt
 	counter(descFallbacks, sn.TimestampFallbacks)

@@ -273,6 +273,7 @@ func writeDebug(w http.ResponseWriter, s *Session, sn Snapshot, mod *config.Modu
 	}
 	fmt.Fprintf(&b, "Window: span=%.3fs sent=%d lost=%d (forward %d, backward %d) loss_ratio=%g\n",
 		sn.Window, sn.WindowSent, sn.WindowLost, sn.WindowForwardLost, sn.WindowBackwardLost, sn.LossRatio)
+	b.WriteString(hostDropsLine(s))
 	fmt.Fprintf(&b, "Window RTT: count=%d min=%s p50=%s p90=%s p99=%s p99.9=%s max=%s stddev=%s jitter=%s\n\n",
 		sn.RTTCount, secs(sn.RTTMin), secs(sn.Quantiles[0.5]), secs(sn.Quantiles[0.9]), secs(sn.Quantiles[0.99]),
 		secs(sn.Quantiles[0.999]), secs(sn.RTTMax), secs(sn.RTTStdDev), secs(sn.Jitter))

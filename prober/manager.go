@@ -53,6 +53,7 @@ type Manager struct {
 	maxTargets     int
 	userTimestamps bool
 	ports          PortWatcher   // nil: none
+	rxDelay        *ReceiveDelay // llama_exporter_receive_delay_seconds{role="prober"}
 	lookup         lookupFunc    // net.DefaultResolver's; replaced in tests
 	resolveEvery   time.Duration // how often hostnames are resolved again
 
@@ -99,10 +100,11 @@ func NewManager(o Options, reg prometheus.Registerer, logger *slog.Logger) *Mana
 		sessions:       make(map[sessionKey]*Session),
 		pools:          make(map[string]*pool),
 		m:              newManagerMetrics(reg),
+		rxDelay:        NewReceiveDelay("prober"),
 		stop:           make(chan struct{}),
 	}
 	if reg != nil {
-		reg.MustRegister(linkCollector{m})
+		reg.MustRegister(linkCollector{m}, m.rxDelay)
 	}
 	m.sched = newScheduler(m.sendRound)
 	if !m.userTimestamps {
@@ -263,7 +265,7 @@ func (m *Manager) poolLocked(module string, cfg *config.Module) *pool {
 		unmatched: m.m.unmatched.WithLabelValues(module).Inc,
 		sendError: m.m.sendErrors.WithLabelValues(module).Inc,
 	})
-	p.userTimestamps, p.rounds, p.ports = m.userTimestamps, m.rounds, m.ports
+	p.userTimestamps, p.rounds, p.ports, p.rxDelay = m.userTimestamps, m.rounds, m.ports, m.rxDelay
 	if cfg.PathTrace != nil {
 		p.tr = newPoolTrace(m.tracerLocked(), p)
 	}

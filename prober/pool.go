@@ -47,6 +47,7 @@ type pool struct {
 
 	ports   PortWatcher   // nil: none
 	watched []watchedPort // what ports was told, to undo at close
+	rxDelay *ReceiveDelay // nil: not recorded
 
 	mu       sync.RWMutex
 	conns    [2][]*flowConn // [0] IPv4, [1] IPv6; opened on first use
@@ -381,6 +382,7 @@ func (p *pool) receive(c *flowConn) {
 	msgs := udpsock.NewReadBatch(recvBatch, maxDatagram)
 	dec := p.proto.New(p.cfg) // this loop's own: it may hold HMAC state
 	d := new(Reply)           // reused: through the interface it escapes
+	rx := make([]int64, 0, recvBatch)
 	if fb, ok := dec.(flowBound); ok {
 		fb.bindFlow(c.flow, c.port)
 	}
@@ -400,6 +402,7 @@ func (p *pool) receive(c *flowConn) {
 		for i := range msgs[:n] {
 			p.handle(dec, d, &msgs[i], t4, wall)
 		}
+		p.recordDelays(msgs[:n], wall, rx)
 		if p.rounds != nil && n < len(msgs) {
 			// Drained: the next replies are read after the next round.
 			select {

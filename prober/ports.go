@@ -16,6 +16,7 @@ type PortWatcher interface {
 type watchedPort struct {
 	proto string
 	port  uint16
+	fam   int // 0 IPv4, 1 IPv6
 }
 
 // watchLocked tells p.ports the ports of family fam's flows, just opened.
@@ -34,20 +35,20 @@ func (p *pool) watchLocked(fam int) {
 			}
 			proto = "icmp"
 		}
-		p.watchOneLocked(proto, c.port)
+		p.watchOneLocked(proto, c.port, fam)
 	}
 	if fs := p.flowSets[fam]; fs != nil {
 		for i := range p.cfg.Flows {
 			if port := fs.port(i); port != 0 {
-				p.watchOneLocked(p.cfg.Prober, port)
+				p.watchOneLocked(p.cfg.Prober, port, fam)
 			}
 		}
 	}
 }
 
-func (p *pool) watchOneLocked(proto string, port uint16) {
+func (p *pool) watchOneLocked(proto string, port uint16, fam int) {
 	p.ports.WatchPort(proto, port)
-	p.watched = append(p.watched, watchedPort{proto, port})
+	p.watched = append(p.watched, watchedPort{proto, port, fam})
 }
 
 // unwatchLocked undoes watchLocked for every family; p.mu is held.

@@ -94,7 +94,8 @@ func probeCostSessions(b *testing.B, mgr *Manager, name string) []*Session {
 		for i := range probeCostTargets {
 			addrs = append(addrs, fmt.Sprintf("127.0.0.%d:0", i+1))
 		}
-		refl, err := reflector.New(reflector.Config{ListenAddresses: addrs}, nil, discard)
+		// As the exporter runs it: with the receive delay recorded.
+		refl, err := reflector.New(reflector.Config{ListenAddresses: addrs, ReceiveDelay: NewReceiveDelay("reflector").ObserveBatch}, nil, discard)
 		if err != nil {
 			b.Fatal(err)
 		}

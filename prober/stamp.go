@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/clockstatus"
 	"github.com/llama-exporter/llama_exporter/stamp"
 )
 
@@ -41,10 +42,6 @@ type stampProtocol struct {
 	rp   stamp.ReflectorPacket
 }
 
-// senderErrorEstimate claims no synchronisation (S=0) and a 1 ms error, the
-// order of a user-space timestamp's error (RFC 8762 §4.1.1).
-var senderErrorEstimate = stamp.NewErrorEstimate(false, time.Millisecond)
-
 // Encode writes a Session-Sender packet (RFC 8762 §4.2.1 or §4.2.2) with
 // T1 on the wall clock, where the RFC asks for it (p.T1, or now), and fills the rest with
 // a Class of Service TLV and Extra Padding (RFC 8972 §4). buf is at least
@@ -57,7 +54,7 @@ func (sp *stampProtocol) Encode(buf []byte, p *Probe) ([]byte, error) {
 	pkt := stamp.SenderPacket{
 		Sequence:      p.Seq,
 		Timestamp:     stamp.NewTimestamp(t1),
-		ErrorEstimate: senderErrorEstimate,
+		ErrorEstimate: clockstatus.ErrorEstimate(), // what the kernel's clock discipline says (RFC 8762 §4.1.1)
 		SSID:          p.SSID,
 	}
 	if sp.auth != nil {

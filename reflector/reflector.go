@@ -26,6 +26,7 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/time/rate"
 
+	"github.com/llama-exporter/llama_exporter/internal/clockstatus"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
 	"github.com/llama-exporter/llama_exporter/legacy"
 	"github.com/llama-exporter/llama_exporter/stamp"
@@ -54,6 +55,12 @@ type Config struct {
 	// copies the sender's instead of counting the session's packets
 	// (RFC 8762 §4.3.1), and senders cannot tell the direction of loss.
 	Stateless bool
+	// ReceiveDelay, if set, is called after each read with the read's wall
+	// time and the kernel receive timestamps of the buffers read (Unix ns;
+	// 0 where there is none), for llama_exporter_receive_delay_seconds. The
+	// slice is reused after the call returns; calls come from every
+	// socket's goroutine at once.
+	ReceiveDelay func(now int64, rxKernel []int64)
 }
 
 // maxDatagram is the largest UDP payload in octets over IPv4.
@@ -66,10 +73,10 @@ type Reflector struct {
 	global    *rate.Limiter // nil when unlimited
 	perSource *sourceLimiter
 	m         *metrics
-	errEst    stamp.ErrorEstimate
 	stateless bool
 	authKey   []byte
-	sessions  atomic.Int64 // stateful sessions over all sockets (llama_reflector_sessions)
+	rxDelay   func(now int64, rxKernel []int64) // nil: not recorded
+	sessions  atomic.Int64                      // stateful sessions over all sockets (llama_reflector_sessions)
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
@@ -81,12 +88,10 @@ type Reflector struct {
 // already opened. Call Serve to start answering.
 func New(cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*Reflector, error) {
 	r := &Reflector{
-		logger: logger,
-		// No clock synchronisation is claimed (S=0); 1 ms is the order of a
-		// user-space timestamp's error.
-		errEst:    stamp.NewErrorEstimate(false, time.Millisecond),
+		logger:    logger,
 		stateless: cfg.Stateless,
 		authKey:   cfg.AuthKey,
+		rxDelay:   cfg.ReceiveDelay,
 	}
 	r.m = newMetrics(reg, func() float64 { return float64(r.sessions.Load()) })
 	if cfg.MaxPPS > 0 {
@@ -272,6 +277,7 @@ type receiveLoop struct {
 	// that each reply names its source. Bound to one address, the kernel
 	// picks it as the source: no IP_PKTINFO needed per reply.
 	wildcard bool
+	rx       []int64 // the read's kernel receive timestamps, for r.rxDelay
 }
 
 // newReceiveLoop allocates the buffers of c's receive loop, and its own
@@ -285,6 +291,7 @@ func (r *Reflector) newReceiveLoop(c *udpsock.Conn) *receiveLoop {
 		out:      newReplyBatch(c, r.logger),
 		t3At:     stamp.OffsetTimestamp,
 		wildcard: c.LocalAddr().(*net.UDPAddr).IP.IsUnspecified(),
+		rx:       make([]int64, 0, batchSize),
 	}
 	if !r.stateless {
 		l.sessions = newSessionTable(&r.sessions)
@@ -304,6 +311,7 @@ func (l *receiveLoop) reflectBatch(in []ipv4.Message) {
 	r, replyBuf, out, sessions, auth, wildcard := l.r, l.replyBuf, l.out, l.sessions, l.auth, l.wildcard
 	received := 0 // datagrams read and not yet counted
 	now := time.Now()
+	rx := l.rx[:0]
 	for i := range in {
 		m := &in[i]
 		ua, ok := m.Addr.(*net.UDPAddr)
@@ -312,6 +320,7 @@ func (l *receiveLoop) reflectBatch(in []ipv4.Message) {
 		}
 		from := unmap(ua.AddrPort())
 		meta := udpsock.ParseMeta(m.OOB[:m.NN])
+		rx = append(rx, meta.KernelRX)
 		t2, src := receiveTime(meta.KernelRX, now), replySource(meta.Dst, wildcard)
 		data := m.Buffers[0][:m.N]
 		seg, segments := groSegments(len(data), meta.GROSize)
@@ -333,6 +342,9 @@ func (l *receiveLoop) reflectBatch(in []ipv4.Message) {
 		}
 	}
 	l.send(received)
+	if r.rxDelay != nil {
+		r.rxDelay(now.UnixNano(), rx)
+	}
 }
 
 // unmap is a with an IPv4-mapped IPv6 address turned into the IPv4
@@ -411,7 +423,7 @@ func (r *Reflector) reflect(req, out []byte, from netip.AddrPort, meta udpsock.M
 	}
 	rp := stamp.ReflectorPacket{
 		Sequence:            replySequence(sessions, sessionKey{from, meta.Dst, p.SSID}, &p, t2.Unix()),
-		ErrorEstimate:       r.errEst,
+		ErrorEstimate:       clockstatus.ErrorEstimate(),
 		SSID:                p.SSID,
 		ReceiveTimestamp:    stamp.NewTimestamp(t2),
 		SenderSequence:      p.Sequence,

@@ -116,20 +116,21 @@ type rule struct {
 }
 
 // DeviceRules returns a Prometheus rule file that records
-// llama_device_info{address, device, interface, link} = 1 for every
-// named address of the list: link is "NEAR -> FAR" for the link whose far
-// end answers from address, NEAR being the other end of a point-to-point
-// prefix, or just FAR where no other end is known.
+// llama_device_info{address, device, interface, link, near_device} = 1 for
+// every named address of the list: link is "NEAR -> FAR" for the link whose
+// far end answers from address, NEAR being the other end of a
+// point-to-point prefix, or just FAR where no other end is known;
+// near_device is NEAR's device, empty when unknown.
 func DeviceRules(list *HostList) ([]byte, error) {
 	all := list.endpoints()
 	g := ruleGroup{Name: "llama_devices"}
 	for _, e := range all {
-		link := e.String()
+		link, nearDevice := e.String(), ""
 		if near, ok := nearEnd(e, all); ok {
-			link = near.String() + " -> " + link
+			link, nearDevice = near.String()+" -> "+link, near.device
 		}
 		g.Rules = append(g.Rules, rule{Record: "llama_device_info", Expr: "vector(1)", Labels: map[string]string{
-			"address": e.addr.String(), "device": e.device, "interface": e.iface, "link": link,
+			"address": e.addr.String(), "device": e.device, "interface": e.iface, "link": link, "near_device": nearDevice,
 		}})
 	}
 	var b bytes.Buffer

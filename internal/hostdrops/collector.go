@@ -1,6 +1,7 @@
 package hostdrops
 
 import (
+	"net/netip"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -9,6 +10,13 @@ import (
 var (
 	enabledDesc = prometheus.NewDesc("llama_exporter_host_drops_enabled",
 		"1 when the eBPF collector of the kernel's drops of probe traffic runs (--collector.host-drops), 0 otherwise.", nil, nil)
+	latencyDesc = prometheus.NewDesc("llama_host_receive_latency_seconds",
+		"Time the probe traffic received spent in each stage of this host's receive path (backlog: netif_rx to netif_receive_skb; stack: to its socket's queue; socket_queue: to the exporter's read), in seconds, measured in the kernel (--collector.host-drops). role is prober (replies) or reflector (probes).",
+		[]string{"role", "stage"}, nil)
+	overflowsDesc = prometheus.NewDesc("llama_host_receive_latency_overflows_total",
+		"Datagrams of the probe traffic that receive latency did not follow: its tables were full (a socket with 64 datagrams queued, or 16384 packets in flight).", nil, nil)
+	resyncsDesc = prometheus.NewDesc("llama_host_receive_latency_resyncs_total",
+		"Times receive latency found a packet where it could not be (a reused skb address, a read of a datagram it had not seen queued) and started following afresh rather than pair it wrongly.", nil, nil)
 	dropsDesc = prometheus.NewDesc("llama_host_drops_total",
 		"Packets of this exporter's probe traffic received by this host and dropped by its kernel, by the kernel's drop reason and the kind of packet.",
 		[]string{"reason", "kind"}, nil)
@@ -98,10 +106,113 @@ func (c *Collector) Drops() map[Drop]uint64 {
 	return c.k.drops()
 }
 
+// ReplyDrops returns the drops of the replies that came from address from
+// to the prober flow socket of proto (UDP, ICMP or TCP, as WatchPort takes
+// them) and port, by reason (as Drop.Reason names it). It is nil when the
+// collector does not run or proto is unknown, and empty (not nil) when it
+// runs and none was dropped. A flow counts at most four distinct reasons
+// per CPU; llama_host_drops_total counts every one.
+func (c *Collector) ReplyDrops(proto string, port uint16, from netip.Addr) map[string]uint64 {
+	kind, ok := replyKinds[proto]
+	if c.k == nil || !ok {
+		return nil
+	}
+	if m := c.k.replyDrops(kind, port, from.Unmap()); m != nil {
+		return m
+	}
+	return map[string]uint64{}
+}
+
+// replyKinds are the kind numbers of the replies to each flow protocol.
+var replyKinds = map[string]uint8{UDP: 1, ICMP: 2, TCP: 3}
+
+// Roles and Stages are the values of the role and stage labels of
+// llama_host_receive_latency_seconds, in the order ReceiveLatency indexes
+// them.
+var (
+	Roles  = [...]string{"prober", "reflector"}
+	Stages = [...]string{"backlog", "stack", "socket_queue"}
+)
+
+// LatencyBounds are the upper bounds of a LatencyHistogram's buckets in
+// seconds: 1 µs to 65.536 ms in powers of two; one more bucket counts
+// what is above.
+var LatencyBounds = func() []float64 {
+	b := make([]float64, latencyBounds)
+	for i := range b {
+		b[i] = float64(uint64(1)<<i) * 1e-6
+	}
+	return b
+}()
+
+const latencyBounds = 17
+
+// LatencyHistogram is one (role, stage) of receive latency.
+type LatencyHistogram struct {
+	// Buckets[i] counts the times in (LatencyBounds[i-1],
+	// LatencyBounds[i]]; the last one those above every bound. Not
+	// cumulative.
+	Buckets [latencyBounds + 1]uint64
+	// SumNs is the sum of the times in nanoseconds.
+	SumNs uint64
+}
+
+// Count returns the number of times in h.
+func (h *LatencyHistogram) Count() uint64 {
+	var n uint64
+	for _, b := range h.Buckets {
+		n += b
+	}
+	return n
+}
+
+// ReceiveLatency returns the receive latency histograms, indexed by Roles
+// and Stages, and the datagrams not followed (overflows) or followed
+// afresh (resyncs); ok is false when receive latency is not measured.
+func (c *Collector) ReceiveLatency() (h [2][3]LatencyHistogram, overflows, resyncs uint64, ok bool) {
+	if c.k == nil {
+		return h, 0, 0, false
+	}
+	return c.k.receiveLatency()
+}
+
+// LatencyErr returns nil when receive latency is measured, or why not.
+func (c *Collector) LatencyErr() error {
+	if c.k == nil {
+		return c.err
+	}
+	return c.k.latencyErr()
+}
+
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- enabledDesc
 	ch <- dropsDesc
+	ch <- latencyDesc
+	ch <- overflowsDesc
+	ch <- resyncsDesc
+}
+
+// collectLatency emits receive latency, when it is measured.
+func (c *Collector) collectLatency(ch chan<- prometheus.Metric) {
+	h, overflows, resyncs, ok := c.ReceiveLatency()
+	if !ok {
+		return
+	}
+	for r := range Roles {
+		for s := range Stages {
+			lh := &h[r][s]
+			buckets := make(map[float64]uint64, latencyBounds)
+			var cum uint64
+			for i, bound := range LatencyBounds {
+				cum += lh.Buckets[i]
+				buckets[bound] = cum
+			}
+			ch <- prometheus.MustNewConstHistogram(latencyDesc, lh.Count(), float64(lh.SumNs)/1e9, buckets, Roles[r], Stages[s])
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(overflowsDesc, prometheus.CounterValue, float64(overflows))
+	ch <- prometheus.MustNewConstMetric(resyncsDesc, prometheus.CounterValue, float64(resyncs))
 }
 
 // Collect implements prometheus.Collector.
@@ -114,6 +225,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for d, n := range c.Drops() {
 		ch <- prometheus.MustNewConstMetric(dropsDesc, prometheus.CounterValue, float64(n), d.Reason, d.Kind)
 	}
+	c.collectLatency(ch)
 }
 
 // Close detaches the program and frees its maps.

@@ -19,6 +19,22 @@ type hostdropsDropKey struct {
 	Kind   uint32
 }
 
+type hostdropsFlight struct {
+	_      structs.HostLayout
+	Since  uint64
+	Tstamp int64
+	Port   uint16
+	Role   uint8
+	Stage  uint8
+	Pad    uint32
+}
+
+type hostdropsLatHist struct {
+	_      structs.HostLayout
+	Bucket [18]uint64
+	SumNs  uint64
+}
+
 type hostdropsPortKey struct {
 	_    structs.HostLayout
 	Port uint16
@@ -26,15 +42,49 @@ type hostdropsPortKey struct {
 	Pad  uint8
 }
 
+type hostdropsReplyKey struct {
+	_      structs.HostLayout
+	Port   uint16
+	Kind   uint8
+	Family uint8
+	Addr   [16]uint8
+}
+
+type hostdropsReplyVal struct {
+	_      structs.HostLayout
+	Reason [4]uint32
+	N      [4]uint64
+}
+
+type hostdropsSockFifo struct {
+	_       structs.HostLayout
+	At      [64]uint64
+	Head    uint32
+	Tail    uint32
+	Missing uint32
+	Role    uint8
+	Pad     [3]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	hostdropsMapDrops        = "drops"
-	hostdropsMapPorts        = "ports"
-	hostdropsProgKfreeSkbBtf = "kfree_skb_btf"
-	hostdropsProgKfreeSkbTp  = "kfree_skb_tp"
-	hostdropsVarNetnsIno     = "netns_ino"
+	hostdropsMapCurrentSkb          = "current_skb"
+	hostdropsMapDrops               = "drops"
+	hostdropsMapFifos               = "fifos"
+	hostdropsMapInflight            = "inflight"
+	hostdropsMapLatEvents           = "lat_events"
+	hostdropsMapLatency             = "latency"
+	hostdropsMapPorts               = "ports"
+	hostdropsMapReplyDrops          = "reply_drops"
+	hostdropsProgKfreeSkbBtf        = "kfree_skb_btf"
+	hostdropsProgKfreeSkbTp         = "kfree_skb_tp"
+	hostdropsProgNetifReceiveSkbBtf = "netif_receive_skb_btf"
+	hostdropsProgNetifRxBtf         = "netif_rx_btf"
+	hostdropsProgSkDataReadyBtf     = "sk_data_ready_btf"
+	hostdropsProgSockRecvLengthBtf  = "sock_recv_length_btf"
+	hostdropsVarNetnsIno            = "netns_ino"
 )
 
 // loadHostdrops returns the embedded CollectionSpec for hostdrops.
@@ -79,16 +129,26 @@ type hostdropsSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type hostdropsProgramSpecs struct {
-	KfreeSkbBtf *ebpf.ProgramSpec `ebpf:"kfree_skb_btf"`
-	KfreeSkbTp  *ebpf.ProgramSpec `ebpf:"kfree_skb_tp"`
+	KfreeSkbBtf        *ebpf.ProgramSpec `ebpf:"kfree_skb_btf"`
+	KfreeSkbTp         *ebpf.ProgramSpec `ebpf:"kfree_skb_tp"`
+	NetifReceiveSkbBtf *ebpf.ProgramSpec `ebpf:"netif_receive_skb_btf"`
+	NetifRxBtf         *ebpf.ProgramSpec `ebpf:"netif_rx_btf"`
+	SkDataReadyBtf     *ebpf.ProgramSpec `ebpf:"sk_data_ready_btf"`
+	SockRecvLengthBtf  *ebpf.ProgramSpec `ebpf:"sock_recv_length_btf"`
 }
 
 // hostdropsMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type hostdropsMapSpecs struct {
-	Drops *ebpf.MapSpec `ebpf:"drops"`
-	Ports *ebpf.MapSpec `ebpf:"ports"`
+	CurrentSkb *ebpf.MapSpec `ebpf:"current_skb"`
+	Drops      *ebpf.MapSpec `ebpf:"drops"`
+	Fifos      *ebpf.MapSpec `ebpf:"fifos"`
+	Inflight   *ebpf.MapSpec `ebpf:"inflight"`
+	LatEvents  *ebpf.MapSpec `ebpf:"lat_events"`
+	Latency    *ebpf.MapSpec `ebpf:"latency"`
+	Ports      *ebpf.MapSpec `ebpf:"ports"`
+	ReplyDrops *ebpf.MapSpec `ebpf:"reply_drops"`
 }
 
 // hostdropsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -118,14 +178,26 @@ func (o *hostdropsObjects) Close() error {
 //
 // It can be passed to loadHostdropsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hostdropsMaps struct {
-	Drops *ebpf.Map `ebpf:"drops"`
-	Ports *ebpf.Map `ebpf:"ports"`
+	CurrentSkb *ebpf.Map `ebpf:"current_skb"`
+	Drops      *ebpf.Map `ebpf:"drops"`
+	Fifos      *ebpf.Map `ebpf:"fifos"`
+	Inflight   *ebpf.Map `ebpf:"inflight"`
+	LatEvents  *ebpf.Map `ebpf:"lat_events"`
+	Latency    *ebpf.Map `ebpf:"latency"`
+	Ports      *ebpf.Map `ebpf:"ports"`
+	ReplyDrops *ebpf.Map `ebpf:"reply_drops"`
 }
 
 func (m *hostdropsMaps) Close() error {
 	return _HostdropsClose(
+		m.CurrentSkb,
 		m.Drops,
+		m.Fifos,
+		m.Inflight,
+		m.LatEvents,
+		m.Latency,
 		m.Ports,
+		m.ReplyDrops,
 	)
 }
 
@@ -140,14 +212,22 @@ type hostdropsVariables struct {
 //
 // It can be passed to loadHostdropsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hostdropsPrograms struct {
-	KfreeSkbBtf *ebpf.Program `ebpf:"kfree_skb_btf"`
-	KfreeSkbTp  *ebpf.Program `ebpf:"kfree_skb_tp"`
+	KfreeSkbBtf        *ebpf.Program `ebpf:"kfree_skb_btf"`
+	KfreeSkbTp         *ebpf.Program `ebpf:"kfree_skb_tp"`
+	NetifReceiveSkbBtf *ebpf.Program `ebpf:"netif_receive_skb_btf"`
+	NetifRxBtf         *ebpf.Program `ebpf:"netif_rx_btf"`
+	SkDataReadyBtf     *ebpf.Program `ebpf:"sk_data_ready_btf"`
+	SockRecvLengthBtf  *ebpf.Program `ebpf:"sock_recv_length_btf"`
 }
 
 func (p *hostdropsPrograms) Close() error {
 	return _HostdropsClose(
 		p.KfreeSkbBtf,
 		p.KfreeSkbTp,
+		p.NetifReceiveSkbBtf,
+		p.NetifRxBtf,
+		p.SkDataReadyBtf,
+		p.SockRecvLengthBtf,
 	)
 }
 

@@ -592,3 +592,86 @@ func capEff() uint64 {
 	}
 	return 0
 }
+
+// Ports of the receive latency smoke test.
+const (
+	latReflPort = 40870
+	latFlowPort = 41010
+)
+
+// TestReceiveLatencyCountsEveryProbe sends probes from a prober flow
+// socket to a reflector socket in a lab, one at a time, each answered, and
+// checks that every stage of each side's receive latency counted each
+// datagram it received exactly once, under its role.
+func TestReceiveLatencyCountsEveryProbe(t *testing.T) {
+	requireTools(t, "sysctl", "ping")
+	l := newLab(t)
+	atProber, atReflector := inProcess(t, l.prober), inProcess(t, l.reflector)
+	for _, c := range []dropCounter{atProber, atReflector} {
+		err := c.Err()
+		if err == nil {
+			err = c.(*Collector).LatencyErr()
+		}
+		if err != nil {
+			if os.Getenv("CI") != "true" {
+				t.Skipf("receive latency not measured: %v", err)
+			}
+			t.Fatalf("receive latency not measured: %v (failing rather than skipping because CI=true)", err)
+		}
+	}
+	atReflector.WatchReflector(latReflPort)
+	atProber.WatchPort(UDP, latFlowPort)
+	refl, err := l.reflector.ListenUDP("udp4", net.JoinHostPort(reflectorAddr, strconv.Itoa(latReflPort)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer refl.Close()
+	flow, err := l.prober.ListenUDP("udp4", net.JoinHostPort(proberAddr, strconv.Itoa(latFlowPort)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flow.Close()
+	const n = 200
+	to := &net.UDPAddr{IP: net.ParseIP(reflectorAddr), Port: latReflPort}
+	buf := make([]byte, 100)
+	for i := range n {
+		if _, err := flow.WriteToUDP(make([]byte, 44), to); err != nil {
+			t.Fatal(err)
+		}
+		refl.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, from, err := refl.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("probe %d: %v", i, err)
+		}
+		if _, err := refl.WriteToUDP(buf[:44], from); err != nil {
+			t.Fatal(err)
+		}
+		flow.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, _, err := flow.ReadFromUDP(buf); err != nil {
+			t.Fatalf("reply %d: %v", i, err)
+		}
+	}
+	for _, side := range []struct {
+		name       string
+		c          *Collector
+		role, idle int
+	}{{"prober", atProber.(*Collector), 0, 1}, {"reflector", atReflector.(*Collector), 1, 0}} {
+		h, overflows, resyncs, ok := side.c.ReceiveLatency()
+		if !ok {
+			t.Fatalf("%s: receive latency not measured", side.name)
+		}
+		for s, stage := range Stages {
+			got := &h[side.role][s]
+			t.Logf("%s %s: count %d, mean %.1f µs", side.name, stage, got.Count(), float64(got.SumNs)/float64(max(got.Count(), 1))/1e3)
+			if got.Count() != n {
+				t.Errorf("%s %s counted %d datagrams, want %d", side.name, stage, got.Count(), n)
+			}
+			if c := h[side.idle][s].Count(); c != 0 {
+				t.Errorf("%s: role %s %s counted %d, want 0", side.name, Roles[side.idle], stage, c)
+			}
+		}
+		if overflows != 0 || resyncs != 0 {
+			t.Errorf("%s: %d overflows, %d resyncs, want none", side.name, overflows, resyncs)
+		}
+	}
+}

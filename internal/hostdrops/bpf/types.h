@@ -22,7 +22,11 @@ typedef __u64 u64;
 enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_PERCPU_HASH = 5,
+	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_SK_STORAGE = 24,
 };
+#define BPF_F_NO_PREALLOC 1
+#define BPF_SK_STORAGE_GET_F_CREATE 1
 #define BPF_ANY 0
 #define BPF_NOEXIST 1
 
@@ -46,6 +50,7 @@ struct net_device {
 
 struct sock_common {
 	possible_net_t skc_net;
+	__u16 skc_num;
 };
 
 struct sock {
@@ -59,6 +64,8 @@ struct sk_buff {
 	__be16 protocol;
 	__u16 network_header;
 	unsigned char *head;
+	unsigned char *data;
+	__s64 tstamp;
 };
 
 enum skb_drop_reason {
