@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
 )
 
@@ -78,7 +79,7 @@ func TestUnknowableSeriesAbsent(t *testing.T) {
 				t.Fatal(err)
 			}
 			var sn Snapshot
-			waitFor(t, 30*time.Second, "20 answered probes", func() bool {
+			testlab.WaitFor(t, 30*time.Second, "20 answered probes", func() bool {
 				sn = s.Snapshot()
 				return sn.Received >= 20
 			})
@@ -202,7 +203,7 @@ func TestUnusableReflectorTimestampsCounted(t *testing.T) {
 				t.Fatal(err)
 			}
 			var sn Snapshot
-			waitFor(t, 30*time.Second, "20 answered probes in the window", func() bool {
+			testlab.WaitFor(t, 30*time.Second, "20 answered probes in the window", func() bool {
 				sn = s.Snapshot()
 				return sn.RTTCount >= 20
 			})

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 )
 
 // BenchmarkSessionAccounting measures one probe's accounting: the send
@@ -71,7 +72,7 @@ func BenchmarkProbeHandler(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	waitFor(b, 10*time.Second, "300 replies from the loopback reflector", func() bool { return s.Snapshot().Received >= 300 })
+	testlab.WaitFor(b, 10*time.Second, "300 replies from the loopback reflector", func() bool { return s.Snapshot().Received >= 300 })
 	for _, enc := range []string{"identity", "gzip"} {
 		b.Run(enc, func(b *testing.B) {
 			req := httptest.NewRequest("GET", url, nil)

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 	"github.com/llama-exporter/llama_exporter/stamp"
 )
 
@@ -141,7 +142,7 @@ func TestTWAMPLightInterop(t *testing.T) {
 				t.Fatal(err)
 			}
 			var sn Snapshot
-			waitFor(t, 30*time.Second, "100 decided probes in the window", func() bool {
+			testlab.WaitFor(t, 30*time.Second, "100 decided probes in the window", func() bool {
 				sn = s.Snapshot()
 				return sn.WindowSent >= 100
 			})
@@ -220,7 +221,7 @@ func TestSessionsShareSSIDZeroingReflector(t *testing.T) {
 					}
 					ss = append(ss, s)
 				}
-				waitFor(t, 30*time.Second, "100 decided probes in both windows", func() bool {
+				testlab.WaitFor(t, 30*time.Second, "100 decided probes in both windows", func() bool {
 					return ss[0].Snapshot().WindowSent >= 100 && ss[1].Snapshot().WindowSent >= 100
 				})
 				for i, s := range ss {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
-	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -16,7 +15,8 @@ import (
 	"time"
 
 	"github.com/llama-exporter/llama_exporter/config"
-	"github.com/llama-exporter/llama_exporter/internal/netns"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
+	"github.com/llama-exporter/llama_exporter/internal/testlab/netns"
 	"github.com/llama-exporter/llama_exporter/prober/internal/pathmodel"
 	"github.com/llama-exporter/llama_exporter/reflector"
 )
@@ -225,7 +225,7 @@ func (l *traceLab) views() ([]pathmodel.FlowView, Snapshot) {
 // reached the target at TTL 3 (the routers' neighbour resolution may cost
 // the very first probes).
 func (l *traceLab) waitPaths() {
-	waitFor(l.t, 60*time.Second, "a trace of every flow to the target without loss", func() bool {
+	testlab.WaitFor(l.t, 60*time.Second, "a trace of every flow to the target without loss", func() bool {
 		vs, sn := l.views()
 		for i, v := range vs {
 			if v.Traces&^v.LossyTraces&1 == 0 || v.Length() != 3 || v.Hops[2].Answered&1 == 0 || v.Hops[2].Addr != l.target || sn.FlowWindowLost[i] != 0 {
@@ -442,7 +442,7 @@ func TestPathTraceSilentRouterNeverBlamed(t *testing.T) {
 	l := newTraceLab(t, false, func(l *traceLab) {
 		l.iptables(l.r2a, "-I", "OUTPUT", "-p", "icmp", "--icmp-type", "time-exceeded", "-j", "DROP")
 	})
-	waitFor(t, 60*time.Second, "two traces of every flow", func() bool {
+	testlab.WaitFor(t, 60*time.Second, "two traces of every flow", func() bool {
 		vs, _ := l.views()
 		return !slices.ContainsFunc(vs, func(v pathmodel.FlowView) bool { return v.Done < 2 })
 	})
@@ -478,7 +478,7 @@ func scrapeIn(t *testing.T, l *traceLab, extra string) string {
 func checkPromtool(t *testing.T, body string) {
 	p, err := exec.LookPath("promtool")
 	if err != nil {
-		if os.Getenv("CI") == "true" {
+		if testlab.CI() {
 			t.Fatalf("promtool is not installed: %v", err)
 		}
 		t.Logf("promtool not installed: /probe output not checked")

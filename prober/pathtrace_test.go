@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,7 +48,7 @@ func TestPathTraceLoopback(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 20*time.Second, "both flows traced twice", func() bool {
+			testlab.WaitFor(t, 20*time.Second, "both flows traced twice", func() bool {
 				for _, v := range s.pathViews(ptr(s.Snapshot())) {
 					if v.Done < 2 {
 						return false

@@ -14,6 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 )
 
 // tcpModule returns a validated tcp module with fastModule's timings and
@@ -156,7 +157,7 @@ func TestTCPHandshakeLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "20 decided probes", func() bool { return s.Snapshot().Lost >= 20 })
+	testlab.WaitFor(t, 10*time.Second, "20 decided probes", func() bool { return s.Snapshot().Lost >= 20 })
 	errs := testutil.ToFloat64(mgr.m.sendErrors.WithLabelValues("tcp"))
 	sn := s.Snapshot()
 	if sn.Received != 0 || errs < float64(sn.Lost) || errs > float64(sn.Sent) {
