@@ -19,7 +19,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/metricdef"
 	"github.com/llama-exporter/llama_exporter/prober/internal/window"
+)
+
+// The metric families served here, name and type (see metricdef).
+var (
+	nameProbeSuccess         = metricdef.Name(metricdef.Gauge, "probe_success")
+	nameProbeDurationSeconds = metricdef.Name(metricdef.Gauge, "probe_duration_seconds")
 )
 
 // defaultScrapeTimeout applies when Prometheus sends no
@@ -227,8 +234,8 @@ func (l *logOnce) first(key string, now time.Time) bool {
 // metrics in the format the scraper asked for.
 func serve(w http.ResponseWriter, r *http.Request, success bool, start time.Time, c prometheus.Collector) {
 	reg := prometheus.NewRegistry()
-	up := prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_success", Help: "1 if any probe in the window (or since) was answered, 0 otherwise."})
-	dur := prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_duration_seconds", Help: "Time taken to serve this scrape, in seconds."})
+	up := prometheus.NewGauge(prometheus.GaugeOpts{Name: nameProbeSuccess, Help: "1 if any probe in the window (or since) was answered, 0 otherwise."})
+	dur := prometheus.NewGauge(prometheus.GaugeOpts{Name: nameProbeDurationSeconds, Help: "Time taken to serve this scrape, in seconds."})
 	reg.MustRegister(up, dur)
 	if c != nil {
 		reg.MustRegister(c)

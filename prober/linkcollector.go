@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"slices"
 
+	"github.com/llama-exporter/llama_exporter/internal/metricdef"
 	"github.com/llama-exporter/llama_exporter/prober/internal/pathmodel"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -13,16 +14,16 @@ import (
 // answered at the link's far end. Fleet rules sum them by link, so their
 // cost grows with links, not with pairs times flows.
 var (
-	descLinkFlows = prometheus.NewDesc("llama_path_link_flows",
+	descLinkFlows = metricdef.Desc(metricdef.Gauge, "llama_path_link_flows",
 		"Traced flows of this exporter's sessions whose path crosses the link whose far end answered from `to`.",
 		[]string{"module", "to"}, nil)
-	descLinkLossy = prometheus.NewDesc("llama_path_link_lossy_flows",
+	descLinkLossy = metricdef.Desc(metricdef.Gauge, "llama_path_link_lossy_flows",
 		"Of llama_path_link_flows, those losing probes in their window on the way out (as the stateful reflector counted), or losing every probe; absent when none.",
 		[]string{"module", "to"}, nil)
-	descLinkTargets = prometheus.NewDesc("llama_path_link_lossy_targets",
+	descLinkTargets = metricdef.Desc(metricdef.Gauge, "llama_path_link_lossy_targets",
 		"Sessions (targets) with at least one of llama_path_link_lossy_flows on the link; absent when none.",
 		[]string{"module", "to"}, nil)
-	descLossyLink = prometheus.NewDesc("llama_probe_path_lossy_link_info",
+	descLossyLink = metricdef.Desc(metricdef.Gauge, "llama_probe_path_lossy_link_info",
 		"1 for each link (named by its far end's answering address, `to`) that a flow crosses whose loss counts against its path (see llama_path_link_lossy_flows); absent otherwise.",
 		[]string{"to"}, nil)
 )

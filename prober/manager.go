@@ -15,7 +15,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/metricdef"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
+)
+
+// The metric families served here, name and type (see metricdef).
+var (
+	nameSessions              = metricdef.Name(metricdef.Gauge, "llama_exporter_sessions")
+	nameSessionsStartedTotal  = metricdef.Name(metricdef.Counter, "llama_exporter_sessions_started_total")
+	nameSessionsExpiredTotal  = metricdef.Name(metricdef.Counter, "llama_exporter_sessions_expired_total")
+	nameSessionsRejectedTotal = metricdef.Name(metricdef.Counter, "llama_exporter_sessions_rejected_total")
+	nameModuleUnknownTotal    = metricdef.Name(metricdef.Counter, "llama_exporter_module_unknown_total")
+	nameSendErrorsTotal       = metricdef.Name(metricdef.Counter, "llama_exporter_send_errors_total")
+	nameRepliesBadDataTotal   = metricdef.Name(metricdef.Counter, "llama_exporter_replies_bad_data_total")
+	nameRepliesUnmatchedTotal = metricdef.Name(metricdef.Counter, "llama_exporter_replies_unmatched_total")
 )
 
 // Rejection reasons, the values of llama_exporter_sessions_rejected_total's
@@ -414,28 +427,28 @@ type managerMetrics struct {
 func newManagerMetrics(reg prometheus.Registerer) *managerMetrics {
 	mm := &managerMetrics{
 		sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "llama_exporter_sessions", Help: "Active probe sessions.",
+			Name: nameSessions, Help: "Active probe sessions.",
 		}, []string{"module"}),
 		started: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "llama_exporter_sessions_started_total", Help: "Probe sessions started by a /probe scrape.",
+			Name: nameSessionsStartedTotal, Help: "Probe sessions started by a /probe scrape.",
 		}, []string{"module"}),
 		expired: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "llama_exporter_sessions_expired_total", Help: "Probe sessions closed after idle_timeout without a scrape.",
+			Name: nameSessionsExpiredTotal, Help: "Probe sessions closed after idle_timeout without a scrape.",
 		}, []string{"module"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "llama_exporter_sessions_rejected_total", Help: "/probe requests that could not start a session, by reason.",
+			Name: nameSessionsRejectedTotal, Help: "/probe requests that could not start a session, by reason.",
 		}, []string{"reason"}),
 		moduleUnknown: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "llama_exporter_module_unknown_total", Help: "/probe requests naming a module that is not configured.",
+			Name: nameModuleUnknownTotal, Help: "/probe requests naming a module that is not configured.",
 		}),
 		sendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "llama_exporter_send_errors_total", Help: "Probes whose send failed (the probe counts as lost).",
+			Name: nameSendErrorsTotal, Help: "Probes whose send failed (the probe counts as lost).",
 		}, []string{"module"}),
 		badReplies: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "llama_exporter_replies_bad_data_total", Help: "Datagrams on probe sockets that are not STAMP replies.",
+			Name: nameRepliesBadDataTotal, Help: "Datagrams on probe sockets that are not STAMP replies.",
 		}, []string{"module"}),
 		unmatched: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "llama_exporter_replies_unmatched_total", Help: "STAMP replies that matched no active session.",
+			Name: nameRepliesUnmatchedTotal, Help: "STAMP replies that matched no active session.",
 		}, []string{"module"}),
 	}
 	for _, r := range []string{ReasonLimit, ReasonNotAllowed, ReasonBadTarget} {

@@ -8,22 +8,23 @@ import (
 	"strings"
 	"time"
 
+	"github.com/llama-exporter/llama_exporter/internal/metricdef"
 	"github.com/llama-exporter/llama_exporter/prober/internal/pathmodel"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Descriptors of the path tracing series on /probe, with path_trace only.
 var (
-	descPathHops = prometheus.NewDesc("llama_probe_flow_path_hops",
+	descPathHops = metricdef.Desc(metricdef.Gauge, "llama_probe_flow_path_hops",
 		"Hops to the target on the flow's path (flow = source port), from its traces: the TTL that reached the target, or the farthest hop that answered.",
 		[]string{"flow"}, nil)
-	descPathChanges = prometheus.NewDesc("llama_probe_flow_path_changes_total",
+	descPathChanges = metricdef.Desc(metricdef.Counter, "llama_probe_flow_path_changes_total",
 		"Times the flow's hop list changed: a hop answered from another address, or the target at another TTL.",
 		[]string{"flow"}, nil)
-	descHopInfo = prometheus.NewDesc("llama_probe_path_hop_info",
+	descHopInfo = metricdef.Desc(metricdef.Gauge, "llama_probe_path_hop_info",
 		"One series per hop of each flow's path: hop is the TTL, address the hop's latest answer (* if none); always 1.",
 		[]string{"flow", "hop", "address"}, nil)
-	descSuspect = prometheus.NewDesc("llama_probe_path_suspect_link_info",
+	descSuspect = metricdef.Desc(metricdef.Gauge, "llama_probe_path_suspect_link_info",
 		"1 while the link from -> to is suspected of the loss of the flows (source ports, comma-separated); absent otherwise. to, the far end's answering address, names the link; direction is forward when the reflector counted the loss on the way out, unknown when it could not tell.",
 		[]string{"from", "to", "flows", "direction"}, nil)
 )

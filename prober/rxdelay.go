@@ -8,6 +8,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/net/ipv4"
 
+	"github.com/llama-exporter/llama_exporter/internal/metricdef"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
 	"github.com/llama-exporter/llama_exporter/prober/internal/histogram"
 )
@@ -31,9 +32,12 @@ type ReceiveDelay struct {
 	h    *histogram.Histogram
 }
 
+// nameReceiveDelay is the receive delay's family, one series per role.
+var nameReceiveDelay = metricdef.Name(metricdef.Histogram, "llama_exporter_receive_delay_seconds")
+
 // NewReceiveDelay returns the histogram of role ("prober" or "reflector").
 func NewReceiveDelay(role string) *ReceiveDelay {
-	desc := prometheus.NewDesc("llama_exporter_receive_delay_seconds",
+	desc := prometheus.NewDesc(nameReceiveDelay,
 		"Time from the kernel's receive timestamp of a datagram to the exporter's read of it, in seconds; the prober reads once per scheduler round (up to 5 ms) by design.",
 		nil, prometheus.Labels{"role": role})
 	return &ReceiveDelay{desc: desc, h: histogram.New(desc, receiveDelayBuckets, time.Now())}
