@@ -100,11 +100,11 @@ func TestOptionalSeriesFollowProberSpec(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			m := decodeModule(t, name)
 			dst := netip.MustParseAddrPort("198.18.0.2:862")
-			s := newSession(name, m, dst.String(), "198.18.0.2", 862, dst, 0)
+			s := newSession(name, m, resolvedTarget{name: dst.String(), host: "198.18.0.2", port: 862, dst: dst}, 0)
 			s.pool = &pool{proto: p, ttl: [2]int{64, 64}}
 			for seq := range uint32(2) {
 				s.recordSend(int64(seq) * 10 * ms)
-				s.onReply(&reply{seq: seq, reflSeq: seq, t4: int64(seq)*10*ms + ms, stamps: StampsUsable, dwell: 1000,
+				s.onReply(&timedReply{seq: seq, reflSeq: seq, t4: int64(seq)*10*ms + ms, stamps: StampsUsable, dwell: 1000,
 					senderTTL: 60, dscp: 10, dscp2: 10})
 			}
 			var want []string

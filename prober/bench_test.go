@@ -17,9 +17,9 @@ import (
 func BenchmarkSessionAccounting(b *testing.B) {
 	m := config.DefaultModule()
 	m.Interval, m.Timeout, m.Window = time.Millisecond, 100*time.Millisecond, 10*time.Second
-	s := newSession("bench", &m, "t", "t", 862, netip.MustParseAddrPort("198.18.0.2:862"), 0)
+	s := newSession("bench", &m, resolvedTarget{name: "t", host: "t", port: 862, dst: netip.MustParseAddrPort("198.18.0.2:862")}, 0)
 	s.pool = &pool{ttl: [2]int{64, 64}}
-	r := reply{senderTTL: 62, dscp: 0, dscp2: -1}
+	r := timedReply{senderTTL: 62, dscp: 0, dscp2: -1}
 	now := int64(0)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -38,13 +38,13 @@ func BenchmarkSnapshot(b *testing.B) {
 		b.Run(window.String(), func(b *testing.B) {
 			m := config.DefaultModule()
 			m.Interval, m.Timeout, m.Window = time.Millisecond, 100*time.Millisecond, window
-			s := newSession("bench", &m, "t", "t", 862, netip.MustParseAddrPort("198.18.0.2:862"), 0)
+			s := newSession("bench", &m, resolvedTarget{name: "t", host: "t", port: 862, dst: netip.MustParseAddrPort("198.18.0.2:862")}, 0)
 			now := int64(0)
 			n := int(window / m.Interval)
 			for i := range n + 200 {
 				now = int64(i) * int64(time.Millisecond)
 				seq, _, _ := s.recordSend(now)
-				s.onReply(&reply{seq: seq, reflSeq: seq, t4: now + int64(50_000+i%1000), senderTTL: -1, dscp: -1, dscp2: -1})
+				s.onReply(&timedReply{seq: seq, reflSeq: seq, t4: now + int64(50_000+i%1000), senderTTL: -1, dscp: -1, dscp2: -1})
 			}
 			if sn := s.snapshot(now); sn.RTTCount < n-10 {
 				b.Fatalf("window holds %d samples, want about %d", sn.RTTCount, n)

@@ -72,7 +72,7 @@ func TestSendErrorsCountedAndSessionGoesOn(t *testing.T) {
 	testlab.WaitFor(t, 10*time.Second, "100 probes on each target", func() bool {
 		return sessions[0].Snapshot().Sent >= 100 && sessions[1].Snapshot().Sent >= 100
 	})
-	errs := testutil.ToFloat64(mgr.m.sendErrors.WithLabelValues("errs"))
+	errs := testutil.ToFloat64(mgr.metrics.sendErrors.WithLabelValues("errs"))
 	var sent, lost uint64
 	for _, s := range sessions {
 		sn := s.Snapshot()

@@ -84,11 +84,11 @@ func startFloodTarget(t *testing.T, module string) *floodTarget {
 }
 
 func (ft *floodTarget) bad() float64 {
-	return testutil.ToFloat64(ft.mgr.m.badReplies.WithLabelValues(ft.module))
+	return testutil.ToFloat64(ft.mgr.metrics.badReplies.WithLabelValues(ft.module))
 }
 
 func (ft *floodTarget) unmatched() float64 {
-	return testutil.ToFloat64(ft.mgr.m.unmatched.WithLabelValues(ft.module))
+	return testutil.ToFloat64(ft.mgr.metrics.unmatched.WithLabelValues(ft.module))
 }
 
 func (ft *floodTarget) drops() string {

@@ -109,7 +109,7 @@ var (
 // Identifier) are ErrNotOurs; a message shorter than the echo header, a
 // reply with a Code other than 0 or whose Sequence Number is not the low 16
 // bits of the one in its data is bad data.
-func (ip *icmpProtocol) Decode(b []byte, r *Reply) error {
+func (ip *icmpProtocol) Decode(b []byte, r *DecodedReply) error {
 	if len(b) < icmpHeaderLen {
 		return errICMPShort
 	}
@@ -130,6 +130,6 @@ func (ip *icmpProtocol) Decode(b []byte, r *Reply) error {
 	if ip.flow >= 0 && (binary.BigEndian.Uint16(b[4:6]) != ip.ident || seq%ip.flows != uint32(ip.flow)) {
 		return ErrNotOurs
 	}
-	*r = Reply{SSID: binary.BigEndian.Uint16(d[4:6]), Seq: seq, ReflectorSeq: seq, SenderTTL: -1, DSCP2: -1}
+	*r = DecodedReply{SSID: binary.BigEndian.Uint16(d[4:6]), Seq: seq, ReflectorSeq: seq, SenderTTL: -1, DSCP2: -1}
 	return nil
 }

@@ -236,7 +236,7 @@ func TestSessionsShareSSIDZeroingReflector(t *testing.T) {
 					}
 				}
 				for _, m := range slices.Compact([]string{tc.a.module, tc.b.module}) {
-					if n := testutil.ToFloat64(mgr.m.unmatched.WithLabelValues(m)); n != 0 {
+					if n := testutil.ToFloat64(mgr.metrics.unmatched.WithLabelValues(m)); n != 0 {
 						t.Errorf("module %s: %v replies unmatched", m, n)
 					}
 				}

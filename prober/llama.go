@@ -43,7 +43,7 @@ func (*llamaProtocol) Encode(buf []byte, p *Probe) ([]byte, error) {
 
 // Decode reads a returned legacy probe. A probe whose signature is not
 // ours is ErrNotOurs.
-func (lc *llamaProtocol) Decode(b []byte, r *Reply) error {
+func (lc *llamaProtocol) Decode(b []byte, r *DecodedReply) error {
 	if err := lc.lp.UnmarshalBinary(b); err != nil {
 		return err
 	}
@@ -51,7 +51,7 @@ func (lc *llamaProtocol) Decode(b []byte, r *Reply) error {
 	if !ok {
 		return ErrNotOurs
 	}
-	*r = Reply{SSID: ssid, Seq: seq, ReflectorSeq: seq, T1: int64(lc.lp.Sent), SenderTTL: -1, DSCP2: -1}
+	*r = DecodedReply{SSID: ssid, Seq: seq, ReflectorSeq: seq, T1: int64(lc.lp.Sent), SenderTTL: -1, DSCP2: -1}
 	return nil
 }
 

@@ -89,10 +89,10 @@ func TestManagerReusesAndExpiresSessions(t *testing.T) {
 		t.Fatalf("over --probe.max-targets: %v, want ErrLimit", err)
 	}
 	testlab.WaitFor(t, 10*time.Second, "idle expiry", func() bool { return len(mgr.Sessions()) == 0 })
-	if got := testutil.ToFloat64(mgr.m.expired.WithLabelValues("fast")); got != 1 {
+	if got := testutil.ToFloat64(mgr.metrics.expired.WithLabelValues("fast")); got != 1 {
 		t.Fatalf("expired_total %v, want 1", got)
 	}
-	if got := testutil.ToFloat64(mgr.m.rejected.WithLabelValues(ReasonLimit)); got != 1 {
+	if got := testutil.ToFloat64(mgr.metrics.rejected.WithLabelValues(ReasonLimit)); got != 1 {
 		t.Fatalf("rejected{limit} %v, want 1", got)
 	}
 }

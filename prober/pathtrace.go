@@ -186,7 +186,7 @@ func (t *tracer) pick(fam int, now int64) (best *Session, flow int) {
 // send sends the hop probes of plan p. A probe that cannot be sent is
 // settled unanswered.
 func (t *tracer) send(p *tracePlan) {
-	pt := p.s.pool.tr
+	pt := p.s.pool.trace
 	for ttl := 1; ttl <= p.n; ttl++ {
 		seq := p.seq + uint32(ttl-1)
 		err := pt.send(p.fc, p.s, seq, p.flow, ttl, p.dst)
@@ -326,7 +326,7 @@ func (t *tracer) onlyProbe(fc *flowConn) uint32 {
 // poolTrace is a tracing pool's part of the tracer: the tracer goroutine's
 // own encoder and buffers, and the reader of quoted probes.
 type poolTrace struct {
-	t         *tracer
+	tracer    *tracer
 	enc       Protocol // the tracer goroutine's
 	quotedSeq func(quote []byte) (uint32, bool)
 	buf, oob  []byte
@@ -345,7 +345,7 @@ type traceQuoter interface {
 // that it traces).
 func newPoolTrace(t *tracer, p *pool) *poolTrace {
 	enc := p.proto.New(p.cfg)
-	pt := &poolTrace{t: t, enc: enc, buf: make([]byte, p.cfg.PacketSize), oob: make([]byte, 0, udpsock.SendOOBSize)}
+	pt := &poolTrace{tracer: t, enc: enc, buf: make([]byte, p.cfg.PacketSize), oob: make([]byte, 0, udpsock.SendOOBSize)}
 	if q, ok := enc.(traceQuoter); ok {
 		pt.quotedSeq = q.quotedSeq
 	} else {
@@ -362,7 +362,7 @@ func (pt *poolTrace) enable(cs []*flowConn) error {
 			return fmt.Errorf("path_trace: flow socket %d is no UDP socket", fc.flow)
 		}
 		fc.icmpErrors = true
-		if err := c.EnableICMPErrors(func(e *udpsock.ICMPError) { pt.t.onICMP(pt, fc, e) }); err != nil {
+		if err := c.EnableICMPErrors(func(e *udpsock.ICMPError) { pt.tracer.onICMP(pt, fc, e) }); err != nil {
 			return fmt.Errorf("path_trace: %w", err)
 		}
 	}
@@ -384,8 +384,8 @@ func (pt *poolTrace) send(fc *flowConn, s *Session, seq uint32, flow, ttl int, d
 
 // reply takes a reflector's reply d from from to a hop probe, with the
 // control messages oob of its datagram, and reports whether it was one.
-func (pt *poolTrace) reply(from netip.AddrPort, d *Reply, oob []byte) bool {
-	t := pt.t
+func (pt *poolTrace) reply(from netip.AddrPort, d *DecodedReply, oob []byte) bool {
+	t := pt.tracer
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	pr, ok := t.out[d.Seq]

@@ -69,7 +69,7 @@ func TestPathTraceLoopback(t *testing.T) {
 			if sn.Lost != 0 || sn.Late != 0 || sn.Duplicated != 0 || sn.Received+uint64(sn.InFlight) != sn.Sent {
 				t.Errorf("trace probes disturbed the session: %+v", sn.Counters)
 			}
-			if u := testutil.ToFloat64(mgr.m.unmatched.WithLabelValues("trace")); u != 0 {
+			if u := testutil.ToFloat64(mgr.metrics.unmatched.WithLabelValues("trace")); u != 0 {
 				t.Errorf("%v unmatched replies", u)
 			}
 			body := scrape(t, mgr, m, dst.String(), "")

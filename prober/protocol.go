@@ -24,7 +24,7 @@ type Protocol interface {
 	// returns ErrNotOurs for a well-formed datagram that answers no probe
 	// of ours, and any other error for bad data; either way the datagram
 	// is counted and dropped.
-	Decode(b []byte, r *Reply) error
+	Decode(b []byte, r *DecodedReply) error
 }
 
 // ErrNotOurs is returned by Protocol.Decode for a datagram that is well
@@ -51,11 +51,11 @@ type Probe struct {
 	T1 int64
 }
 
-// Reply is what Protocol.Decode learnt from a received datagram: the key
+// DecodedReply is what Protocol.Decode learnt from a received datagram: the key
 // that finds its session (with the sender's address), the probe it
 // answers, and what the reflector reported. Fields a protocol does not
 // carry keep the "unknown" values that Decode must set.
-type Reply struct {
+type DecodedReply struct {
 	// SSID is the session key the reply carries; 0 when it carries none,
 	// and the session is then found by address alone.
 	SSID uint16

@@ -2,8 +2,10 @@ package prober
 
 import "github.com/llama-exporter/llama_exporter/prober/internal/window"
 
-// reply is what the receive loop learnt from one Session-Reflector packet.
-type reply struct {
+// timedReply is a reply as the session accounts for it: what
+// Protocol.Decode read (DecodedReply), with the times of its arrival and
+// what the socket told of it (DSCP, kernel timestamps).
+type timedReply struct {
 	seq       uint32 // Sender Sequence Number: our probe
 	reflSeq   uint32 // the reflector's Sequence Number
 	t4        int64  // monotonic ns of arrival: read, less the kernel's wait
@@ -17,11 +19,14 @@ type reply struct {
 	rtt       int64  // ns, when the protocol had the kernel time the exchange; 0 if not
 }
 
-// flowState tracks a stateful reflector's per-flow sequence numbers: the
-// last answered probe index k of the flow and the reflector's count R then.
-type flowState struct {
-	k, r uint32
-	have bool
+// reflectorFlow is what a stateful reflector told of one flow (one
+// reflector session) at the flow's latest answered probe: that probe's
+// index within the flow (sequence number / flows) and the reflector's own
+// sequence number in its reply, the count of the flow's probes it had
+// received before.
+type reflectorFlow struct {
+	lastIndex, lastReflSeq uint32
+	have                   bool // a probe of the flow was answered
 }
 
 // onReply accounts for one reply. Each probe is decided at most once;
@@ -30,7 +35,7 @@ type flowState struct {
 // It returns false for a reply to no probe of the session's ring: one
 // never sent (forged or stray) or so old that its slot was reused (sent
 // more than window + timeout ago); the caller counts it as unmatched.
-func (s *Session) onReply(r *reply) bool {
+func (s *Session) onReply(r *timedReply) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sl := s.slotLocked(r.seq)
@@ -117,7 +122,7 @@ var epochUnix = epoch.UnixNano()
 // timestamp where there is one: replies of different flows are read by
 // different goroutines, so the order they are processed in is not the order
 // they arrived in, and either may come first. In order, neither scan runs.
-func (s *Session) reorderLocked(r *reply, sl *window.Slot) {
+func (s *Session) reorderLocked(r *timedReply, sl *window.Slot) {
 	arr := r.rxKernel
 	if arr == 0 {
 		arr = epochUnix + r.t4
@@ -166,7 +171,7 @@ func (s *Session) markReorderedLocked(sl *window.Slot) {
 // §4.3.1). Each flow is its own reflector session (5-tuple), so per flow
 // the probes between two answered ones that the reflector did not count
 // were lost forward, the others backward.
-func (s *Session) directionLocked(r *reply, sl *window.Slot) {
+func (s *Session) directionLocked(r *timedReply, sl *window.Slot) {
 	if r.reflSeq != r.seq {
 		s.stateful = true // a stateless reflector copies our number
 	}
@@ -175,19 +180,19 @@ func (s *Session) directionLocked(r *reply, sl *window.Slot) {
 	flows := uint32(s.cfg.Flows)
 	f := &s.flows[sl.Flow]
 	k := r.seq / flows
-	if !f.have || r.reflSeq < f.r || k <= f.k {
-		if !f.have || r.reflSeq < f.r {
-			*f = flowState{k: k, r: r.reflSeq, have: true} // first reply, or the reflector restarted
+	if !f.have || r.reflSeq < f.lastReflSeq || k <= f.lastIndex {
+		if !f.have || r.reflSeq < f.lastReflSeq {
+			*f = reflectorFlow{lastIndex: k, lastReflSeq: r.reflSeq, have: true} // first reply, or the reflector restarted
 		}
 		return // a reordered reply says nothing new
 	}
-	gap := k - f.k - 1                       // probes of this flow between the two replies
-	fwd := min(gap, (k-f.k)-(r.reflSeq-f.r)) // those the reflector never saw
-	if r.reflSeq-f.r > k-f.k {
+	gap := k - f.lastIndex - 1                                 // probes of this flow between the two replies
+	fwd := min(gap, (k-f.lastIndex)-(r.reflSeq-f.lastReflSeq)) // those the reflector never saw
+	if r.reflSeq-f.lastReflSeq > k-f.lastIndex {
 		fwd = 0 // duplicates reached the reflector: nothing lost forward
 	}
 	for i := uint32(1); i <= gap && s.stateful; i++ {
-		g := s.slotLocked((f.k+i)*flows + uint32(sl.Flow))
+		g := s.slotLocked((f.lastIndex+i)*flows + uint32(sl.Flow))
 		if g == nil || g.Dir != window.DirUnknown {
 			continue
 		}
@@ -202,11 +207,11 @@ func (s *Session) directionLocked(r *reply, sl *window.Slot) {
 			}
 		}
 	}
-	f.k, f.r = k, r.reflSeq
+	f.lastIndex, f.lastReflSeq = k, r.reflSeq
 }
 
 // pathLocked tracks the forward hop count and DSCP remarking.
-func (s *Session) pathLocked(r *reply) {
+func (s *Session) pathLocked(r *timedReply) {
 	if r.senderTTL < 0 || !s.proto.SenderTTL {
 		// unknown: no hop count
 	} else if init := s.pool.initialTTL(s.dst.Addr()); r.senderTTL <= init {

@@ -104,11 +104,11 @@ type Session struct {
 	sentFirst  chan struct{} // closed when the first probe is sent
 	decided    chan struct{}
 	isDecided  bool
-	stateful   bool        // the reflector keeps per-session sequence numbers
-	flows      []flowState // per flow, for directional loss
-	hops       int         // last forward hop count; -1 unknown
-	kernelTS   bool        // the last answered probe used kernel timestamps
-	flowSent   []uint64    // per flow, with flow_metrics
+	stateful   bool            // the reflector keeps per-session sequence numbers
+	flows      []reflectorFlow // per flow, for directional loss
+	hops       int             // last forward hop count; -1 unknown
+	kernelTS   bool            // the last answered probe used kernel timestamps
+	flowSent   []uint64        // per flow, with flow_metrics
 	flowLost   []uint64
 	inFlight   int              // probes sent and not yet decided
 	win        window.State     // summary of the decided probes in the window
@@ -123,17 +123,17 @@ var DefaultDwellBuckets = prometheus.ExponentialBuckets(1e-6, 4, 11)
 
 // newSession builds a session; its ring holds every probe that can still be
 // in flight or in the window, plus slack for scheduling jitter.
-func newSession(module string, cfg *config.Module, target, host string, port uint16, dst netip.AddrPort, now int64) *Session {
+func newSession(module string, cfg *config.Module, t resolvedTarget, now int64) *Session {
 	n := int((cfg.Window+cfg.Timeout)/cfg.Interval) + 4
 	s := &Session{
-		Module: module, Target: target, cfg: cfg, host: host, port: port,
+		Module: module, Target: t.name, cfg: cfg, host: t.host, port: t.port,
 		interval: int64(cfg.Interval), timeout: int64(cfg.Timeout), window: int64(cfg.Window),
-		created: now, dst: dst, src: sourceFor(cfg, dst.Addr()), resolvedAt: now,
+		created: now, dst: t.dst, src: sourceFor(cfg, t.dst.Addr()), resolvedAt: now,
 		slots:     make([]window.Slot, n),
 		firstSent: -1,
 		decided:   make(chan struct{}),
 		sentFirst: make(chan struct{}),
-		flows:     make([]flowState, cfg.Flows),
+		flows:     make([]reflectorFlow, cfg.Flows),
 		hops:      -1,
 		hist:      histogram.New(descRTT, cfg.Buckets(), epoch.Add(time.Duration(now))),
 		dwellHist: histogram.New(descDwell, DefaultDwellBuckets, epoch.Add(time.Duration(now))),
@@ -227,7 +227,7 @@ func (s *Session) recordSendAt(now, t1 int64) (seq uint32, flow int, dst netip.A
 
 // onTxTimestamp records the kernel's transmit timestamp of probe seq.
 func (s *Session) onTxTimestamp(seq uint32, ts int64) {
-	if seq&traceSeqFlag != 0 && s.pool.tr != nil && s.pool.tr.t.txStamp(seq, ts) {
+	if seq&traceSeqFlag != 0 && s.pool.trace != nil && s.pool.trace.tracer.txStamp(seq, ts) {
 		return // a trace probe's
 	}
 	s.mu.Lock()

@@ -77,7 +77,7 @@ func (sp *stampProtocol) Encode(buf []byte, p *Probe) ([]byte, error) {
 // unknown), timestamps in NTP or PTP format (the Z bit), SSID 0, and a
 // reflector sequence number copied from the probe or counted per session.
 // An authenticated reply must be whole and carry a valid HMAC.
-func (sp *stampProtocol) Decode(b []byte, r *Reply) error {
+func (sp *stampProtocol) Decode(b []byte, r *DecodedReply) error {
 	rp := &sp.rp
 	var err error
 	if sp.auth != nil {
@@ -88,7 +88,7 @@ func (sp *stampProtocol) Decode(b []byte, r *Reply) error {
 	if err != nil {
 		return err
 	}
-	*r = Reply{SSID: rp.SSID, Seq: rp.SenderSequence, ReflectorSeq: rp.Sequence,
+	*r = DecodedReply{SSID: rp.SSID, Seq: rp.SenderSequence, ReflectorSeq: rp.Sequence,
 		T1: rp.SenderTimestamp.Time().UnixNano(), Stamps: StampsInvalid, SenderTTL: -1, DSCP2: -1}
 	if d, ok := rp.DwellOK(); ok {
 		r.Stamps, r.Dwell = StampsUsable, d

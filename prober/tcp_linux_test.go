@@ -101,7 +101,7 @@ func TestTCPChild(t *testing.T) {
 	testlab.WaitFor(t, 90*time.Second, fmt.Sprintf("%d decided probes in the window", c.Probes), func() bool {
 		return s.Snapshot().WindowSent >= c.Probes
 	})
-	errs := testutil.ToFloat64(mgr.m.sendErrors.WithLabelValues("tcp")) // before the snapshot: errs <= Sent
+	errs := testutil.ToFloat64(mgr.metrics.sendErrors.WithLabelValues("tcp")) // before the snapshot: errs <= Sent
 	sn := s.Snapshot()
 	r := tcpResult{Counters: sn.Counters, WindowSent: sn.WindowSent, WindowLost: sn.WindowLost,
 		LossRatio: finite(sn.LossRatio), RTTMin: finite(sn.RTTMin), RTTMax: finite(sn.RTTMax),

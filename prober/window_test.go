@@ -127,7 +127,7 @@ func TestIncrementalWindowMatchesFullScan(t *testing.T) {
 		m.Timeout = time.Duration(1+rng.IntN(50)) * m.Interval
 		m.Window = time.Duration(1+rng.IntN(100)) * m.Interval
 		m.Flows, m.FlowMetrics = 1+rng.IntN(8), true
-		s := newSession("x", &m, "t", "t", 1, netip.MustParseAddrPort("198.18.0.2:862"), 0)
+		s := newSession("x", &m, resolvedTarget{name: "t", host: "t", port: 1, dst: netip.MustParseAddrPort("198.18.0.2:862")}, 0)
 		now := int64(0)
 		for step := range 3000 {
 			now += int64(m.Interval) + rng.Int64N(int64(m.Interval)/4+1)
@@ -137,7 +137,7 @@ func TestIncrementalWindowMatchesFullScan(t *testing.T) {
 				back := uint32(rng.IntN(5))
 				if back <= seq {
 					rtt := rng.Int64N(int64(m.Timeout) * 5 / 4)
-					s.onReply(&reply{seq: seq - back, reflSeq: seq - back, t4: now + rtt - int64(back)*int64(m.Interval), senderTTL: -1, dscp: -1, dscp2: -1})
+					s.onReply(&timedReply{seq: seq - back, reflSeq: seq - back, t4: now + rtt - int64(back)*int64(m.Interval), senderTTL: -1, dscp: -1, dscp2: -1})
 				}
 			}
 			got := s.snapshot(now)
