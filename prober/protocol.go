@@ -162,8 +162,18 @@ type FlowSocket interface {
 }
 
 // Probers maps a module's prober name to its protocol, as
-// blackbox_exporter's Probers map does. Adding a protocol is one file that
-// defines its Prober and one entry here.
+// blackbox_exporter's Probers map does. Adding a protocol (see "How to add
+// a probe protocol" in docs/architecture.md):
+//
+//  1. Codec: prober/NAME.go defines its Prober: Spec, New (a Protocol's
+//     Encode and Decode), what its replies can carry, and Listen or Start
+//     for another socket type or exchange.
+//  2. Trace: with Spec.PathTrace, its Protocol also has quotedSeq (the
+//     traceQuoter of pathtrace.go), reading a probe's sequence number from
+//     the start of its UDP payload as an ICMP error quotes it.
+//  3. Register: one entry here.
+//  4. Document and test: example.yml, the README; FuzzDecode and
+//     FuzzTraceQuote already cover every entry.
 var Probers = map[string]*Prober{
 	config.ProberSTAMP: &stampProber,
 	config.ProberLLAMA: &llamaProber,
