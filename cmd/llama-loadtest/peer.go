@@ -10,12 +10,14 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/llama-exporter/llama_exporter/cmd/llama-loadtest/internal/procmeter"
 )
 
 // peerResult is what a peer prober cost while probing the sessions'
 // targets: its CPU over the measured period and what it counted.
 type peerResult struct {
-	cpu           *cpuMeter
+	cpu           *procmeter.CPUMeter
 	sent, replies float64
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/llama-exporter/llama_exporter/cmd/llama-loadtest/internal/procmeter"
 	"golang.org/x/sys/unix"
 )
 
@@ -127,7 +128,7 @@ type reflResult struct {
 	// non-empty receive call.
 	EmptyRecvPct float64
 	AvgBatch     float64
-	Machine      machineMeter
+	Machine      procmeter.MachineMeter
 	// Receive-buffer drops on the reflector's sockets over the run (-1
 	// when unknown) and on the generator's.
 	ReflectorDrops int64
@@ -280,7 +281,7 @@ func (m *reflectorMode) ready(e *env, addr netip.AddrPort, kind replyKind, c *ch
 		return nil
 	}
 	r := &reflectorUnderTest{addr: addr, kind: kind, dead: dead, pid: c.PID,
-		cpu:  func() (time.Duration, error) { return processCPU(c.PID) },
+		cpu:  func() (time.Duration, error) { return procmeter.ProcessCPU(c.PID) },
 		stop: func() { e.sup.stop(c, 3*time.Second) }}
 	if err := waitReflector(e.ctx, addr, kind, 10*time.Second, dead); err != nil {
 		r.stop()
@@ -324,7 +325,7 @@ func (m *reflectorMode) startInprocessEcho(e *env) (*reflectorUnderTest, error) 
 	tid := <-tids
 	addr := conn.LocalAddr().(*net.UDPAddr).AddrPort()
 	r := &reflectorUnderTest{addr: addr, kind: replyEcho, inSelf: true,
-		cpu:  func() (time.Duration, error) { return threadCPU(tid) },
+		cpu:  func() (time.Duration, error) { return procmeter.ThreadCPU(tid) },
 		dead: func() error { return nil },
 		stop: func() { conn.Close(); <-done; runtime.GOMAXPROCS(procs) }}
 	if err := waitReflector(e.ctx, addr, replyEcho, 5*time.Second, nil); err != nil {
@@ -344,7 +345,7 @@ func (m *reflectorMode) measure(e *env, impl string, r *reflectorUnderTest) (*re
 	}
 	var reflDrops0 uint64
 	if r.pid != 0 {
-		reflDrops0 = processUDPDrops(r.pid)
+		reflDrops0 = procmeter.ProcessUDPDrops(r.pid)
 	}
 	g.start()
 	if err := sleepCtx(e.ctx, m.Warmup); err != nil {
@@ -356,13 +357,13 @@ func (m *reflectorMode) measure(e *env, impl string, r *reflectorUnderTest) (*re
 		g.stop(0)
 		return nil, err
 	}
-	genDrops := processUDPDrops(os.Getpid())
+	genDrops := procmeter.ProcessUDPDrops(os.Getpid())
 	if err := g.stop(m.Drain); err != nil {
 		return nil, err
 	}
 	reflDrops := int64(-1)
 	if r.pid != 0 {
-		reflDrops = int64(processUDPDrops(r.pid) - reflDrops0)
+		reflDrops = int64(procmeter.ProcessUDPDrops(r.pid) - reflDrops0)
 	}
 	if err := r.dead(); err != nil {
 		return nil, err
@@ -381,27 +382,27 @@ func (m *reflectorMode) genConfig(r *reflectorUnderTest) genConfig {
 type measuredWindow struct {
 	t0, t1          genTotals
 	elapsed         time.Duration
-	reflCPU, genCPU *cpuMeter
-	machine         machineMeter
+	reflCPU, genCPU *procmeter.CPUMeter
+	machine         procmeter.MachineMeter
 }
 
 // measureWindow measures --duration of the generator g's load on r, with
 // the generator sampling RTTs meanwhile. Its error is that of the wait,
 // which ctx cuts short.
 func (m *reflectorMode) measureWindow(ctx context.Context, g *generator, r *reflectorUnderTest) (*measuredWindow, error) {
-	w := &measuredWindow{reflCPU: newCPUMeter(r.cpu), genCPU: newCPUMeter(generatorCPU(r))}
+	w := &measuredWindow{reflCPU: procmeter.NewCPUMeter(r.cpu), genCPU: procmeter.NewCPUMeter(generatorCPU(r))}
 	w.t0 = g.totals()
 	start := time.Now()
-	w.machine.start()
-	w.reflCPU.start()
-	w.genCPU.start()
+	w.machine.Start()
+	w.reflCPU.Start()
+	w.genCPU.Start()
 	g.measuring.Store(true)
 	err := sleepCtx(ctx, m.Duration)
 	w.t1 = g.totals()
 	w.elapsed = time.Since(start)
-	w.reflCPU.stop()
-	w.genCPU.stop()
-	w.machine.stop()
+	w.reflCPU.Stop()
+	w.genCPU.Stop()
+	w.machine.Stop()
 	g.measuring.Store(false)
 	return w, err
 }
@@ -410,7 +411,7 @@ func (m *reflectorMode) measureWindow(ctx context.Context, g *generator, r *refl
 // that of r's thread when r runs in it.
 func generatorCPU(r *reflectorUnderTest) func() (time.Duration, error) {
 	return func() (time.Duration, error) {
-		self := selfCPU()
+		self := procmeter.SelfCPU()
 		if r.inSelf {
 			t, err := r.cpu()
 			return self - t, err
@@ -456,7 +457,7 @@ func (m *reflectorMode) report(e *env, r *reflResult, base *reflResult) {
 		r.Total.Late, r.Total.Dup, r.Total.Stray, dropsString(r.ReflectorDrops), r.GeneratorDrops,
 		fmtSeconds(r.RTT[0.5]), fmtSeconds(r.RTT[0.99]), fmtSeconds(r.RTT[0.999]),
 		fmtPct(r.ReflectorCPU), fmtPct(r.GeneratorCPU))
-	line += fmt.Sprintf(" (%.0f%% of its receive calls empty, %.1f replies per batch); machine: %s", r.EmptyRecvPct, r.AvgBatch, fmtCPUUsage(r.Machine.Usage))
+	line += fmt.Sprintf(" (%.0f%% of its receive calls empty, %.1f replies per batch); machine: %s", r.EmptyRecvPct, r.AvgBatch, procmeter.FormatCPUUsage(r.Machine.Usage))
 	if !math.IsNaN(ratio) {
 		line += fmt.Sprintf("  ratio to baseline %.2f", ratio)
 	}

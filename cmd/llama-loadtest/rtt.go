@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/llama-exporter/llama_exporter/cmd/llama-loadtest/internal/procmeter"
 )
 
 // rttMode is "llama-loadtest rtt": RTT quantiles over loopback as the
@@ -204,9 +205,9 @@ func (r *rttRun) printSetup() {
 // rttMeters measure the CPU used while the window fills: by the exporter,
 // by each burner, and by each CPU of the machine.
 type rttMeters struct {
-	exp     *cpuMeter
-	burners []*cpuMeter
-	machine machineMeter
+	exp     *procmeter.CPUMeter
+	burners []*procmeter.CPUMeter
+	machine procmeter.MachineMeter
 }
 
 // startMeters starts the meters, the exporter's last, just before the
@@ -214,24 +215,24 @@ type rttMeters struct {
 func (r *rttRun) startMeters() *rttMeters {
 	exp := r.exp
 	ms := &rttMeters{
-		exp:     newCPUMeter(func() (time.Duration, error) { return processCPU(exp.PID) }),
-		burners: make([]*cpuMeter, len(r.burners)),
+		exp:     procmeter.NewCPUMeter(func() (time.Duration, error) { return procmeter.ProcessCPU(exp.PID) }),
+		burners: make([]*procmeter.CPUMeter, len(r.burners)),
 	}
 	for i, b := range r.burners {
-		ms.burners[i] = newCPUMeter(func() (time.Duration, error) { return processCPU(b.PID) })
-		ms.burners[i].start()
+		ms.burners[i] = procmeter.NewCPUMeter(func() (time.Duration, error) { return procmeter.ProcessCPU(b.PID) })
+		ms.burners[i].Start()
 	}
-	ms.machine.start()
-	ms.exp.start()
+	ms.machine.Start()
+	ms.exp.Start()
 	return ms
 }
 
 // stop stops the meters, the exporter's first.
 func (ms *rttMeters) stop() {
-	ms.exp.stop()
-	ms.machine.stop()
+	ms.exp.Stop()
+	ms.machine.Stop()
 	for _, b := range ms.burners {
-		b.stop()
+		b.Stop()
 	}
 }
 
@@ -338,7 +339,7 @@ func (r *rttRun) printResult(mfs metricFamilies, count float64, ms *rttMeters) {
 		r.m.Burners, count, wsent, wlost,
 		fmtSeconds(mfs.get("llama_probe_window_rtt_min_seconds")), fmtSeconds(q(0.5)), fmtSeconds(q(0.9)), fmtSeconds(q(0.99)), fmtSeconds(q(0.999)),
 		fmtSeconds(mfs.get("llama_probe_window_rtt_max_seconds")), fmtSeconds(mfs.get("llama_probe_window_rtt_stddev_seconds")),
-		fmtSeconds(mfs.get("llama_probe_window_jitter_seconds")), orDash(ts), fmtPct(ms.exp.Percent()), fmtPct(ms.burnersPercent()), fmtCPUUsage(ms.machine.Usage))
+		fmtSeconds(mfs.get("llama_probe_window_jitter_seconds")), orDash(ts), fmtPct(ms.exp.Percent()), fmtPct(ms.burnersPercent()), procmeter.FormatCPUUsage(ms.machine.Usage))
 }
 
 // results is the run's JSON line: what printResult prints, in

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/llama-exporter/llama_exporter/cmd/llama-loadtest/internal/procmeter"
 )
 
 // sessionsMode is "llama-loadtest sessions": N probe sessions in one
@@ -216,7 +217,7 @@ func (m *sessionsMode) run(e *env) error {
 	if err != nil {
 		return err
 	}
-	idle, _ := processMem(r.exp.PID)
+	idle, _ := procmeter.ProcessMem(r.exp.PID)
 	r.printSetup(idle)
 	base, err := r.runBaseline()
 	if err != nil {
@@ -361,7 +362,7 @@ func (r *sessionsRun) startExporter(cfgPath string, reflFlags []string) error {
 
 // printSetup prints the run's first line: what it tests, where, and the
 // idle exporter's memory.
-func (r *sessionsRun) printSetup(idle procMem) {
+func (r *sessionsRun) printSetup(idle procmeter.Mem) {
 	m := r.m
 	fmt.Fprintf(r.e.out, "# sessions: %d targets 127.1.0.1.. port %d, module interval %v timeout %v window %v flows %d, reflector %s; exporter pid %d on CPU %s, reflector on CPU %s; idle exporter RSS %s\n",
 		m.Sessions, r.rport, m.Interval, m.ProbeTimeout, m.Window, m.Flows, m.Reflector, r.exp.PID, orNone(m.CPUExporter), orNone(m.CPUReflector), fmtBytes(idle.RSS))
@@ -414,7 +415,7 @@ func (r *sessionsRun) createSessions() (*creation, error) {
 		return nil, err
 	}
 	c.gauge = metrics.get("llama_exporter_sessions")
-	mem, _ := processMem(r.exp.PID)
+	mem, _ := procmeter.ProcessMem(r.exp.PID)
 	fmt.Fprintf(r.e.out, "sessions created: %d of %d in %.1fs (%.0f/s); first /probe p50 %s p99 %s max %s; non-200 %d, errors %d; probe_success=1 on first scrape %d; llama_exporter_sessions %.0f; exporter RSS %s\n",
 		res.ok, m.Sessions, c.took.Seconds(), float64(res.ok)/c.took.Seconds(),
 		fmtSeconds(c.p50), fmtSeconds(c.p99), fmtSeconds(maxv), res.non200, res.lat.errs, res.success, c.gauge, fmtBytes(mem.RSS))
@@ -427,14 +428,14 @@ func (r *sessionsRun) createSessions() (*creation, error) {
 // steadyState is what the measured period saw.
 type steadyState struct {
 	elapsed             time.Duration
-	exp, refl           *cpuMeter // refl is nil with --reflector=embedded
-	machine             machineMeter
+	exp, refl           *procmeter.CPUMeter // refl is nil with --reflector=embedded
+	machine             procmeter.MachineMeter
 	expDrops, reflDrops uint64 // receive-buffer drops over the period
 	scr                 *latencies
 	issued              int   // scrapes started
 	skipped             int64 // scrapes not started, all workers busy
 	reflPPS, throttled  float64
-	memEnd              procMem
+	memEnd              procmeter.Mem
 	threads             int
 	expMetrics          metricFamilies
 }
@@ -453,20 +454,20 @@ func (r *sessionsRun) measure() (*steadyState, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &steadyState{scr: &latencies{}, exp: newCPUMeter(func() (time.Duration, error) { return processCPU(r.exp.PID) })}
+	s := &steadyState{scr: &latencies{}, exp: procmeter.NewCPUMeter(func() (time.Duration, error) { return procmeter.ProcessCPU(r.exp.PID) })}
 	if r.refl != nil {
-		s.refl = newCPUMeter(func() (time.Duration, error) { return processCPU(r.refl.PID) })
+		s.refl = procmeter.NewCPUMeter(func() (time.Duration, error) { return procmeter.ProcessCPU(r.refl.PID) })
 	}
 	expDrops0, reflDrops0 := r.udpDrops()
 	start := time.Now()
-	s.machine.start()
-	s.exp.start()
-	s.refl.start()
+	s.machine.Start()
+	s.exp.Start()
+	s.refl.Start()
 	var skipped atomic.Int64
 	s.issued = m.steady(ctx, r.client, r.webAddr, r.rport, s.scr, &skipped)
-	s.exp.stop()
-	s.refl.stop()
-	s.machine.stop()
+	s.exp.Stop()
+	s.refl.Stop()
+	s.machine.Stop()
 	s.elapsed = time.Since(start)
 	s.skipped = skipped.Load()
 	expDrops, reflDrops := r.udpDrops()
@@ -483,9 +484,9 @@ func (r *sessionsRun) measure() (*steadyState, error) {
 // udpDrops returns the receive-buffer drops so far of the exporter's
 // sockets and of the separate reflector's (0 with --reflector=embedded).
 func (r *sessionsRun) udpDrops() (exp, refl uint64) {
-	exp = processUDPDrops(r.exp.PID)
+	exp = procmeter.ProcessUDPDrops(r.exp.PID)
 	if r.refl != nil {
-		refl = processUDPDrops(r.refl.PID)
+		refl = procmeter.ProcessUDPDrops(r.refl.PID)
 	}
 	return exp, refl
 }
@@ -499,8 +500,8 @@ func (r *sessionsRun) readAfter(s *steadyState, reflMetrics0 metricFamilies) err
 	if err != nil {
 		return err
 	}
-	s.memEnd, _ = processMem(r.exp.PID)
-	st, _ := readProcStat(fmt.Sprintf("/proc/%d/stat", r.exp.PID))
+	s.memEnd, _ = procmeter.ProcessMem(r.exp.PID)
+	st, _ := procmeter.ReadStat(fmt.Sprintf("/proc/%d/stat", r.exp.PID))
 	s.threads = st.Threads
 	if s.expMetrics, _, err = fetchMetrics(ctx, r.client, "http://"+r.webAddr+"/metrics"); err != nil {
 		return err
@@ -526,14 +527,14 @@ func (m *sessionsMode) expectedReflected() float64 {
 
 // printSteady prints what the measured period saw, and returns the
 // exporter's CPU share over the baseline's (0 without a baseline).
-func (r *sessionsRun) printSteady(s *steadyState, idle procMem, base *baselineResult) (toBaseline float64) {
+func (r *sessionsRun) printSteady(s *steadyState, idle procmeter.Mem, base *baselineResult) (toBaseline float64) {
 	m, out := r.m, r.e.out
 	sp50, sp90, sp99, smax := s.scr.stats()
 	fmt.Fprintf(out, "sessions steady state %d sessions over %.1fs: exporter CPU %.2fs = %s of one core (%.2f µs per probe), reflector CPU %s; probes reflected %.0f/s (expected %.0f/s); throttled %.0f\n",
 		m.Sessions, s.elapsed.Seconds(), s.exp.CPU.Seconds(), fmtPct(s.exp.Percent()),
 		1e6*s.exp.CPU.Seconds()/(m.expectedPPS()*s.elapsed.Seconds()), fmtPct(s.refl.Percent()), s.reflPPS, m.expectedReflected(), s.throttled)
 	fmt.Fprintf(out, "sessions receive-buffer drops over the period: exporter sockets %d, reflector sockets %d; machine: %s\n",
-		s.expDrops, s.reflDrops, fmtCPUUsage(s.machine.Usage))
+		s.expDrops, s.reflDrops, procmeter.FormatCPUUsage(s.machine.Usage))
 	fmt.Fprintf(out, "sessions exporter memory: RSS %s (%.1f KiB per session over idle), peak %s, threads %d\n",
 		fmtBytes(s.memEnd.RSS), (float64(s.memEnd.RSS)-float64(idle.RSS))/1024/float64(m.Sessions), fmtBytes(s.memEnd.HWM), s.threads)
 	fmt.Fprintf(out, "sessions /probe latency over %d scrapes (%d started, %d errors, %d skipped with all %d workers busy): p50 %s p90 %s p99 %s max %s\n",
@@ -549,7 +550,7 @@ func (r *sessionsRun) printSteady(s *steadyState, idle procMem, base *baselineRe
 }
 
 // results is the run's JSON line, without the sweep's figures.
-func (r *sessionsRun) results(c *creation, s *steadyState, idle procMem, base *baselineResult, toBaseline float64) map[string]any {
+func (r *sessionsRun) results(c *creation, s *steadyState, idle procmeter.Mem, base *baselineResult, toBaseline float64) map[string]any {
 	m := r.m
 	res := map[string]any{
 		"mode": "sessions", "sessions": m.Sessions, "sessions_created": c.ok, "sessions_gauge": c.gauge,
@@ -570,7 +571,7 @@ func (r *sessionsRun) results(c *creation, s *steadyState, idle procMem, base *b
 }
 
 // results is the measured period's part of the run's JSON line.
-func (s *steadyState) results(m *sessionsMode, idle procMem) map[string]any {
+func (s *steadyState) results(m *sessionsMode, idle procmeter.Mem) map[string]any {
 	sp50, sp90, sp99, smax := s.scr.stats()
 	return map[string]any{
 		"duration_s":                round2(s.elapsed.Seconds()),
@@ -911,7 +912,7 @@ func (s *sweepSum) result(start time.Time) *sweepResult {
 // period and what it counted.
 type baselineResult struct {
 	plainResult
-	cpu        *cpuMeter
+	cpu        *procmeter.CPUMeter
 	usPerProbe float64
 }
 
