@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/llama-exporter/llama_exporter/reflector"
-	"github.com/llama-exporter/llama_exporter/stamp"
 )
 
 func TestQuantile(t *testing.T) {
@@ -152,23 +151,6 @@ func TestSessionTarget(t *testing.T) {
 		if got := sessionTarget(i, 862); got != want {
 			t.Errorf("sessionTarget(%d) = %s, want %s", i, got, want)
 		}
-	}
-}
-
-func TestSenderSequence(t *testing.T) {
-	b := make([]byte, 44)
-	p := stamp.SenderPacket{Sequence: 77, SSID: 3}
-	p.MarshalTo(b)
-	if seq, ok := senderSequence(replyEcho, b); !ok || seq != 77 {
-		t.Errorf("echo: %d %v", seq, ok)
-	}
-	r := stamp.ReflectorPacket{Sequence: 5, SenderSequence: 77}
-	r.MarshalTo(b)
-	if seq, ok := senderSequence(replySTAMP, b); !ok || seq != 77 {
-		t.Errorf("stamp: %d %v", seq, ok)
-	}
-	if _, ok := senderSequence(replySTAMP, b[:43]); ok {
-		t.Error("43 octets accepted")
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/llama-exporter/llama_exporter/cmd/llama-loadtest/internal/gen"
 	"github.com/llama-exporter/llama_exporter/cmd/llama-loadtest/internal/procmeter"
 	"golang.org/x/sys/unix"
 )
@@ -118,7 +119,7 @@ type reflResult struct {
 	Elapsed       time.Duration
 	RepliesPerSec float64
 	SentPerSec    float64
-	Total         genTotals
+	Total         gen.Totals
 	RTT           map[float64]float64
 	RTTSamples    int
 	ReflectorCPU  float64 // % of one core, -1 unknown
@@ -152,7 +153,7 @@ func (r *reflResult) lossRatio() float64 {
 // reflectorUnderTest is a started reflector.
 type reflectorUnderTest struct {
 	addr netip.AddrPort
-	kind replyKind
+	kind gen.ReplyKind
 	cpu  func() (time.Duration, error)
 	dead func() error // non-nil error once the reflector has died
 	stop func()
@@ -253,7 +254,7 @@ func (m *reflectorMode) startBaseline(e *env) (*reflectorUnderTest, error) {
 	if err != nil {
 		return nil, err
 	}
-	return m.ready(e, addr, replyEcho, c)
+	return m.ready(e, addr, gen.ReplyEcho, c)
 }
 
 func (m *reflectorMode) startExporter(e *env) (*reflectorUnderTest, error) {
@@ -270,10 +271,10 @@ func (m *reflectorMode) startExporter(e *env) (*reflectorUnderTest, error) {
 	if err != nil {
 		return nil, err
 	}
-	return m.ready(e, addr, replySTAMP, c)
+	return m.ready(e, addr, gen.ReplySTAMP, c)
 }
 
-func (m *reflectorMode) ready(e *env, addr netip.AddrPort, kind replyKind, c *child) (*reflectorUnderTest, error) {
+func (m *reflectorMode) ready(e *env, addr netip.AddrPort, kind gen.ReplyKind, c *child) (*reflectorUnderTest, error) {
 	dead := func() error {
 		if c.Exited() {
 			return c.exitError()
@@ -283,7 +284,7 @@ func (m *reflectorMode) ready(e *env, addr netip.AddrPort, kind replyKind, c *ch
 	r := &reflectorUnderTest{addr: addr, kind: kind, dead: dead, pid: c.PID,
 		cpu:  func() (time.Duration, error) { return procmeter.ProcessCPU(c.PID) },
 		stop: func() { e.sup.stop(c, 3*time.Second) }}
-	if err := waitReflector(e.ctx, addr, kind, 10*time.Second, dead); err != nil {
+	if err := gen.WaitReflector(e.ctx, addr, kind, 10*time.Second, dead); err != nil {
 		r.stop()
 		return nil, err
 	}
@@ -324,11 +325,11 @@ func (m *reflectorMode) startInprocessEcho(e *env) (*reflectorUnderTest, error) 
 	}()
 	tid := <-tids
 	addr := conn.LocalAddr().(*net.UDPAddr).AddrPort()
-	r := &reflectorUnderTest{addr: addr, kind: replyEcho, inSelf: true,
+	r := &reflectorUnderTest{addr: addr, kind: gen.ReplyEcho, inSelf: true,
 		cpu:  func() (time.Duration, error) { return procmeter.ThreadCPU(tid) },
 		dead: func() error { return nil },
 		stop: func() { conn.Close(); <-done; runtime.GOMAXPROCS(procs) }}
-	if err := waitReflector(e.ctx, addr, replyEcho, 5*time.Second, nil); err != nil {
+	if err := gen.WaitReflector(e.ctx, addr, gen.ReplyEcho, 5*time.Second, nil); err != nil {
 		r.stop()
 		return nil, err
 	}
@@ -339,7 +340,7 @@ func (m *reflectorMode) startInprocessEcho(e *env) (*reflectorUnderTest, error) 
 // measured --duration, then the --drain of the probes still out. Its
 // result is impl's, with the rates of the measured window.
 func (m *reflectorMode) measure(e *env, impl string, r *reflectorUnderTest) (*reflResult, error) {
-	g, err := newGenerator(m.genConfig(r))
+	g, err := gen.New(m.genConfig(r))
 	if err != nil {
 		return nil, err
 	}
@@ -347,18 +348,18 @@ func (m *reflectorMode) measure(e *env, impl string, r *reflectorUnderTest) (*re
 	if r.pid != 0 {
 		reflDrops0 = procmeter.ProcessUDPDrops(r.pid)
 	}
-	g.start()
+	g.Start()
 	if err := sleepCtx(e.ctx, m.Warmup); err != nil {
-		g.stop(0)
+		g.Stop(0)
 		return nil, err
 	}
 	w, err := m.measureWindow(e.ctx, g, r)
 	if err != nil {
-		g.stop(0)
+		g.Stop(0)
 		return nil, err
 	}
 	genDrops := procmeter.ProcessUDPDrops(os.Getpid())
-	if err := g.stop(m.Drain); err != nil {
+	if err := g.Stop(m.Drain); err != nil {
 		return nil, err
 	}
 	reflDrops := int64(-1)
@@ -372,15 +373,15 @@ func (m *reflectorMode) measure(e *env, impl string, r *reflectorUnderTest) (*re
 }
 
 // genConfig is the generator's configuration for a load on r.
-func (m *reflectorMode) genConfig(r *reflectorUnderTest) genConfig {
-	return genConfig{Target: r.addr, Kind: r.kind, Sockets: m.Sockets, Window: m.Window,
+func (m *reflectorMode) genConfig(r *reflectorUnderTest) gen.Config {
+	return gen.Config{Target: r.addr, Kind: r.kind, Sockets: m.Sockets, Window: m.Window,
 		PacketSize: m.PacketSize, LossTimeout: m.LossTimeout, SampleEvery: m.SampleEvery, Poll: m.Generator == "poll", GSO: m.GSO}
 }
 
 // measuredWindow is the measured part of a run: the generator's totals at
 // its start and end, its length, and the CPU used meanwhile.
 type measuredWindow struct {
-	t0, t1          genTotals
+	t0, t1          gen.Totals
 	elapsed         time.Duration
 	reflCPU, genCPU *procmeter.CPUMeter
 	machine         procmeter.MachineMeter
@@ -389,21 +390,21 @@ type measuredWindow struct {
 // measureWindow measures --duration of the generator g's load on r, with
 // the generator sampling RTTs meanwhile. Its error is that of the wait,
 // which ctx cuts short.
-func (m *reflectorMode) measureWindow(ctx context.Context, g *generator, r *reflectorUnderTest) (*measuredWindow, error) {
+func (m *reflectorMode) measureWindow(ctx context.Context, g *gen.Generator, r *reflectorUnderTest) (*measuredWindow, error) {
 	w := &measuredWindow{reflCPU: procmeter.NewCPUMeter(r.cpu), genCPU: procmeter.NewCPUMeter(generatorCPU(r))}
-	w.t0 = g.totals()
+	w.t0 = g.Totals()
 	start := time.Now()
 	w.machine.Start()
 	w.reflCPU.Start()
 	w.genCPU.Start()
-	g.measuring.Store(true)
+	g.Measure(true)
 	err := sleepCtx(ctx, m.Duration)
-	w.t1 = g.totals()
+	w.t1 = g.Totals()
 	w.elapsed = time.Since(start)
 	w.reflCPU.Stop()
 	w.genCPU.Stop()
 	w.machine.Stop()
-	g.measuring.Store(false)
+	g.Measure(false)
 	return w, err
 }
 
@@ -422,12 +423,12 @@ func generatorCPU(r *reflectorUnderTest) func() (time.Duration, error) {
 
 // result is the run of impl on the stopped generator g: the rates and CPU
 // of the window w, the totals of the whole run, and the RTTs sampled.
-func (w *measuredWindow) result(impl string, g *generator, reflDrops int64, genDrops uint64) *reflResult {
+func (w *measuredWindow) result(impl string, g *gen.Generator, reflDrops int64, genDrops uint64) *reflResult {
 	res := &reflResult{
 		Impl: impl, Elapsed: w.elapsed,
 		RepliesPerSec:  float64(w.t1.Received-w.t0.Received) / w.elapsed.Seconds(),
 		SentPerSec:     float64(w.t1.Sent-w.t0.Sent) / w.elapsed.Seconds(),
-		Total:          g.totals(),
+		Total:          g.Totals(),
 		ReflectorCPU:   w.reflCPU.Percent(),
 		GeneratorCPU:   w.genCPU.Percent(),
 		Machine:        w.machine,
@@ -441,7 +442,7 @@ func (w *measuredWindow) result(impl string, g *generator, reflDrops int64, genD
 			res.AvgBatch = float64(w.t1.Received-w.t0.Received) / float64(calls-empty)
 		}
 	}
-	rtts := g.sampledRTTs()
+	rtts := g.SampledRTTs()
 	res.RTTSamples = len(rtts)
 	res.RTT = durationQuantiles(rtts, 0.5, 0.99, 0.999)
 	return res

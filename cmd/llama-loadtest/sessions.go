@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/llama-exporter/llama_exporter/cmd/llama-loadtest/internal/gen"
 	"github.com/llama-exporter/llama_exporter/cmd/llama-loadtest/internal/procmeter"
 )
 
@@ -332,7 +333,7 @@ func (r *sessionsRun) startReflector(reflFlags []string) error {
 	if err := waitHTTPReady(r.e.ctx, r.refl, r.reflWeb, 15*time.Second); err != nil {
 		return err
 	}
-	return waitReflector(r.e.ctx, r.firstTarget(), replySTAMP, 10*time.Second, deadFunc(r.refl))
+	return gen.WaitReflector(r.e.ctx, r.firstTarget(), gen.ReplySTAMP, 10*time.Second, deadFunc(r.refl))
 }
 
 // startExporter starts the exporter with the config at cfgPath, and with
@@ -355,7 +356,7 @@ func (r *sessionsRun) startExporter(cfgPath string, reflFlags []string) error {
 		return err
 	}
 	if r.refl == nil {
-		return waitReflector(r.e.ctx, r.firstTarget(), replySTAMP, 10*time.Second, deadFunc(r.exp))
+		return gen.WaitReflector(r.e.ctx, r.firstTarget(), gen.ReplySTAMP, 10*time.Second, deadFunc(r.exp))
 	}
 	return nil
 }
