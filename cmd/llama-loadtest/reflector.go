@@ -11,12 +11,12 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"slices"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/llama-exporter/llama_exporter/cmd/llama-loadtest/internal/gen"
 	"github.com/llama-exporter/llama_exporter/cmd/llama-loadtest/internal/procmeter"
+	"github.com/llama-exporter/llama_exporter/cmd/llama-loadtest/internal/report"
 	"golang.org/x/sys/unix"
 )
 
@@ -208,10 +208,10 @@ func (m *reflectorMode) run(e *env) error {
 		}
 	}
 	if m.Rounds > 1 && len(baseRates) > 0 && len(realRates) > 0 {
-		b, r := median(baseRates), median(realRates)
+		b, r := report.Median(baseRates), report.Median(realRates)
 		fmt.Fprintf(e.out, "reflector summary over %d rounds: median baseline %.0f replies/s, median llama_exporter %.0f replies/s, ratio %.2f\n", m.Rounds, b, r, r/b)
-		jsonLine(e.out, map[string]any{"mode": "reflector", "impl": "summary", "rounds": m.Rounds,
-			"baseline_replies_per_s_median": math.Round(b), "llama_exporter_replies_per_s_median": math.Round(r), "ratio": round2(r / b)})
+		report.JSONLine(e.out, map[string]any{"mode": "reflector", "impl": "summary", "rounds": m.Rounds,
+			"baseline_replies_per_s_median": math.Round(b), "llama_exporter_replies_per_s_median": math.Round(r), "ratio": report.Round2(r / b)})
 	}
 	return nil
 }
@@ -221,18 +221,6 @@ func orNone(s string) string {
 		return "(any)"
 	}
 	return s
-}
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return math.NaN()
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // budget is how long one reflector lives at most: a safety limit for the
@@ -444,7 +432,7 @@ func (w *measuredWindow) result(impl string, g *gen.Generator, reflDrops int64, 
 	}
 	rtts := g.SampledRTTs()
 	res.RTTSamples = len(rtts)
-	res.RTT = durationQuantiles(rtts, 0.5, 0.99, 0.999)
+	res.RTT = report.DurationQuantiles(rtts, 0.5, 0.99, 0.999)
 	return res
 }
 
@@ -456,8 +444,8 @@ func (m *reflectorMode) report(e *env, r *reflResult, base *reflResult) {
 	line := fmt.Sprintf("reflector %-15s round %d: %9.0f replies/s  sent %d received %d lost %d (%.4f%%) late %d dup %d stray %d  socket drops: reflector %s generator %d  rtt p50 %s p99 %s p99.9 %s  cpu: reflector %s generator %s",
 		r.Impl, r.Round, r.RepliesPerSec, r.Total.Sent, r.Total.Received, r.lost(), 100*r.lossRatio(),
 		r.Total.Late, r.Total.Dup, r.Total.Stray, dropsString(r.ReflectorDrops), r.GeneratorDrops,
-		fmtSeconds(r.RTT[0.5]), fmtSeconds(r.RTT[0.99]), fmtSeconds(r.RTT[0.999]),
-		fmtPct(r.ReflectorCPU), fmtPct(r.GeneratorCPU))
+		report.Seconds(r.RTT[0.5]), report.Seconds(r.RTT[0.99]), report.Seconds(r.RTT[0.999]),
+		report.Percent(r.ReflectorCPU), report.Percent(r.GeneratorCPU))
 	line += fmt.Sprintf(" (%.0f%% of its receive calls empty, %.1f replies per batch); machine: %s", r.EmptyRecvPct, r.AvgBatch, procmeter.FormatCPUUsage(r.Machine.Usage))
 	if !math.IsNaN(ratio) {
 		line += fmt.Sprintf("  ratio to baseline %.2f", ratio)
@@ -466,11 +454,11 @@ func (m *reflectorMode) report(e *env, r *reflResult, base *reflResult) {
 		line += "  [reflector below 90% of its core: it was not the bottleneck, this rate is a lower bound (generator or other load on the machine)]"
 	}
 	fmt.Fprintln(e.out, line)
-	jsonLine(e.out, map[string]any{
+	report.JSONLine(e.out, map[string]any{
 		"mode": "reflector", "impl": r.Impl, "round": r.Round,
 		"sockets": m.Sockets, "window": m.Window, "packet_size": m.PacketSize,
 		"cpu_reflector": m.CPUReflector, "cpu_generator": m.CPUGenerator,
-		"duration_s":                  round2(r.Elapsed.Seconds()),
+		"duration_s":                  report.Round2(r.Elapsed.Seconds()),
 		"replies_per_s":               math.Round(r.RepliesPerSec),
 		"sent_per_s":                  math.Round(r.SentPerSec),
 		"sent":                        r.Total.Sent,
@@ -485,16 +473,16 @@ func (m *reflectorMode) report(e *env, r *reflResult, base *reflResult) {
 		"generator_socket_drops":      r.GeneratorDrops,
 		"gso":                         m.GSO,
 		"machine_busy_pct":            r.Machine.JSON(),
-		"rtt_p50_us":                  micros(r.RTT[0.5]),
-		"rtt_p99_us":                  micros(r.RTT[0.99]),
-		"rtt_p999_us":                 micros(r.RTT[0.999]),
+		"rtt_p50_us":                  report.Micros(r.RTT[0.5]),
+		"rtt_p99_us":                  report.Micros(r.RTT[0.99]),
+		"rtt_p999_us":                 report.Micros(r.RTT[0.999]),
 		"rtt_samples":                 r.RTTSamples,
-		"reflector_cpu_pct":           round2(r.ReflectorCPU),
-		"generator_cpu_pct":           round2(r.GeneratorCPU),
+		"reflector_cpu_pct":           report.Round2(r.ReflectorCPU),
+		"generator_cpu_pct":           report.Round2(r.GeneratorCPU),
 		"generator":                   m.Generator,
-		"generator_empty_recv_pct":    round2(r.EmptyRecvPct),
-		"generator_replies_per_batch": round2(r.AvgBatch),
-		"ratio_to_baseline":           round2(ratio),
+		"generator_empty_recv_pct":    report.Round2(r.EmptyRecvPct),
+		"generator_replies_per_batch": report.Round2(r.AvgBatch),
+		"ratio_to_baseline":           report.Round2(ratio),
 	})
 }
 
