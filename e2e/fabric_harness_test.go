@@ -667,9 +667,14 @@ func (m *alertMonitor) wasInhibited(fp string) bool {
 	return len(m.inhibited[fp]) > 0
 }
 
-// promAlerts returns Prometheus's active alerts, pending and firing.
-func promAlerts(c *http.Client) ([]promAlert, error) {
-	body, err := get(c, "http://"+promListen+"/api/v1/alerts")
+// promAlerts returns the fabric's Prometheus's active alerts, pending and
+// firing.
+func promAlerts(c *http.Client) ([]promAlert, error) { return promAlertsAt(c, promListen) }
+
+// promAlertsAt returns the active alerts, pending and firing, of the
+// Prometheus at addr (host:port).
+func promAlertsAt(c *http.Client, addr string) ([]promAlert, error) {
+	body, err := get(c, "http://"+addr+"/api/v1/alerts")
 	if err != nil {
 		return nil, err
 	}

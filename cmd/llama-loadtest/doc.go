@@ -82,6 +82,16 @@
 // --rounds=N the two alternate N times and a summary line gives the
 // medians, which helps on a machine shared with other work.
 //
+// --rate=R opens the loop: a token bucket (golang.org/x/time/rate, burst
+// --sockets times --window) caps the probes sent per second over all sockets, for a load
+// below the reflector's capacity; the window then only bounds the probes
+// outstanding. --exporter.compare-args='FLAGS' measures a second
+// llama_exporter, with FLAGS added (llama_exporter+), next to the first in
+// every round (after it in odd rounds, before it in even ones), and a last
+// line gives, per round and as a median, its replies/s and its reflector
+// CPU per reply over the first's: the cost of an option, such as
+// --collector.host-drops, in one run.
+//
 // # sessions
 //
 // Starts a reflector (--reflector=separate, default: a second

@@ -51,6 +51,8 @@ func TestReflectorFlags(t *testing.T) {
 		"nothing to measure":  func(m *reflectorMode) { m.Baseline = "none" },
 		"bad cpu list":        func(m *reflectorMode) { m.CPUReflector = "x" },
 		"inprocess same core": func(m *reflectorMode) { m.Baseline = "inprocess"; m.CPUReflector = "0" },
+		"negative rate":       func(m *reflectorMode) { m.Rate = -1 },
+		"compare, no binary":  func(m *reflectorMode) { m.CompareArgs = "--collector.host-drops" },
 	} {
 		m := ok
 		mutate(&m)

@@ -11,6 +11,8 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -39,6 +41,8 @@ type reflectorMode struct {
 	SampleEvery  int
 	Generator    string
 	GSO          bool
+	Rate         float64
+	CompareArgs  string
 }
 
 func addReflectorCmd(app *kingpin.Application) *reflectorMode {
@@ -59,6 +63,8 @@ func addReflectorCmd(app *kingpin.Application) *reflectorMode {
 	c.Flag("rounds", "Measure baseline and llama_exporter this many times, alternating.").Default("1").IntVar(&m.Rounds)
 	c.Flag("generator", "poll: the generator busy-polls its sockets (its CPU then reads 100%; see empty receive calls for its headroom); block: it sleeps in the netpoller between replies.").Default("block").EnumVar(&m.Generator, "poll", "block")
 	c.Flag("gso", "Send each batch of probes as one UDP GSO write (UDP_SEGMENT); a reflector socket without UDP_GRO receives one datagram per probe, one with UDP_GRO the train as one buffer.").Default("true").BoolVar(&m.GSO)
+	c.Flag("rate", "Probes per second over all sockets, at most (a token bucket of --sockets times --window); 0: closed loop, as fast as the reflector answers. For a load below capacity.").Default("0").Float64Var(&m.Rate)
+	c.Flag("exporter.compare-args", "Also measure llama_exporter with these extra flags (as llama_exporter+), next to llama_exporter in every round (after it in odd rounds, before it in even ones), e.g. '--collector.host-drops'; the summary gives its ratio.").StringVar(&m.CompareArgs)
 	c.Flag("sample-every", "Keep the RTT of one reply in this many.").Default("16").IntVar(&m.SampleEvery)
 	return m
 }
@@ -84,6 +90,10 @@ func (m *reflectorMode) check() error {
 		return fmt.Errorf("--rounds=%d: want 1..20", m.Rounds)
 	case m.SampleEvery < 1:
 		return fmt.Errorf("--sample-every=%d: want at least 1", m.SampleEvery)
+	case m.Rate < 0 || math.IsNaN(m.Rate) || math.IsInf(m.Rate, 0):
+		return fmt.Errorf("--rate=%v: want 0 (closed loop) or a positive number of probes per second", m.Rate)
+	case m.CompareArgs != "" && m.ef.Binary == "":
+		return errors.New("--exporter.compare-args needs --exporter.binary")
 	case m.Baseline == "none" && m.ef.Binary == "":
 		return errors.New("nothing to measure: --baseline=none and no --exporter.binary")
 	case m.Baseline == "inprocess" && m.CPUReflector != "" && m.CPUReflector == m.CPUGenerator:
@@ -170,8 +180,15 @@ func (m *reflectorMode) run(e *env) error {
 			return err
 		}
 	}
-	fmt.Fprintf(e.out, "# reflector: closed loop, %d sockets x %d outstanding %d-octet probes, warm-up %v, measured %v, drain %v; reflector on CPU %s, generator on CPU %s (GOMAXPROCS %d)\n",
-		m.Sockets, m.Window, m.PacketSize, m.Warmup, m.Duration, m.Drain, orNone(m.CPUReflector), orNone(m.CPUGenerator), runtime.GOMAXPROCS(0))
+	loop := "closed loop"
+	if m.Rate > 0 {
+		loop = fmt.Sprintf("at most %.0f probes/s", m.Rate)
+	}
+	fmt.Fprintf(e.out, "# reflector: %s, %d sockets x %d outstanding %d-octet probes, warm-up %v, measured %v, drain %v; reflector on CPU %s, generator on CPU %s (GOMAXPROCS %d)\n",
+		loop, m.Sockets, m.Window, m.PacketSize, m.Warmup, m.Duration, m.Drain, orNone(m.CPUReflector), orNone(m.CPUGenerator), runtime.GOMAXPROCS(0))
+	if m.CompareArgs != "" {
+		fmt.Fprintf(e.out, "# llama_exporter+ is llama_exporter with %s\n", m.CompareArgs)
+	}
 	type impl struct {
 		name  string
 		start func() (*reflectorUnderTest, error)
@@ -181,12 +198,22 @@ func (m *reflectorMode) run(e *env) error {
 		impls = append(impls, impl{"baseline-echo", func() (*reflectorUnderTest, error) { return m.startBaseline(e) }})
 	}
 	if m.ef.Binary != "" {
-		impls = append(impls, impl{"llama_exporter", func() (*reflectorUnderTest, error) { return m.startExporter(e) }})
+		impls = append(impls, impl{"llama_exporter", func() (*reflectorUnderTest, error) { return m.startExporter(e, "") }})
+	}
+	if m.CompareArgs != "" {
+		impls = append(impls, impl{"llama_exporter+", func() (*reflectorUnderTest, error) { return m.startExporter(e, m.CompareArgs) }})
 	}
 	var baseRates, realRates []float64
+	var cmp compareRuns
 	for round := 1; round <= m.Rounds; round++ {
 		var base *reflResult
-		for _, im := range impls {
+		order := slices.Clone(impls)
+		if m.CompareArgs != "" && round%2 == 0 {
+			// ABBA: neither variant always runs first.
+			n := len(order)
+			order[n-2], order[n-1] = order[n-1], order[n-2]
+		}
+		for _, im := range order {
 			logf("round %d: starting %s", round, im.name)
 			r, err := im.start()
 			if err != nil {
@@ -199,14 +226,17 @@ func (m *reflectorMode) run(e *env) error {
 			}
 			res.Round = round
 			m.report(e, res, base)
-			if im.name == "baseline-echo" {
+			switch im.name {
+			case "baseline-echo":
 				base = res
 				baseRates = append(baseRates, res.RepliesPerSec)
-			} else {
+			case "llama_exporter":
 				realRates = append(realRates, res.RepliesPerSec)
 			}
+			cmp.add(im.name, res)
 		}
 	}
+	cmp.report(e)
 	if m.Rounds > 1 && len(baseRates) > 0 && len(realRates) > 0 {
 		b, r := report.Median(baseRates), report.Median(realRates)
 		fmt.Fprintf(e.out, "reflector summary over %d rounds: median baseline %.0f replies/s, median llama_exporter %.0f replies/s, ratio %.2f\n", m.Rounds, b, r, r/b)
@@ -245,17 +275,20 @@ func (m *reflectorMode) startBaseline(e *env) (*reflectorUnderTest, error) {
 	return m.ready(e, addr, gen.ReplyEcho, c)
 }
 
-func (m *reflectorMode) startExporter(e *env) (*reflectorUnderTest, error) {
+// startExporter starts llama_exporter as the reflector under test, with
+// the user's --exporter.args and then extra.
+func (m *reflectorMode) startExporter(e *env, extra string) (*reflectorUnderTest, error) {
 	port, err := freeUDPPort("127.0.0.1")
 	if err != nil {
 		return nil, err
 	}
 	addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
-	c, err := e.sup.start("llama_exporter", m.CPUReflector, m.ef.argv(
+	argv := append(m.ef.argv(
 		"--reflector.listen-address="+addr.String(),
 		"--web.listen-address=127.0.0.1:0",
 		"--reflector.max-pps=0", "--reflector.max-pps-per-source=0",
-	)...)
+	), strings.Fields(extra)...)
+	c, err := e.sup.start("llama_exporter", m.CPUReflector, argv...)
 	if err != nil {
 		return nil, err
 	}
@@ -363,7 +396,8 @@ func (m *reflectorMode) measure(e *env, impl string, r *reflectorUnderTest) (*re
 // genConfig is the generator's configuration for a load on r.
 func (m *reflectorMode) genConfig(r *reflectorUnderTest) gen.Config {
 	return gen.Config{Target: r.addr, Kind: r.kind, Sockets: m.Sockets, Window: m.Window,
-		PacketSize: m.PacketSize, LossTimeout: m.LossTimeout, SampleEvery: m.SampleEvery, Poll: m.Generator == "poll", GSO: m.GSO}
+		PacketSize: m.PacketSize, LossTimeout: m.LossTimeout, SampleEvery: m.SampleEvery, Poll: m.Generator == "poll", GSO: m.GSO,
+		Rate: m.Rate}
 }
 
 // measuredWindow is the measured part of a run: the generator's totals at
@@ -446,11 +480,11 @@ func (m *reflectorMode) report(e *env, r *reflResult, base *reflResult) {
 		r.Total.Late, r.Total.Dup, r.Total.Stray, dropsString(r.ReflectorDrops), r.GeneratorDrops,
 		report.Seconds(r.RTT[0.5]), report.Seconds(r.RTT[0.99]), report.Seconds(r.RTT[0.999]),
 		report.Percent(r.ReflectorCPU), report.Percent(r.GeneratorCPU))
-	line += fmt.Sprintf(" (%.0f%% of its receive calls empty, %.1f replies per batch); machine: %s", r.EmptyRecvPct, r.AvgBatch, procmeter.FormatCPUUsage(r.Machine.Usage))
+	line += fmt.Sprintf(" (%.0f%% of its receive calls empty, %.1f replies per batch), reflector %.2f µs per reply; machine: %s", r.EmptyRecvPct, r.AvgBatch, r.cpuPerReply(), procmeter.FormatCPUUsage(r.Machine.Usage))
 	if !math.IsNaN(ratio) {
 		line += fmt.Sprintf("  ratio to baseline %.2f", ratio)
 	}
-	if r.ReflectorCPU >= 0 && r.ReflectorCPU < 90 {
+	if m.Rate == 0 && r.ReflectorCPU >= 0 && r.ReflectorCPU < 90 {
 		line += "  [reflector below 90% of its core: it was not the bottleneck, this rate is a lower bound (generator or other load on the machine)]"
 	}
 	fmt.Fprintln(e.out, line)
@@ -478,12 +512,77 @@ func (m *reflectorMode) report(e *env, r *reflResult, base *reflResult) {
 		"rtt_p999_us":                 report.Micros(r.RTT[0.999]),
 		"rtt_samples":                 r.RTTSamples,
 		"reflector_cpu_pct":           report.Round2(r.ReflectorCPU),
+		"reflector_cpu_us_per_reply":  report.Round2(r.cpuPerReply()),
+		"rate":                        m.Rate,
 		"generator_cpu_pct":           report.Round2(r.GeneratorCPU),
 		"generator":                   m.Generator,
 		"generator_empty_recv_pct":    report.Round2(r.EmptyRecvPct),
 		"generator_replies_per_batch": report.Round2(r.AvgBatch),
 		"ratio_to_baseline":           report.Round2(ratio),
 	})
+}
+
+// cpuPerReply is the reflector's CPU per reply in µs; NaN when unknown.
+func (r *reflResult) cpuPerReply() float64 {
+	if r.ReflectorCPU < 0 || r.RepliesPerSec <= 0 {
+		return math.NaN()
+	}
+	return r.ReflectorCPU / 100 / r.RepliesPerSec * 1e6
+}
+
+// compareRuns pairs each round's llama_exporter and llama_exporter+
+// (--exporter.compare-args) runs.
+type compareRuns struct {
+	plain, plus []*reflResult
+}
+
+func (c *compareRuns) add(impl string, r *reflResult) {
+	switch impl {
+	case "llama_exporter":
+		c.plain = append(c.plain, r)
+	case "llama_exporter+":
+		c.plus = append(c.plus, r)
+	}
+}
+
+// report prints, per round and as medians, llama_exporter+'s replies/s
+// and CPU per reply over llama_exporter's.
+func (c *compareRuns) report(e *env) {
+	n := min(len(c.plain), len(c.plus))
+	if n == 0 {
+		return
+	}
+	var rates, cpus []float64
+	for i := range n {
+		rates = append(rates, c.plus[i].RepliesPerSec/c.plain[i].RepliesPerSec)
+		cpus = append(cpus, c.plus[i].cpuPerReply()/c.plain[i].cpuPerReply())
+	}
+	fmt.Fprintf(e.out, "reflector compare over %d rounds: llama_exporter+ / llama_exporter replies/s %s (median %.3f), CPU per reply %s (median %.3f)\n",
+		n, fmtRatios(rates), report.Median(rates), fmtRatios(cpus), report.Median(cpus))
+	report.JSONLine(e.out, map[string]any{"mode": "reflector", "impl": "compare", "rounds": n,
+		"replies_ratio": jsonRatios(rates), "replies_ratio_median": round3(report.Median(rates)),
+		"cpu_per_reply_ratio": jsonRatios(cpus), "cpu_per_reply_ratio_median": round3(report.Median(cpus))})
+}
+
+func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
+
+// jsonRatios rounds v for JSON, with null for NaN.
+func jsonRatios(v []float64) []any {
+	out := make([]any, len(v))
+	for i, x := range v {
+		if !math.IsNaN(x) && !math.IsInf(x, 0) {
+			out[i] = round3(x)
+		}
+	}
+	return out
+}
+
+func fmtRatios(v []float64) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprintf("%.3f", x)
+	}
+	return strings.Join(s, " ")
 }
 
 func dropsString(n int64) string {

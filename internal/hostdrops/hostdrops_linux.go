@@ -82,8 +82,15 @@ func load() (*kernel, error) {
 	if tpErr == nil {
 		return k, nil
 	}
+	// Without the capabilities the error depends on which map the loader
+	// happened to create first (EPERM for most, "not supported" from the
+	// feature probe of BPF_F_NO_PREALLOC), so the process's own
+	// capabilities decide what to say.
+	if missing := missingCaps(); missing != "" {
+		return nil, fmt.Errorf("host drops need %s: the kernel refused to load the eBPF program", missing)
+	}
 	if errors.Is(btfErr, unix.EPERM) {
-		return nil, fmt.Errorf("host drops need %s: the kernel refused to load the eBPF program", missingCaps())
+		return nil, fmt.Errorf("host drops: the kernel refused to load the eBPF program although the process has CAP_BPF and CAP_PERFMON (lockdown, seccomp?): %w", btfErr)
 	}
 	return nil, fmt.Errorf("host drops: attaching to kfree_skb: tp_btf: %v; tracepoint: %v", btfErr, tpErr)
 }
@@ -157,7 +164,8 @@ func dropReasons(spec *btf.Spec) (map[uint32]string, error) {
 }
 
 // missingCaps names the capabilities that the eBPF program needs and the
-// process lacks in its effective set, from /proc/self/status.
+// process lacks in its effective set, from /proc/self/status; "" when it
+// has both, or CAP_SYS_ADMIN.
 func missingCaps() string {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
@@ -169,6 +177,9 @@ func missingCaps() string {
 			eff, _ = strconv.ParseUint(strings.TrimSpace(v), 16, 64)
 		}
 	}
+	if eff&(1<<unix.CAP_SYS_ADMIN) != 0 {
+		return "" // stands in for both
+	}
 	var missing []string
 	for _, c := range []struct {
 		bit  uint
@@ -177,9 +188,6 @@ func missingCaps() string {
 		if eff&(1<<c.bit) == 0 {
 			missing = append(missing, c.name)
 		}
-	}
-	if len(missing) == 0 {
-		return "CAP_BPF and CAP_PERFMON (both present: something else refused it)"
 	}
 	return strings.Join(missing, " and ")
 }

@@ -601,18 +601,8 @@ func TestReceiveLatencyCountsEveryProbe(t *testing.T) {
 	requireTools(t, "sysctl", "ping")
 	l := newLab(t)
 	atProber, atReflector := inProcess(t, l.prober), inProcess(t, l.reflector)
-	for _, c := range []dropCounter{atProber, atReflector} {
-		err := c.Err()
-		if err == nil {
-			err = c.(*Collector).LatencyErr()
-		}
-		if err != nil {
-			if os.Getenv("CI") != "true" {
-				t.Skipf("receive latency not measured: %v", err)
-			}
-			t.Fatalf("receive latency not measured: %v (failing rather than skipping because CI=true)", err)
-		}
-	}
+	requireLatency(t, atProber.(*Collector))
+	requireLatency(t, atReflector.(*Collector))
 	atReflector.WatchReflector(latReflPort)
 	atProber.WatchPort(UDP, latFlowPort)
 	refl, err := l.reflector.ListenUDP("udp4", net.JoinHostPort(reflectorAddr, strconv.Itoa(latReflPort)))
@@ -667,5 +657,163 @@ func TestReceiveLatencyCountsEveryProbe(t *testing.T) {
 		if overflows != 0 || resyncs != 0 {
 			t.Errorf("%s: %d overflows, %d resyncs, want none", side.name, overflows, resyncs)
 		}
+	}
+}
+
+// latBurstPort is the reflector port of the overflow test.
+const latBurstPort = 40871
+
+// TestReceiveLatencyOverflow queues a burst of probes on a reflector
+// socket that does not read, more than its socket queue's 64 entries, then
+// reads them all after queueHold, then answers probes one at a time. The
+// first 64 datagrams are paired with their reads; every later one of the
+// burst is counted as an overflow and not paired; the probes after the
+// burst are paired again, with their own times, not the burst's: the
+// socket_queue stage counts what was received less what overflowed, and
+// only the 64 datagrams held for queueHold fall above the last bound.
+func TestReceiveLatencyOverflow(t *testing.T) {
+	requireTools(t, "sysctl", "ping")
+	l := newLab(t)
+	c := inProcess(t, l.reflector).(*Collector)
+	requireLatency(t, c)
+	c.WatchReflector(latBurstPort)
+	refl, err := l.reflector.ListenUDP("udp4", net.JoinHostPort(reflectorAddr, strconv.Itoa(latBurstPort)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer refl.Close()
+	forceReadBuffer(t, refl, 4<<20) // room for the whole burst: none dropped
+	send, err := l.prober.ListenUDP("udp4", proberAddr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer send.Close()
+	to := &net.UDPAddr{IP: net.ParseIP(reflectorAddr), Port: latBurstPort}
+
+	const (
+		burst     = 200
+		fifo      = 64 // FIFO in bpf/hostdrops.c
+		after     = 50
+		queueHold = 100 * time.Millisecond // above the last bound, 65.536 ms
+	)
+	for range burst {
+		if _, err := send.WriteToUDP(make([]byte, 44), to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every datagram of the burst is queued once the stack stage has
+	// counted it.
+	waitLatency(t, c, func(h *[3]LatencyHistogram, _, _ uint64) error {
+		if n := h[1].Count(); n != burst {
+			return fmt.Errorf("stack counted %d of %d", n, burst)
+		}
+		return nil
+	})
+	time.Sleep(queueHold) // the wait that the socket_queue stage measures
+	buf := make([]byte, 100)
+	received := 0
+	for ; received < burst; received++ {
+		refl.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, _, err := refl.ReadFromUDP(buf); err != nil {
+			t.Fatalf("read %d of the burst: %v", received, err)
+		}
+	}
+	h, overflows, resyncs, _ := c.ReceiveLatency()
+	checkLatency(t, "after the burst", h[1], overflows, resyncs, received, received-fifo, fifo)
+
+	// Probes one at a time: paired again, each with its own time.
+	for i := range after {
+		if _, err := send.WriteToUDP(make([]byte, 44), to); err != nil {
+			t.Fatal(err)
+		}
+		refl.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, _, err := refl.ReadFromUDP(buf); err != nil {
+			t.Fatalf("probe %d after the burst: %v", i, err)
+		}
+		received++
+	}
+	h, overflows, resyncs, _ = c.ReceiveLatency()
+	checkLatency(t, "after the probes that followed", h[1], overflows, resyncs, received, burst-fifo, fifo)
+}
+
+// requireLatency skips, or fails under CI=true, unless c measures receive
+// latency.
+func requireLatency(t *testing.T, c *Collector) {
+	t.Helper()
+	err := c.Err()
+	if err == nil {
+		err = c.LatencyErr()
+	}
+	if err == nil {
+		return
+	}
+	if os.Getenv("CI") != "true" {
+		t.Skipf("receive latency not measured: %v", err)
+	}
+	t.Fatalf("receive latency not measured: %v (failing rather than skipping because CI=true)", err)
+}
+
+// forceReadBuffer sets conn's receive buffer to n octets, above
+// net.core.rmem_max (SO_RCVBUFFORCE, root).
+func forceReadBuffer(t *testing.T, conn *net.UDPConn, n int) {
+	t.Helper()
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if serr != nil {
+		t.Fatalf("SO_RCVBUFFORCE: %v", serr)
+	}
+}
+
+// waitLatency waits up to 5 s until cond accepts the reflector's stages
+// and the event counters.
+func waitLatency(t *testing.T, c *Collector, cond func(h *[3]LatencyHistogram, overflows, resyncs uint64) error) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		h, overflows, resyncs, _ := c.ReceiveLatency()
+		err := cond(&h[1], overflows, resyncs)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// checkLatency checks the reflector's stages: backlog and stack counted
+// every datagram received, socket_queue those received less the
+// overflows, no resync, and exactly held samples above the last bound.
+func checkLatency(t *testing.T, when string, h [3]LatencyHistogram, overflows, resyncs uint64, received, wantOverflows, held int) {
+	t.Helper()
+	for s, stage := range Stages {
+		t.Logf("%s: %s count %d, above %.3f ms %d", when, stage, h[s].Count(), LatencyBounds[latencyBounds-1]*1e3, h[s].Buckets[latencyBounds])
+	}
+	t.Logf("%s: received %d, overflows %d, resyncs %d", when, received, overflows, resyncs)
+	for _, s := range []int{0, 1} {
+		if n := h[s].Count(); n != uint64(received) {
+			t.Errorf("%s: %s counted %d, want the %d received", when, Stages[s], n, received)
+		}
+	}
+	if overflows != uint64(wantOverflows) {
+		t.Errorf("%s: %d overflows, want %d", when, overflows, wantOverflows)
+	}
+	if resyncs != 0 {
+		t.Errorf("%s: %d resyncs, want 0", when, resyncs)
+	}
+	if n := h[2].Count(); n != uint64(received)-overflows {
+		t.Errorf("%s: socket_queue counted %d, want %d received less %d overflows", when, n, received, overflows)
+	}
+	if n := h[2].Buckets[latencyBounds]; n != uint64(held) {
+		t.Errorf("%s: socket_queue has %d samples above the last bound, want the %d held in the queue: a read was paired with another datagram's time", when, n, held)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
 
 	"github.com/llama-exporter/llama_exporter/stamp"
 )
@@ -80,6 +81,9 @@ type Config struct {
 	// socket with UDP_GRO reads it as one buffer, any other socket one
 	// datagram per probe.
 	GSO bool
+	// Rate caps the probes sent per second over all sockets; 0 leaves
+	// the loop closed, as fast as the reflector answers.
+	Rate float64
 }
 
 // gsoMaxSegments is the most datagrams sent in one GSO write (the kernel's
@@ -132,6 +136,8 @@ type genSocket struct {
 	rtts    []time.Duration // sampled while measuring
 	sampleN int
 	err     error
+
+	lim *rate.Limiter // the generator's, shared; nil without --rate
 }
 
 // Generator drives a reflector closed-loop over several sockets.
@@ -148,6 +154,12 @@ type Generator struct {
 func New(cfg Config) (*Generator, error) {
 	g := &Generator{cfg: cfg}
 	epoch := time.Now()
+	var lim *rate.Limiter
+	if cfg.Rate > 0 {
+		// A burst of every probe that may be outstanding: a socket that
+		// wakes up late sends what it missed rather than losing it.
+		lim = rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Sockets*cfg.Window)
+	}
 	for i := range cfg.Sockets {
 		conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(cfg.Target))
 		if err != nil {
@@ -167,7 +179,7 @@ func New(cfg Config) (*Generator, error) {
 			cfg: &g.cfg, conn: conn, io: bio, ssid: uint16(i + 1),
 			epoch: epoch, ring: make([]slot, ringSize),
 			rm: newMmsgs(max(cfg.Window, 64), 2048),
-			sm: newMmsgs(cfg.Window, cfg.PacketSize),
+			sm: newMmsgs(cfg.Window, cfg.PacketSize), lim: lim,
 		}
 		if cfg.GSO {
 			if err := setGSO(conn, cfg.PacketSize); err != nil {
@@ -288,6 +300,14 @@ func (s *genSocket) run(g *Generator) error {
 			deadline = now.Add(50 * time.Millisecond)
 			s.conn.SetReadDeadline(deadline)
 		}
+		if s.lim != nil && !s.cfg.Poll && s.inflight < s.cfg.Window && !g.stopSend.Load() {
+			// Rate-limited: wake up for the next token, not only for
+			// replies.
+			if at := s.nextToken(now); at.Before(deadline) {
+				deadline = at
+				s.conn.SetReadDeadline(deadline)
+			}
+		}
 		n, err := s.io.recv(s.rm, len(s.rm.hdrs))
 		now = time.Now()
 		s.c.recvCalls.Add(1)
@@ -399,6 +419,12 @@ func (s *genSocket) fill(now time.Time) error {
 	if k <= 0 || (k < s.cfg.Window/4 && s.inflight > 0) {
 		return nil
 	}
+	if s.lim != nil {
+		k = min(k, int(s.lim.TokensAt(now)))
+		if k <= 0 || !s.lim.AllowN(now, k) {
+			return nil // another socket took the tokens
+		}
+	}
 	t := s.mono(now)
 	ts := stamp.NewTimestamp(now)
 	size := s.cfg.PacketSize
@@ -445,6 +471,14 @@ func (s *genSocket) fill(now time.Time) error {
 	s.inflight += k
 	s.c.sent.Add(uint64(k))
 	return nil
+}
+
+// nextToken returns when the rate limiter will next have a token, at least
+// 100 µs from now, so that fast rates send batches.
+func (s *genSocket) nextToken(now time.Time) time.Time {
+	need := 1 - s.lim.TokensAt(now)
+	d := time.Duration(need / float64(s.lim.Limit()) * float64(time.Second))
+	return now.Add(max(d, 100*time.Microsecond))
 }
 
 // fillGSO sends the k probes in gsoBuf as GSO writes of at most
