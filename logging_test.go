@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/go-logfmt/logfmt"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 )
 
 // TestLogLinesShareOneFormat starts the exporter at debug level in each log
@@ -90,7 +91,7 @@ func (c logLines) Write(p []byte) (int, error) {
 // stops it with SIGTERM and returns every line it wrote.
 func exporterLog(t *testing.T, format string) []string {
 	t.Helper()
-	web, refl := freeTCP(t), freeUDP(t)
+	web, refl := testlab.FreeTCP(t), testlab.FreeUDP(t)
 	out := make(logLines, 1024)
 	done := make(chan int, 1)
 	go func() {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 )
 
 // The README shows examples/prometheus.yml verbatim, and the e2e tests run
@@ -72,7 +72,7 @@ func TestSIGTERMStopsEverything(t *testing.T) {
 	signal.Notify(c, syscall.SIGUSR2)
 	signal.Stop(c)
 	before := runtime.NumGoroutine()
-	web, refl := freeTCP(t), freeUDP(t)
+	web, refl := testlab.FreeTCP(t), testlab.FreeUDP(t)
 	done := make(chan int, 1)
 	go func() {
 		done <- run([]string{"--web.listen-address=" + web, "--reflector.listen-address=" + refl, "--log.level=error"}, os.Stderr)
@@ -113,31 +113,11 @@ func TestSIGTERMStopsEverything(t *testing.T) {
 	}
 }
 
-func freeTCP(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func freeUDP(t *testing.T) string {
-	t.Helper()
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().String()
-}
-
 // TestReloadKeepsOldConfigAndSessions reloads through POST /-/reload: a bad
 // file answers 500 and keeps the running config; a good one that changes
 // another module keeps the probed module's session and its counters.
 func TestReloadKeepsOldConfigAndSessions(t *testing.T) {
-	web, refl := freeTCP(t), freeUDP(t)
+	web, refl := testlab.FreeTCP(t), testlab.FreeUDP(t)
 	cfg := t.TempDir() + "/config.yml"
 	write := func(s string) {
 		if err := os.WriteFile(cfg, []byte(s), 0o644); err != nil {

@@ -4,7 +4,14 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/llama-exporter/llama_exporter/internal/metricdef"
 	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The metric families served here, name and type (see metricdef).
+var (
+	nameLastReloadSuccessful              = metricdef.Name(metricdef.Gauge, "llama_exporter_config_last_reload_successful")
+	nameLastReloadSuccessTimestampSeconds = metricdef.Name(metricdef.Gauge, "llama_exporter_config_last_reload_success_timestamp_seconds")
 )
 
 // SafeConfig holds the running configuration and replaces it atomically on
@@ -27,11 +34,11 @@ type SafeConfig struct {
 func NewSafeConfig(reg prometheus.Registerer) *SafeConfig {
 	sc := &SafeConfig{
 		lastReloadSuccessful: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "llama_exporter_config_last_reload_successful",
+			Name: nameLastReloadSuccessful,
 			Help: "Whether the last configuration reload attempt was successful (1) or not (0).",
 		}),
 		lastReloadSuccessTime: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "llama_exporter_config_last_reload_success_timestamp_seconds",
+			Name: nameLastReloadSuccessTimestampSeconds,
 			Help: "Unix time in seconds of the last successful configuration reload.",
 		}),
 	}

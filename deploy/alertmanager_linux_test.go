@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 )
 
 // alertmanager returns the path of Debian's Alertmanager binary, or skips
@@ -23,7 +25,7 @@ func alertmanager(t *testing.T) string {
 			return p
 		}
 	}
-	skipOrFail(t, "Alertmanager is not on PATH (Debian: apt-get install prometheus-alertmanager)")
+	testlab.SkipOrFail(t, "Alertmanager is not on PATH (Debian: apt-get install prometheus-alertmanager)")
 	return ""
 }
 
@@ -32,7 +34,7 @@ func alertmanager(t *testing.T) string {
 func TestAlertmanagerConfig(t *testing.T) {
 	amtool, err := exec.LookPath("amtool")
 	if err != nil {
-		skipOrFail(t, "amtool is not on PATH (Debian: apt-get install prometheus-alertmanager): %v", err)
+		testlab.SkipOrFail(t, "amtool is not on PATH (Debian: apt-get install prometheus-alertmanager): %v", err)
 	}
 	path := filepath.Join(repoRoot(t), "deploy", "alertmanager", "alertmanager.yml")
 	if out, err := exec.Command(amtool, "check-config", path).CombinedOutput(); err != nil {

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -32,23 +33,12 @@ func repoRoot(t *testing.T) string {
 	return root
 }
 
-// skipOrFail skips the test, or fails it when CI=true so that CI cannot
-// silently skip a test because its environment lacks a tool.
-func skipOrFail(t *testing.T, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg + " (failing rather than skipping because CI=true)")
-	}
-	t.Skip(msg)
-}
-
 // promtool returns the path of promtool, or skips or fails the test.
 func promtool(t *testing.T) string {
 	t.Helper()
 	p, err := exec.LookPath("promtool")
 	if err != nil {
-		skipOrFail(t, "promtool is not on PATH (Debian: apt-get install prometheus): %v", err)
+		testlab.SkipOrFail(t, "promtool is not on PATH (Debian: apt-get install prometheus): %v", err)
 	}
 	return p
 }

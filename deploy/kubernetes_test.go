@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -181,7 +182,7 @@ func TestExporterConfigsCheck(t *testing.T) {
 	}
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		skipOrFail(t, "the go command is not on PATH: %v", err)
+		testlab.SkipOrFail(t, "the go command is not on PATH: %v", err)
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "llama_exporter")

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -30,7 +31,7 @@ import (
 func TestScrapeURLsCarryModule(t *testing.T) {
 	promBin, err := exec.LookPath("prometheus")
 	if err != nil {
-		skipOrFail(t, "prometheus is not on PATH (Debian: apt-get install prometheus): %v", err)
+		testlab.SkipOrFail(t, "prometheus is not on PATH (Debian: apt-get install prometheus): %v", err)
 	}
 	root := repoRoot(t)
 	fileSD := filepath.Join(root, "deploy", "file_sd", "targets", "*.json")

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/llama-exporter/llama_exporter/internal/netns"
+	"github.com/llama-exporter/llama_exporter/internal/testlab/netns"
 )
 
 // The simulated fabric: a two-tier Clos (leaf-spine) network built of

@@ -14,7 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/llama-exporter/llama_exporter/internal/netns"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
+	"github.com/llama-exporter/llama_exporter/internal/testlab/netns"
 )
 
 // Time limits of the fleet rules on the simulated fabric.
@@ -148,7 +149,7 @@ func alertmanagerBinary(t *testing.T) string {
 			return p
 		}
 	}
-	skipOrFail(t, "neither prometheus-alertmanager nor alertmanager is on PATH")
+	testlab.SkipOrFail(t, "neither prometheus-alertmanager nor alertmanager is on PATH")
 	return ""
 }
 

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -93,24 +94,13 @@ func exporterBinary(t *testing.T) string {
 	return buildPath
 }
 
-// skipOrFail skips the test, or fails it when CI=true so that CI cannot
-// silently skip a test because its environment lacks a tool.
-func skipOrFail(t *testing.T, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg + " (failing rather than skipping because CI=true)")
-	}
-	t.Skip(msg)
-}
-
 // requireTool returns the path of the named program, or skips or fails the
 // test (see skipOrFail) when it is not on PATH.
 func requireTool(t *testing.T, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		skipOrFail(t, "%s is not on PATH: %v", name, err)
+		testlab.SkipOrFail(t, "%s is not on PATH: %v", name, err)
 	}
 	return p
 }
@@ -319,18 +309,6 @@ func startLocalExporter(t *testing.T, wantReflectors int, args ...string) *expor
 	})
 	waitHealthy(t, newHTTPClient(nil), e.web, e.proc)
 	return e
-}
-
-// freeTCPPort returns a loopback address with a TCP port that was free a
-// moment ago, for programs that cannot report the port they bound.
-func freeTCPPort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // sample is one sample of an exposition: its labels and value.

@@ -15,7 +15,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/llama-exporter/llama_exporter/internal/netns"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
+	"github.com/llama-exporter/llama_exporter/internal/testlab/netns"
 )
 
 // The lab of TestLossOnHostAlert: a prober host and a reflector host,
@@ -275,7 +276,7 @@ func hostDropsUnavailable(t *testing.T, procs []*process) {
 			}
 		}
 	}
-	skipOrFail(t, "the host-drop collector does not run here:\n%s", strings.Join(why, "\n"))
+	testlab.SkipOrFail(t, "the host-drop collector does not run here:\n%s", strings.Join(why, "\n"))
 }
 
 // waitLossy waits until Prometheus sees the pair's window loss.

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/llama-exporter/llama_exporter/internal/netns"
+	"github.com/llama-exporter/llama_exporter/internal/testlab/netns"
 )
 
 // TestTwoHostsNetns runs two exporters on two "hosts", network namespaces A

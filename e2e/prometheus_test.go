@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -49,7 +50,7 @@ func TestPrometheusScrapesProbes(t *testing.T) {
 		}
 	}
 
-	promAddr := freeTCPPort(t)
+	promAddr := testlab.FreeTCP(t)
 	prom := startProcess(t, "prometheus", promBin,
 		"--config.file="+cfgFile,
 		"--storage.tsdb.path="+filepath.Join(dir, "data"),

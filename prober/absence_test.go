@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
 )
 
@@ -78,7 +79,7 @@ func TestUnknowableSeriesAbsent(t *testing.T) {
 				t.Fatal(err)
 			}
 			var sn Snapshot
-			waitFor(t, 30*time.Second, "20 answered probes", func() bool {
+			testlab.WaitFor(t, 30*time.Second, "20 answered probes", func() bool {
 				sn = s.Snapshot()
 				return sn.Received >= 20
 			})
@@ -99,11 +100,11 @@ func TestOptionalSeriesFollowProberSpec(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			m := decodeModule(t, name)
 			dst := netip.MustParseAddrPort("198.18.0.2:862")
-			s := newSession(name, m, dst.String(), "198.18.0.2", 862, dst, 0)
+			s := newSession(name, m, resolvedTarget{name: dst.String(), host: "198.18.0.2", port: 862, dst: dst}, 0)
 			s.pool = &pool{proto: p, ttl: [2]int{64, 64}}
 			for seq := range uint32(2) {
 				s.recordSend(int64(seq) * 10 * ms)
-				s.onReply(&reply{seq: seq, reflSeq: seq, t4: int64(seq)*10*ms + ms, stamps: StampsUsable, dwell: 1000,
+				s.onReply(&timedReply{seq: seq, reflSeq: seq, t4: int64(seq)*10*ms + ms, stamps: StampsUsable, dwell: 1000,
 					senderTTL: 60, dscp: 10, dscp2: 10})
 			}
 			var want []string
@@ -202,7 +203,7 @@ func TestUnusableReflectorTimestampsCounted(t *testing.T) {
 				t.Fatal(err)
 			}
 			var sn Snapshot
-			waitFor(t, 30*time.Second, "20 answered probes in the window", func() bool {
+			testlab.WaitFor(t, 30*time.Second, "20 answered probes in the window", func() bool {
 				sn = s.Snapshot()
 				return sn.RTTCount >= 20
 			})

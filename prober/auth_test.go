@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 	"github.com/llama-exporter/llama_exporter/reflector"
 )
 
@@ -34,7 +35,7 @@ func TestAuthenticatedMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	var sn Snapshot
-	waitFor(t, 20*time.Second, "100 decided authenticated probes", func() bool {
+	testlab.WaitFor(t, 20*time.Second, "100 decided authenticated probes", func() bool {
 		sn = s.Snapshot()
 		return sn.WindowSent >= 100
 	})
@@ -51,7 +52,7 @@ func TestAuthenticatedMode(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 20*time.Second, name+": 20 decided probes", func() bool {
+		testlab.WaitFor(t, 20*time.Second, name+": 20 decided probes", func() bool {
 			sn = s.Snapshot()
 			return sn.WindowSent >= 20
 		})

@@ -2,17 +2,13 @@ package prober
 
 import (
 	"context"
-	"math"
-	"math/rand/v2"
 	"net/http/httptest"
 	"net/netip"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 )
 
 // BenchmarkSessionAccounting measures one probe's accounting: the send
@@ -21,9 +17,9 @@ import (
 func BenchmarkSessionAccounting(b *testing.B) {
 	m := config.DefaultModule()
 	m.Interval, m.Timeout, m.Window = time.Millisecond, 100*time.Millisecond, 10*time.Second
-	s := newSession("bench", &m, "t", "t", 862, netip.MustParseAddrPort("198.18.0.2:862"), 0)
+	s := newSession("bench", &m, resolvedTarget{name: "t", host: "t", port: 862, dst: netip.MustParseAddrPort("198.18.0.2:862")}, 0)
 	s.pool = &pool{ttl: [2]int{64, 64}}
-	r := reply{senderTTL: 62, dscp: 0, dscp2: -1}
+	r := timedReply{senderTTL: 62, dscp: 0, dscp2: -1}
 	now := int64(0)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -42,13 +38,13 @@ func BenchmarkSnapshot(b *testing.B) {
 		b.Run(window.String(), func(b *testing.B) {
 			m := config.DefaultModule()
 			m.Interval, m.Timeout, m.Window = time.Millisecond, 100*time.Millisecond, window
-			s := newSession("bench", &m, "t", "t", 862, netip.MustParseAddrPort("198.18.0.2:862"), 0)
+			s := newSession("bench", &m, resolvedTarget{name: "t", host: "t", port: 862, dst: netip.MustParseAddrPort("198.18.0.2:862")}, 0)
 			now := int64(0)
 			n := int(window / m.Interval)
 			for i := range n + 200 {
 				now = int64(i) * int64(time.Millisecond)
 				seq, _, _ := s.recordSend(now)
-				s.onReply(&reply{seq: seq, reflSeq: seq, t4: now + int64(50_000+i%1000), senderTTL: -1, dscp: -1, dscp2: -1})
+				s.onReply(&timedReply{seq: seq, reflSeq: seq, t4: now + int64(50_000+i%1000), senderTTL: -1, dscp: -1, dscp2: -1})
 			}
 			if sn := s.snapshot(now); sn.RTTCount < n-10 {
 				b.Fatalf("window holds %d samples, want about %d", sn.RTTCount, n)
@@ -56,56 +52,6 @@ func BenchmarkSnapshot(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				s.snapshot(now)
-			}
-		})
-	}
-}
-
-// BenchmarkHistogramObserve compares one RTT observation into the session
-// histogram with client_golang's Histogram of the same options, round robin
-// over 10,000 histograms as the reply path of 10,000 sessions does (so the
-// histograms are mostly out of the CPU caches).
-func BenchmarkHistogramObserve(b *testing.B) {
-	const n = 10000
-	upper := prometheus.ExponentialBuckets(50e-6, 2, 16)
-	desc := prometheus.NewDesc("h_seconds", "help", nil, nil)
-	// narrow: RTTs of a quiet path, 30 µs .. 300 µs; wide: of a loaded host
-	// or a long path, 20 µs .. 20 ms, 80 native buckets.
-	for _, r := range []struct {
-		name   string
-		lo, hi float64
-	}{{"narrow", 30e-6, 300e-6}, {"wide", 20e-6, 20e-3}} {
-		values := make([]float64, 4096)
-		rng := rand.New(rand.NewPCG(5, 6))
-		for i := range values {
-			values[i] = r.lo * math.Pow(r.hi/r.lo, rng.Float64())
-		}
-		b.Run(r.name+"/session", func(b *testing.B) {
-			hs := make([]*histogram, n)
-			for i := range hs {
-				hs[i] = newHistogram(desc, upper, time.Now())
-			}
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				hs[i%n].observe(values[i%len(values)])
-				i++
-			}
-		})
-		b.Run(r.name+"/client_golang", func(b *testing.B) {
-			hs := make([]prometheus.Histogram, n)
-			for i := range hs {
-				hs[i] = prometheus.NewHistogram(prometheus.HistogramOpts{
-					Name: "h_seconds", Help: "help", Buckets: upper,
-					NativeHistogramBucketFactor: 1.1, NativeHistogramMaxBucketNumber: 160,
-					NativeHistogramMinResetDuration: time.Hour,
-				})
-			}
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				hs[i%n].Observe(values[i%len(values)])
-				i++
 			}
 		})
 	}
@@ -126,7 +72,7 @@ func BenchmarkProbeHandler(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	waitFor(b, 10*time.Second, "300 replies from the loopback reflector", func() bool { return s.Snapshot().Received >= 300 })
+	testlab.WaitFor(b, 10*time.Second, "300 replies from the loopback reflector", func() bool { return s.Snapshot().Received >= 300 })
 	for _, enc := range []string{"identity", "gzip"} {
 		b.Run(enc, func(b *testing.B) {
 			req := httptest.NewRequest("GET", url, nil)
@@ -140,24 +86,5 @@ func BenchmarkProbeHandler(b *testing.B) {
 				}
 			}
 		})
-	}
-}
-
-// BenchmarkHistogramMetric measures what a scrape costs per histogram:
-// its state taken under the session's lock and written as the
-// exposition's protobuf (classic and native buckets), for RTTs of
-// 20µs–20ms.
-func BenchmarkHistogramMetric(b *testing.B) {
-	h := newHistogram(descRTT, prometheus.ExponentialBuckets(50e-6, 2, 16), time.Unix(1700000000, 0))
-	rng := rand.New(rand.NewPCG(1, 2))
-	for range 10_000 {
-		h.observe(20e-6 * math.Pow(1000, rng.Float64()))
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		var m dto.Metric
-		if err := h.metric().Write(&m); err != nil {
-			b.Fatal(err)
-		}
 	}
 }

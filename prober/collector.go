@@ -4,6 +4,7 @@ import (
 	"math"
 	"strconv"
 
+	"github.com/llama-exporter/llama_exporter/internal/metricdef"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -20,9 +21,9 @@ var (
 	descWinSent    = gaugeDesc("llama_probe_window_packets_sent", "Decided probes in the window.")
 	descWinLost    = gaugeDesc("llama_probe_window_packets_lost", "Lost probes in the window.")
 	descWinLoss    = gaugeDesc("llama_probe_window_loss_ratio", "Lost / sent probes in the window, 0..1; NaN before any probe is decided.")
-	descRTT        = prometheus.NewDesc("llama_probe_rtt_seconds", "Round-trip time of answered probes, (T4 - T1) - (T3 - T2), in seconds.", nil, nil)
-	descDwell      = prometheus.NewDesc("llama_probe_reflector_dwell_seconds", "Time the reflector held each probe, T3 - T2 from its reply, in seconds.", nil, nil)
-	descWinRTT     = prometheus.NewDesc("llama_probe_window_rtt_seconds", "RTT quantiles of the window's answered probes, in seconds.", nil, nil)
+	descRTT        = metricdef.Desc(metricdef.Histogram, "llama_probe_rtt_seconds", "Round-trip time of answered probes, (T4 - T1) - (T3 - T2), in seconds.", nil, nil)
+	descDwell      = metricdef.Desc(metricdef.Histogram, "llama_probe_reflector_dwell_seconds", "Time the reflector held each probe, T3 - T2 from its reply, in seconds.", nil, nil)
+	descWinRTT     = metricdef.Desc(metricdef.Summary, "llama_probe_window_rtt_seconds", "RTT quantiles of the window's answered probes, in seconds.", nil, nil)
 	descWinMin     = gaugeDesc("llama_probe_window_rtt_min_seconds", "Smallest RTT in the window, in seconds.")
 	descWinMax     = gaugeDesc("llama_probe_window_rtt_max_seconds", "Largest RTT in the window, in seconds.")
 	descWinStdDev  = gaugeDesc("llama_probe_window_rtt_stddev_seconds", "Standard deviation of the window's RTTs, in seconds.")
@@ -33,20 +34,26 @@ var (
 	descWinBwd     = gaugeDesc("llama_probe_window_backward_loss_ratio", "Probes whose reply was lost / sent in the window, 0..1 (stateful reflectors only).")
 	descHops       = gaugeDesc("llama_probe_forward_hops", "Hops on the way out, from the reflector's Sender TTL.")
 	descHopsChange = counterDesc("llama_probe_forward_hops_changes_total", "Times the forward hop count changed.")
-	descRemarked   = prometheus.NewDesc("llama_probe_dscp_remarked_total", "Replies whose DSCP was changed on the way out (forward) or back (backward); needs the Class of Service TLV (packet_size >= 52).", []string{"direction"}, nil)
+	descRemarked   = metricdef.Desc(metricdef.Counter, "llama_probe_dscp_remarked_total", "Replies whose DSCP was changed on the way out (forward) or back (backward); needs the Class of Service TLV (packet_size >= 52).", []string{"direction"}, nil)
 	descFallbacks  = counterDesc("llama_probe_timestamp_fallbacks_total", "Answered probes timed with user-space timestamps because a kernel timestamp was missing or inconsistent.")
 	descTSInvalid  = counterDesc("llama_probe_reflector_timestamps_invalid_total", "Replies whose T2/T3 are unusable (T3 before T2, zero, unconverted PTP, a dwell not shorter than the RTT): no dwell subtracted.")
-	descFlowSent   = prometheus.NewDesc("llama_probe_flow_packets_sent_total", "Probes sent per ECMP flow (source port).", []string{"flow"}, nil)
-	descFlowLost   = prometheus.NewDesc("llama_probe_flow_packets_lost_total", "Probes lost per ECMP flow (source port).", []string{"flow"}, nil)
-	descFlowLoss   = prometheus.NewDesc("llama_probe_flow_window_loss_ratio", "Lost / sent probes in the window per ECMP flow (source port), 0..1.", []string{"flow"}, nil)
-	descFlowFwd    = prometheus.NewDesc("llama_probe_flow_window_forward_loss_ratio", "Probes lost on the way out / sent in the window per ECMP flow (source port), 0..1 (stateful reflectors only).", []string{"flow"}, nil)
-	descFlowBwd    = prometheus.NewDesc("llama_probe_flow_window_backward_loss_ratio", "Probes whose reply was lost / sent in the window per ECMP flow (source port), 0..1 (stateful reflectors only).", []string{"flow"}, nil)
-	descInfo       = prometheus.NewDesc("llama_probe_target_info", "Where the session probes: always 1.",
+	descFlowSent   = metricdef.Desc(metricdef.Counter, "llama_probe_flow_packets_sent_total", "Probes sent per ECMP flow (source port).", []string{"flow"}, nil)
+	descFlowLost   = metricdef.Desc(metricdef.Counter, "llama_probe_flow_packets_lost_total", "Probes lost per ECMP flow (source port).", []string{"flow"}, nil)
+	descFlowLoss   = metricdef.Desc(metricdef.Gauge, "llama_probe_flow_window_loss_ratio", "Lost / sent probes in the window per ECMP flow (source port), 0..1.", []string{"flow"}, nil)
+	descFlowFwd    = metricdef.Desc(metricdef.Gauge, "llama_probe_flow_window_forward_loss_ratio", "Probes lost on the way out / sent in the window per ECMP flow (source port), 0..1 (stateful reflectors only).", []string{"flow"}, nil)
+	descFlowBwd    = metricdef.Desc(metricdef.Gauge, "llama_probe_flow_window_backward_loss_ratio", "Probes whose reply was lost / sent in the window per ECMP flow (source port), 0..1 (stateful reflectors only).", []string{"flow"}, nil)
+	descInfo       = metricdef.Desc(metricdef.Gauge, "llama_probe_target_info", "Where the session probes: always 1.",
 		[]string{"dst_ip", "dst_port", "src_ip", "dscp", "prober", "timestamps"}, nil)
 )
 
-func counterDesc(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, nil) }
-func gaugeDesc(name, help string) *prometheus.Desc   { return prometheus.NewDesc(name, help, nil, nil) }
+// counterDesc and gaugeDesc define a counter and a gauge without labels.
+func counterDesc(name, help string) *prometheus.Desc {
+	return metricdef.Desc(metricdef.Counter, name, help, nil, nil)
+}
+
+func gaugeDesc(name, help string) *prometheus.Desc {
+	return metricdef.Desc(metricdef.Gauge, name, help, nil, nil)
+}
 
 // sessionCollector exposes one session's snapshot and RTT histogram.
 type sessionCollector struct {

@@ -12,7 +12,8 @@ import (
 	"time"
 
 	"github.com/llama-exporter/llama_exporter/config"
-	"github.com/llama-exporter/llama_exporter/internal/netns"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
+	"github.com/llama-exporter/llama_exporter/internal/testlab/netns"
 	"github.com/llama-exporter/llama_exporter/reflector"
 )
 
@@ -105,7 +106,7 @@ func TestECMPBlackHoleShowsInExactlyItsFlows(t *testing.T) {
 		t.Fatal(err)
 	}
 	var sn Snapshot
-	waitFor(t, 60*time.Second, "100 decided probes per flow", func() bool {
+	testlab.WaitFor(t, 60*time.Second, "100 decided probes per flow", func() bool {
 		sn = sess.Snapshot()
 		return sn.WindowSent >= 100*flows
 	})

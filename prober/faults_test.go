@@ -9,7 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/llama-exporter/llama_exporter/internal/netns"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
+	"github.com/llama-exporter/llama_exporter/internal/testlab/netns"
 	"github.com/llama-exporter/llama_exporter/reflector"
 )
 
@@ -29,9 +30,9 @@ func TestReflectorRestartShowsLossThenRecovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "replies", func() bool { return s.Snapshot().Received >= 20 })
+	testlab.WaitFor(t, 10*time.Second, "replies", func() bool { return s.Snapshot().Received >= 20 })
 	r.Close()
-	waitFor(t, 10*time.Second, "loss while the reflector is down", func() bool { return s.Snapshot().Lost >= 20 })
+	testlab.WaitFor(t, 10*time.Second, "loss while the reflector is down", func() bool { return s.Snapshot().Lost >= 20 })
 	r2, err := reflector.New(reflector.Config{ListenAddresses: []string{addr.String()}}, nil, discard)
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +40,7 @@ func TestReflectorRestartShowsLossThenRecovery(t *testing.T) {
 	r2.Serve()
 	defer r2.Close()
 	before := s.Snapshot()
-	waitFor(t, 10*time.Second, "recovery", func() bool { return s.Snapshot().Received >= before.Received+20 })
+	testlab.WaitFor(t, 10*time.Second, "recovery", func() bool { return s.Snapshot().Received >= before.Received+20 })
 	if ss := mgr.Sessions(); len(ss) != 1 || ss[0] != s {
 		t.Fatal("the session was replaced")
 	}
@@ -68,10 +69,10 @@ func TestSendErrorsCountedAndSessionGoesOn(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 10*time.Second, "100 probes on each target", func() bool {
+	testlab.WaitFor(t, 10*time.Second, "100 probes on each target", func() bool {
 		return sessions[0].Snapshot().Sent >= 100 && sessions[1].Snapshot().Sent >= 100
 	})
-	errs := testutil.ToFloat64(mgr.m.sendErrors.WithLabelValues("errs"))
+	errs := testutil.ToFloat64(mgr.metrics.sendErrors.WithLabelValues("errs"))
 	var sent, lost uint64
 	for _, s := range sessions {
 		sn := s.Snapshot()

@@ -6,15 +6,12 @@ package prober
 // shares the sockets.
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +20,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/procnet"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 	"github.com/llama-exporter/llama_exporter/stamp"
 )
 
@@ -52,32 +51,6 @@ func floodPoll(t *testing.T, d time.Duration, what func() string, cond func() bo
 	}
 }
 
-// floodSocketDrops returns the kernel's drop count of the UDP socket on
-// local port port (last column of /proc/net/udp and udp6), or -1. For
-// failure messages only.
-func floodSocketDrops(port uint16) int64 {
-	want := fmt.Sprintf(":%04X", port)
-	for _, file := range []string{"/proc/net/udp", "/proc/net/udp6"} {
-		f, err := os.Open(file)
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
-			if len(fields) < 13 || !strings.HasSuffix(fields[1], want) {
-				continue
-			}
-			if n, err := strconv.ParseInt(fields[len(fields)-1], 10, 64); err == nil {
-				f.Close()
-				return n
-			}
-		}
-		f.Close()
-	}
-	return -1
-}
-
 // floodTarget is a session probing a real reflector on loopback, with its
 // module's flow sockets and the module's bad-data and unmatched counters.
 type floodTarget struct {
@@ -99,7 +72,7 @@ func startFloodTarget(t *testing.T, module string) *floodTarget {
 		t.Fatal(err)
 	}
 	ft.s = s
-	waitFor(t, 10*time.Second, "the session's first replies", func() bool { return s.Snapshot().Received >= 20 })
+	testlab.WaitFor(t, 10*time.Second, "the session's first replies", func() bool { return s.Snapshot().Received >= 20 })
 	for i := range ft.mod.Flows {
 		p := s.pool.flowPort(ft.dst.Addr(), i)
 		if p == 0 {
@@ -111,17 +84,17 @@ func startFloodTarget(t *testing.T, module string) *floodTarget {
 }
 
 func (ft *floodTarget) bad() float64 {
-	return testutil.ToFloat64(ft.mgr.m.badReplies.WithLabelValues(ft.module))
+	return testutil.ToFloat64(ft.mgr.metrics.badReplies.WithLabelValues(ft.module))
 }
 
 func (ft *floodTarget) unmatched() float64 {
-	return testutil.ToFloat64(ft.mgr.m.unmatched.WithLabelValues(ft.module))
+	return testutil.ToFloat64(ft.mgr.metrics.unmatched.WithLabelValues(ft.module))
 }
 
 func (ft *floodTarget) drops() string {
 	var b strings.Builder
 	for _, f := range ft.flows {
-		fmt.Fprintf(&b, " %d:%d", f.Port(), floodSocketDrops(f.Port()))
+		fmt.Fprintf(&b, " %d:%d", f.Port(), procnet.PortDrops(f.Port()))
 	}
 	return "kernel drops per flow socket (port:drops):" + b.String()
 }
@@ -141,7 +114,7 @@ func (ft *floodTarget) checkNoLoss(t *testing.T, when string) Snapshot {
 // Snapshot sweeps probes older than the module's timeout as lost.
 func (ft *floodTarget) waitDecided(t *testing.T, end time.Time) Snapshot {
 	t.Helper()
-	waitFor(t, 10*time.Second, "the probes sent during the flood to be decided", func() bool {
+	testlab.WaitFor(t, 10*time.Second, "the probes sent during the flood to be decided", func() bool {
 		return time.Since(end) > ft.mod.Timeout+ft.mod.Interval
 	})
 	return ft.s.Snapshot()

@@ -19,6 +19,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/metricdef"
+	"github.com/llama-exporter/llama_exporter/prober/internal/window"
+)
+
+// The metric families served here, name and type (see metricdef).
+var (
+	nameProbeSuccess         = metricdef.Name(metricdef.Gauge, "probe_success")
+	nameProbeDurationSeconds = metricdef.Name(metricdef.Gauge, "probe_duration_seconds")
 )
 
 // defaultScrapeTimeout applies when Prometheus sends no
@@ -226,8 +234,8 @@ func (l *logOnce) first(key string, now time.Time) bool {
 // metrics in the format the scraper asked for.
 func serve(w http.ResponseWriter, r *http.Request, success bool, start time.Time, c prometheus.Collector) {
 	reg := prometheus.NewRegistry()
-	up := prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_success", Help: "1 if any probe in the window (or since) was answered, 0 otherwise."})
-	dur := prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_duration_seconds", Help: "Time taken to serve this scrape, in seconds."})
+	up := prometheus.NewGauge(prometheus.GaugeOpts{Name: nameProbeSuccess, Help: "1 if any probe in the window (or since) was answered, 0 otherwise."})
+	dur := prometheus.NewGauge(prometheus.GaugeOpts{Name: nameProbeDurationSeconds, Help: "Time taken to serve this scrape, in seconds."})
 	reg.MustRegister(up, dur)
 	if c != nil {
 		reg.MustRegister(c)
@@ -257,23 +265,6 @@ func scrapeTimeout(r *http.Request, offset time.Duration) (time.Duration, error)
 	return t, nil
 }
 
-// waitFirst waits until the session's first probe is decided (answered or
-// timed out) or ctx ends, whichever is first.
-func (s *Session) waitFirst(ctx context.Context) {
-	select {
-	case <-s.sentFirst: // the scheduler sends it at once
-	case <-ctx.Done():
-		return
-	}
-	t := time.NewTimer(time.Duration(s.firstProbeDeadline() - mono()))
-	defer t.Stop()
-	select {
-	case <-s.decided:
-	case <-ctx.Done():
-	case <-t.C: // timed out: Snapshot's sweep decides it as lost
-	}
-}
-
 // writeDebug writes the human-readable debug page of a session.
 func writeDebug(w http.ResponseWriter, s *Session, sn Snapshot, mod *config.Module) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -296,15 +287,15 @@ func writeDebug(w http.ResponseWriter, s *Session, sn Snapshot, mod *config.Modu
 	b.WriteString("Recent probes (newest first):\n  seq        flow  age         state     rtt\n")
 	now := mono()
 	for _, sl := range s.recent(20) {
-		state := [...]string{"empty", "pending", "received", "lost"}[sl.state]
-		if sl.late {
+		state := [...]string{"empty", "pending", "received", "lost"}[sl.State]
+		if sl.Late {
 			state += "+late"
 		}
 		rtt := "-"
-		if sl.state == stateReceived {
-			rtt = time.Duration(sl.rtt).String()
+		if sl.State == window.Received {
+			rtt = time.Duration(sl.RTT).String()
 		}
-		fmt.Fprintf(&b, "  %-10d %-5d %-11s %-9s %s\n", sl.seq, sl.flow, time.Duration(now-sl.sent).Round(time.Microsecond), state, rtt)
+		fmt.Fprintf(&b, "  %-10d %-5d %-11s %-9s %s\n", sl.Seq, sl.Flow, time.Duration(now-sl.Sent).Round(time.Microsecond), state, rtt)
 	}
 	if s.paths != nil {
 		writePathDebug(&b, s, &sn)

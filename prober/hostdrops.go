@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/llama-exporter/llama_exporter/internal/metricdef"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -20,7 +21,7 @@ type ReplyDropCounter interface {
 	ReplyDrops(proto string, port uint16, from netip.Addr) map[string]uint64
 }
 
-var descDroppedByHost = prometheus.NewDesc("llama_probe_packets_dropped_by_host_total",
+var descDroppedByHost = metricdef.Desc(metricdef.Counter, "llama_probe_packets_dropped_by_host_total",
 	"Replies to this session that reached this host and were dropped by its kernel, by the kernel's drop reason (--collector.host-drops); they are also counted as lost.",
 	[]string{"reason"}, nil)
 

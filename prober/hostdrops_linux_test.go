@@ -4,8 +4,6 @@ package prober
 
 import (
 	"context"
-	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,7 +11,8 @@ import (
 	"time"
 
 	"github.com/llama-exporter/llama_exporter/internal/hostdrops"
-	"github.com/llama-exporter/llama_exporter/internal/netns"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
+	"github.com/llama-exporter/llama_exporter/internal/testlab/netns"
 	"github.com/llama-exporter/llama_exporter/reflector"
 )
 
@@ -32,12 +31,7 @@ const (
 // without the collector the series is absent.
 func TestSessionHostDrops(t *testing.T) {
 	netns.Require(t)
-	if _, err := exec.LookPath("iptables"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("iptables is not installed (failing rather than skipping because CI=true)")
-		}
-		t.Skip("iptables is not installed")
-	}
+	testlab.RequireTool(t, "iptables")
 	pr, rf := netns.New(t), netns.New(t)
 	_, rfIf := netns.Link(t, pr, dropProber+"/29", rf, dropReflA+"/29")
 	rf.Run(t, "ip", "addr", "add", dropReflB+"/29", "dev", rfIf)
@@ -61,10 +55,7 @@ func TestSessionHostDrops(t *testing.T) {
 	}
 	t.Cleanup(func() { c.Close() })
 	if err := c.Err(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("collector did not start: %v (failing rather than skipping because CI=true)", err)
-		}
-		t.Skipf("collector did not start: %v", err)
+		testlab.SkipOrFail(t, "collector did not start: %v", err)
 	}
 	mgr := NewManager(Options{Ports: c}, nil, discard)
 	defer mgr.Close()
@@ -82,7 +73,7 @@ func TestSessionHostDrops(t *testing.T) {
 		return s
 	}
 	a, b, aOff := get(mgr, dropReflA+":862"), get(mgr, dropReflB+":862"), get(off, dropReflA+":862")
-	waitFor(t, 10*time.Second, "replies to every session", func() bool {
+	testlab.WaitFor(t, 10*time.Second, "replies to every session", func() bool {
 		return a.Snapshot().Received > 20 && b.Snapshot().Received > 20 && aOff.Snapshot().Received > 20
 	})
 	if mf := exposed(t, aOff, aOff.Snapshot())["llama_probe_packets_dropped_by_host_total"]; mf != nil {
@@ -93,7 +84,7 @@ func TestSessionHostDrops(t *testing.T) {
 	rule := []string{"INPUT", "-s", dropReflA, "-p", "udp", "--sport", "862", "-j", "DROP"}
 	pr.Run(t, append([]string{"iptables", "-w", "-I"}, rule...)...)
 	lostBefore := a.Snapshot().Lost
-	waitFor(t, 20*time.Second, "200 lost probes", func() bool { return a.Snapshot().Lost-lostBefore >= 200 })
+	testlab.WaitFor(t, 20*time.Second, "200 lost probes", func() bool { return a.Snapshot().Lost-lostBefore >= 200 })
 	// An ACCEPT above the DROP ends the drops, leaving its count to read.
 	accept := append(slices.Clone(rule[:len(rule)-1]), "ACCEPT")
 	pr.Run(t, append([]string{"iptables", "-w", "-I"}, accept...)...)
@@ -101,13 +92,13 @@ func TestSessionHostDrops(t *testing.T) {
 	pr.Run(t, append([]string{"iptables", "-w", "-D"}, rule...)...)
 	pr.Run(t, append([]string{"iptables", "-w", "-D"}, accept...)...)
 	var got map[string]uint64
-	waitFor(t, 5*time.Second, "the session's count to reach the rule's", func() bool {
+	testlab.WaitFor(t, 5*time.Second, "the session's count to reach the rule's", func() bool {
 		got = a.hostDrops()
 		return got["netfilter_drop"] >= dropped
 	})
 	// The last probes dropped are decided lost a timeout later.
 	var sn Snapshot
-	waitFor(t, 5*time.Second, "every dropped reply's probe decided lost", func() bool {
+	testlab.WaitFor(t, 5*time.Second, "every dropped reply's probe decided lost", func() bool {
 		sn = a.Snapshot()
 		return sn.Lost-lostBefore >= dropped
 	})

@@ -47,15 +47,6 @@ var icmpProber = Prober{
 	HeaderLen: icmpHeaderLen,
 }
 
-// UnavailableError is Manager.Get's error when a module's prober cannot
-// work on this host at all, such as an icmp module where the process may
-// open neither ping nor raw sockets. Its message names what is missing;
-// the /probe handler answers 500 with it.
-type UnavailableError struct{ Err error }
-
-func (e *UnavailableError) Error() string { return e.Err.Error() }
-func (e *UnavailableError) Unwrap() error { return e.Err }
-
 // listenICMP opens a flow socket of echo requests (see icmpsock.Listen).
 func listenICMP(network string, laddr netip.AddrPort, o udpsock.Options) (FlowSocket, error) {
 	c, err := icmpsock.Listen(network, laddr, o)
@@ -118,7 +109,7 @@ var (
 // Identifier) are ErrNotOurs; a message shorter than the echo header, a
 // reply with a Code other than 0 or whose Sequence Number is not the low 16
 // bits of the one in its data is bad data.
-func (ip *icmpProtocol) Decode(b []byte, r *Reply) error {
+func (ip *icmpProtocol) Decode(b []byte, r *DecodedReply) error {
 	if len(b) < icmpHeaderLen {
 		return errICMPShort
 	}
@@ -139,6 +130,6 @@ func (ip *icmpProtocol) Decode(b []byte, r *Reply) error {
 	if ip.flow >= 0 && (binary.BigEndian.Uint16(b[4:6]) != ip.ident || seq%ip.flows != uint32(ip.flow)) {
 		return ErrNotOurs
 	}
-	*r = Reply{SSID: binary.BigEndian.Uint16(d[4:6]), Seq: seq, ReflectorSeq: seq, SenderTTL: -1, DSCP2: -1}
+	*r = DecodedReply{SSID: binary.BigEndian.Uint16(d[4:6]), Seq: seq, ReflectorSeq: seq, SenderTTL: -1, DSCP2: -1}
 	return nil
 }

@@ -45,7 +45,7 @@ func BenchmarkProtocolCodec(b *testing.B) {
 				b.Fatal(err)
 			}
 			reply := benchReply(b, name, req)
-			var r Reply
+			var r DecodedReply
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := enc.Encode(buf, &probe); err != nil {

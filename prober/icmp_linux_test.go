@@ -18,7 +18,8 @@ import (
 
 	"github.com/llama-exporter/llama_exporter/config"
 	"github.com/llama-exporter/llama_exporter/internal/icmpsock"
-	"github.com/llama-exporter/llama_exporter/internal/netns"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
+	"github.com/llama-exporter/llama_exporter/internal/testlab/netns"
 )
 
 // The icmp prober's tests with real sockets, in network namespaces.
@@ -116,7 +117,7 @@ func TestICMPSessions(t *testing.T) {
 					t.Fatalf("flow sockets are %s sockets, want %s", got, kind)
 				}
 				var sn Snapshot
-				waitFor(t, 30*time.Second, "100 decided probes", func() bool {
+				testlab.WaitFor(t, 30*time.Second, "100 decided probes", func() bool {
 					sn = s.Snapshot()
 					return sn.WindowSent >= 100
 				})
@@ -183,7 +184,7 @@ func TestICMPLossFromDroppedRequests(t *testing.T) {
 	m.Window = 30 * time.Second
 	s := icmpSession(t, prober, mgr, m, icmpHost4)
 	var sn Snapshot
-	waitFor(t, 90*time.Second, "2000 decided probes", func() bool {
+	testlab.WaitFor(t, 90*time.Second, "2000 decided probes", func() bool {
 		sn = s.Snapshot()
 		return sn.WindowSent >= 2000
 	})

@@ -83,13 +83,13 @@ func TestICMPDecode(t *testing.T) {
 	if reqs[0][0] != byte(ipv4.ICMPTypeEcho) || reqs[1][0] != byte(ipv6.ICMPTypeEchoRequest) {
 		t.Fatalf("request types %d, %d; want 8 (ICMP), 128 (ICMPv6)", reqs[0][0], reqs[1][0])
 	}
-	decode := func(b []byte, flow int, ident uint16) (Reply, error) {
+	decode := func(b []byte, flow int, ident uint16) (DecodedReply, error) {
 		d := p.New(m)
 		d.(flowBound).bindFlow(flow, ident)
-		var r Reply
+		var r DecodedReply
 		return r, d.Decode(b, &r)
 	}
-	want := Reply{SSID: ssid, Seq: seq, ReflectorSeq: seq, SenderTTL: -1, DSCP2: -1}
+	want := DecodedReply{SSID: ssid, Seq: seq, ReflectorSeq: seq, SenderTTL: -1, DSCP2: -1}
 	for _, req := range reqs {
 		if r, err := decode(echoReply(req, ident), flow, ident); err != nil || r != want {
 			t.Errorf("reply of type %d: %+v, %v; want %+v", echoReply(req, ident)[0], r, err, want)

@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/llama-exporter/llama_exporter/internal/impair"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
+	"github.com/llama-exporter/llama_exporter/internal/testlab/impair"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
 	"github.com/llama-exporter/llama_exporter/stamp"
 )
@@ -50,7 +51,7 @@ func TestLossAndDelayThroughRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	var sn Snapshot
-	waitFor(t, 60*time.Second, "2000 decided probes through the impaired relay", func() bool {
+	testlab.WaitFor(t, 60*time.Second, "2000 decided probes through the impaired relay", func() bool {
 		sn = si.Snapshot()
 		return sn.WindowSent >= 2000
 	})
@@ -111,7 +112,7 @@ func TestDirectionalLossThroughRelay(t *testing.T) {
 				t.Fatal(err)
 			}
 			var sn Snapshot
-			waitFor(t, 60*time.Second, "2000 decided probes", func() bool {
+			testlab.WaitFor(t, 60*time.Second, "2000 decided probes", func() bool {
 				sn = s.Snapshot()
 				return sn.WindowSent >= 2000
 			})
@@ -169,7 +170,7 @@ func TestDuplicatesAndReorderingCountedExactly(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 30*time.Second, "500 answered probes", func() bool { return s.Snapshot().Received >= 500 })
+			testlab.WaitFor(t, 30*time.Second, "500 answered probes", func() bool { return s.Snapshot().Received >= 500 })
 			relay.SetImpairment(clean, clean)
 			var sn Snapshot
 			deadline := time.Now().Add(10 * time.Second)
@@ -215,7 +216,7 @@ func TestKernelTimestampedRTTThroughDelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	var d, p Snapshot
-	waitFor(t, 30*time.Second, "500 answered probes on both", func() bool {
+	testlab.WaitFor(t, 30*time.Second, "500 answered probes on both", func() bool {
 		d, p = sd.Snapshot(), sp.Snapshot()
 		return d.RTTCount >= 500 && p.RTTCount >= 500
 	})
@@ -263,7 +264,7 @@ func TestDSCPRemarkingCaughtInItsDirection(t *testing.T) {
 				t.Fatal(err)
 			}
 			var sn Snapshot
-			waitFor(t, 20*time.Second, "100 answered probes", func() bool {
+			testlab.WaitFor(t, 20*time.Second, "100 answered probes", func() bool {
 				sn = s.Snapshot()
 				return sn.Received >= 100
 			})

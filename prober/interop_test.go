@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 	"github.com/llama-exporter/llama_exporter/stamp"
 )
 
@@ -141,7 +142,7 @@ func TestTWAMPLightInterop(t *testing.T) {
 				t.Fatal(err)
 			}
 			var sn Snapshot
-			waitFor(t, 30*time.Second, "100 decided probes in the window", func() bool {
+			testlab.WaitFor(t, 30*time.Second, "100 decided probes in the window", func() bool {
 				sn = s.Snapshot()
 				return sn.WindowSent >= 100
 			})
@@ -171,7 +172,7 @@ func TestTWAMPLightInterop(t *testing.T) {
 func checkDwell(t *testing.T, s *Session, held time.Duration, sn Snapshot) {
 	t.Helper()
 	s.mu.Lock()
-	n, sum := s.dwellHist.count, s.dwellHist.sum
+	n, sum := s.dwellHist.Count()
 	s.mu.Unlock()
 	if n == 0 {
 		t.Fatal("no dwell time observed")
@@ -220,7 +221,7 @@ func TestSessionsShareSSIDZeroingReflector(t *testing.T) {
 					}
 					ss = append(ss, s)
 				}
-				waitFor(t, 30*time.Second, "100 decided probes in both windows", func() bool {
+				testlab.WaitFor(t, 30*time.Second, "100 decided probes in both windows", func() bool {
 					return ss[0].Snapshot().WindowSent >= 100 && ss[1].Snapshot().WindowSent >= 100
 				})
 				for i, s := range ss {
@@ -235,7 +236,7 @@ func TestSessionsShareSSIDZeroingReflector(t *testing.T) {
 					}
 				}
 				for _, m := range slices.Compact([]string{tc.a.module, tc.b.module}) {
-					if n := testutil.ToFloat64(mgr.m.unmatched.WithLabelValues(m)); n != 0 {
+					if n := testutil.ToFloat64(mgr.metrics.unmatched.WithLabelValues(m)); n != 0 {
 						t.Errorf("module %s: %v replies unmatched", m, n)
 					}
 				}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 )
 
 // TestLegacyProberAgainstLLAMAReflectors probes with Dropbox LLAMA probes
@@ -40,7 +41,7 @@ func TestLegacyProberAgainstLLAMAReflectors(t *testing.T) {
 			t.Fatal(err)
 		}
 		var sn Snapshot
-		waitFor(t, 20*time.Second, "200 decided legacy probes", func() bool {
+		testlab.WaitFor(t, 20*time.Second, "200 decided legacy probes", func() bool {
 			sn = s.Snapshot()
 			return sn.WindowSent >= 200
 		})

@@ -43,7 +43,7 @@ func (*llamaProtocol) Encode(buf []byte, p *Probe) ([]byte, error) {
 
 // Decode reads a returned legacy probe. A probe whose signature is not
 // ours is ErrNotOurs.
-func (lc *llamaProtocol) Decode(b []byte, r *Reply) error {
+func (lc *llamaProtocol) Decode(b []byte, r *DecodedReply) error {
 	if err := lc.lp.UnmarshalBinary(b); err != nil {
 		return err
 	}
@@ -51,7 +51,7 @@ func (lc *llamaProtocol) Decode(b []byte, r *Reply) error {
 	if !ok {
 		return ErrNotOurs
 	}
-	*r = Reply{SSID: ssid, Seq: seq, ReflectorSeq: seq, T1: int64(lc.lp.Sent), SenderTTL: -1, DSCP2: -1}
+	*r = DecodedReply{SSID: ssid, Seq: seq, ReflectorSeq: seq, T1: int64(lc.lp.Sent), SenderTTL: -1, DSCP2: -1}
 	return nil
 }
 
@@ -72,4 +72,13 @@ func parseLegacySignature(sig *[legacy.SignatureLen]byte) (ssid uint16, seq uint
 		return 0, 0, false
 	}
 	return binary.BigEndian.Uint16(sig[0:2]), binary.BigEndian.Uint32(sig[2:6]), true
+}
+
+// quotedSeq reads the sequence number from the signature, the first field
+// of our legacy probes: tag, length, then SSID (2) and sequence number (4).
+func (*llamaProtocol) quotedSeq(q []byte) (uint32, bool) {
+	if len(q) < 8 || q[0] != 0x0a || q[1] != legacy.SignatureLen {
+		return 0, false
+	}
+	return binary.BigEndian.Uint32(q[4:8]), true
 }

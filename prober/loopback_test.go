@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 	"github.com/llama-exporter/llama_exporter/reflector"
 )
 
@@ -43,18 +44,6 @@ func fastModule() *config.Module {
 	return &m
 }
 
-// waitFor polls cond every 20ms until it holds or the deadline passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestLoopbackEndToEnd(t *testing.T) {
 	dst := startReflector(t, "127.0.0.1:0")
 	mgr := NewManager(Options{}, nil, discard)
@@ -64,7 +53,7 @@ func TestLoopbackEndToEnd(t *testing.T) {
 		t.Fatalf("Get: %v, created %v", err, created)
 	}
 	var sn Snapshot
-	waitFor(t, 30*time.Second, "200 decided probes in the window", func() bool {
+	testlab.WaitFor(t, 30*time.Second, "200 decided probes in the window", func() bool {
 		sn = s.Snapshot()
 		return sn.WindowSent >= 200
 	})
@@ -99,11 +88,11 @@ func TestManagerReusesAndExpiresSessions(t *testing.T) {
 	if _, _, err := mgr.Get(context.Background(), "fast", m, "127.0.0.2:9"); err != ErrLimit {
 		t.Fatalf("over --probe.max-targets: %v, want ErrLimit", err)
 	}
-	waitFor(t, 10*time.Second, "idle expiry", func() bool { return len(mgr.Sessions()) == 0 })
-	if got := testutil.ToFloat64(mgr.m.expired.WithLabelValues("fast")); got != 1 {
+	testlab.WaitFor(t, 10*time.Second, "idle expiry", func() bool { return len(mgr.Sessions()) == 0 })
+	if got := testutil.ToFloat64(mgr.metrics.expired.WithLabelValues("fast")); got != 1 {
 		t.Fatalf("expired_total %v, want 1", got)
 	}
-	if got := testutil.ToFloat64(mgr.m.rejected.WithLabelValues(ReasonLimit)); got != 1 {
+	if got := testutil.ToFloat64(mgr.metrics.rejected.WithLabelValues(ReasonLimit)); got != 1 {
 		t.Fatalf("rejected{limit} %v, want 1", got)
 	}
 }
@@ -120,7 +109,7 @@ func TestReloadKeepsUnchangedModules(t *testing.T) {
 	if _, _, err := mgr.Get(context.Background(), "change", change, dst.String()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "replies", func() bool { return a.Snapshot().Received > 10 })
+	testlab.WaitFor(t, 10*time.Second, "replies", func() bool { return a.Snapshot().Received > 10 })
 	changed := fastModule()
 	changed.DSCP = 46
 	kept := *keep // equal content, new pointer, as a reload produces
@@ -130,7 +119,7 @@ func TestReloadKeepsUnchangedModules(t *testing.T) {
 		t.Fatalf("after reload sessions %v, want only the unchanged module's", ss)
 	}
 	before := a.Snapshot().Received
-	waitFor(t, 10*time.Second, "kept session still probing", func() bool { return a.Snapshot().Received > before+10 })
+	testlab.WaitFor(t, 10*time.Second, "kept session still probing", func() bool { return a.Snapshot().Received > before+10 })
 }
 
 func TestProbeHandlerStatusCodes(t *testing.T) {

@@ -15,7 +15,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/metricdef"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
+)
+
+// The metric families served here, name and type (see metricdef).
+var (
+	nameSessions              = metricdef.Name(metricdef.Gauge, "llama_exporter_sessions")
+	nameSessionsStartedTotal  = metricdef.Name(metricdef.Counter, "llama_exporter_sessions_started_total")
+	nameSessionsExpiredTotal  = metricdef.Name(metricdef.Counter, "llama_exporter_sessions_expired_total")
+	nameSessionsRejectedTotal = metricdef.Name(metricdef.Counter, "llama_exporter_sessions_rejected_total")
+	nameModuleUnknownTotal    = metricdef.Name(metricdef.Counter, "llama_exporter_module_unknown_total")
+	nameSendErrorsTotal       = metricdef.Name(metricdef.Counter, "llama_exporter_send_errors_total")
+	nameRepliesBadDataTotal   = metricdef.Name(metricdef.Counter, "llama_exporter_replies_bad_data_total")
+	nameRepliesUnmatchedTotal = metricdef.Name(metricdef.Counter, "llama_exporter_replies_unmatched_total")
 )
 
 // Rejection reasons, the values of llama_exporter_sessions_rejected_total's
@@ -62,7 +75,7 @@ type Manager struct {
 	pools    map[string]*pool
 	sched    *scheduler
 	rounds   *roundSignal // nil with user-space timestamps
-	m        *managerMetrics
+	metrics  *managerMetrics
 	dirty    []*flowConn // flow sockets with probes queued; scheduler goroutine only
 	tracer   *tracer     // path tracing; started with the first module that traces
 	probe    Probe       // encode's; scheduler goroutine only
@@ -99,7 +112,7 @@ func NewManager(o Options, reg prometheus.Registerer, logger *slog.Logger) *Mana
 		resolveEvery:   defaultResolveEvery,
 		sessions:       make(map[sessionKey]*Session),
 		pools:          make(map[string]*pool),
-		m:              newManagerMetrics(reg),
+		metrics:        newManagerMetrics(reg),
 		rxDelay:        NewReceiveDelay("prober"),
 		stop:           make(chan struct{}),
 	}
@@ -154,7 +167,7 @@ func (m *Manager) ApplyConfig(cfg *config.Config) {
 		}
 	}
 	for name := range cfg.Modules {
-		m.m.initModule(name)
+		m.metrics.initModule(name)
 	}
 }
 
@@ -175,7 +188,7 @@ func (m *Manager) Get(ctx context.Context, module string, cfg *config.Module, ta
 	if s != nil {
 		return s, false, nil
 	}
-	host, port, dst, err := m.resolveTarget(ctx, module, cfg, target, full)
+	rt, err := m.resolveTarget(ctx, module, cfg, target, full)
 	if err != nil {
 		return nil, false, err
 	}
@@ -190,14 +203,14 @@ func (m *Manager) Get(ctx context.Context, module string, cfg *config.Module, ta
 		m.removeLocked(key, s, false) // created under an older config
 	}
 	if m.maxTargets > 0 && len(m.sessions) >= m.maxTargets {
-		m.m.rejected.WithLabelValues(ReasonLimit).Inc()
+		m.metrics.rejected.WithLabelValues(ReasonLimit).Inc()
 		return nil, false, ErrLimit
 	}
 	p := m.poolLocked(module, cfg)
-	if _, err := p.sockets(family(dst.Addr())); err != nil {
+	if _, err := p.sockets(family(rt.dst.Addr())); err != nil {
 		return nil, false, err
 	}
-	return m.startLocked(key, cfg, host, port, dst, p, now), true, nil
+	return m.startLocked(key, cfg, rt, p, now), true, nil
 }
 
 // scraped is Get's fast path: it returns the running session of key, marked
@@ -220,32 +233,32 @@ func (m *Manager) scraped(key sessionKey, cfg *config.Module, now int64) (s *Ses
 // (ErrLimit), and both before the lookup; a multicast, broadcast or
 // unspecified address (*BadTargetError) and allowed_targets (ErrNotAllowed)
 // come last, as only a resolved address can be checked.
-func (m *Manager) resolveTarget(ctx context.Context, module string, cfg *config.Module, target string, full bool) (host string, port uint16, dst netip.AddrPort, err error) {
-	host, port, err = parseModuleTarget(target, cfg)
+func (m *Manager) resolveTarget(ctx context.Context, module string, cfg *config.Module, target string, full bool) (resolvedTarget, error) {
+	host, port, err := parseModuleTarget(target, cfg)
 	if err == nil && port == 0 && Probers[cfg.Prober].Spec.UsesPort {
 		err = fmt.Errorf("target %q names no port and module %s sets none: prober %s needs one", target, module, cfg.Prober)
 	}
 	if err != nil {
-		m.m.rejected.WithLabelValues(ReasonBadTarget).Inc()
-		return "", 0, netip.AddrPort{}, &BadTargetError{err}
+		m.metrics.rejected.WithLabelValues(ReasonBadTarget).Inc()
+		return resolvedTarget{}, &BadTargetError{err}
 	}
 	if full {
-		m.m.rejected.WithLabelValues(ReasonLimit).Inc()
-		return "", 0, netip.AddrPort{}, ErrLimit
+		m.metrics.rejected.WithLabelValues(ReasonLimit).Inc()
+		return resolvedTarget{}, ErrLimit
 	}
 	addr, err := resolve(ctx, m.lookup, host, cfg)
 	if err != nil {
-		return "", 0, netip.AddrPort{}, err
+		return resolvedTarget{}, err
 	}
 	if err := checkDestination(addr); err != nil {
-		m.m.rejected.WithLabelValues(ReasonBadTarget).Inc()
-		return "", 0, netip.AddrPort{}, &BadTargetError{fmt.Errorf("target %q: %w", quoted(target), err)}
+		m.metrics.rejected.WithLabelValues(ReasonBadTarget).Inc()
+		return resolvedTarget{}, &BadTargetError{fmt.Errorf("target %q: %w", quoted(target), err)}
 	}
 	if !cfg.Allowed(addr) {
-		m.m.rejected.WithLabelValues(ReasonNotAllowed).Inc()
-		return "", 0, netip.AddrPort{}, ErrNotAllowed
+		m.metrics.rejected.WithLabelValues(ReasonNotAllowed).Inc()
+		return resolvedTarget{}, ErrNotAllowed
 	}
-	return host, port, netip.AddrPortFrom(addr, port), nil
+	return resolvedTarget{name: target, host: host, port: port, dst: netip.AddrPortFrom(addr, port)}, nil
 }
 
 // poolLocked returns module's socket pool, replacing one made for another
@@ -261,13 +274,13 @@ func (m *Manager) poolLocked(module string, cfg *config.Module) *pool {
 		p.close()
 	}
 	p = newPool(module, cfg, m.logger, &poolStats{
-		badReply:  m.m.badReplies.WithLabelValues(module).Inc,
-		unmatched: m.m.unmatched.WithLabelValues(module).Inc,
-		sendError: m.m.sendErrors.WithLabelValues(module).Inc,
+		badReply:  m.metrics.badReplies.WithLabelValues(module).Inc,
+		unmatched: m.metrics.unmatched.WithLabelValues(module).Inc,
+		sendError: m.metrics.sendErrors.WithLabelValues(module).Inc,
 	})
 	p.userTimestamps, p.rounds, p.ports, p.rxDelay = m.userTimestamps, m.rounds, m.ports, m.rxDelay
 	if cfg.PathTrace != nil {
-		p.tr = newPoolTrace(m.tracerLocked(), p)
+		p.trace = newPoolTrace(m.tracerLocked(), p)
 	}
 	m.pools[module] = p
 	return p
@@ -277,18 +290,18 @@ func (m *Manager) poolLocked(module string, cfg *config.Module) *pool {
 // registers it with the pool (so that replies find it), with the tracer when
 // the module traces paths, and with the scheduler, and counts it. m.mu must
 // be held.
-func (m *Manager) startLocked(key sessionKey, cfg *config.Module, host string, port uint16, dst netip.AddrPort, p *pool, now int64) *Session {
-	s := newSession(key.module, cfg, key.target, host, port, dst, now)
+func (m *Manager) startLocked(key sessionKey, cfg *config.Module, rt resolvedTarget, p *pool, now int64) *Session {
+	s := newSession(key.module, cfg, rt, now)
 	s.pool = p
-	p.register(s, dst)
+	p.register(s, rt.dst)
 	if s.paths != nil {
-		p.tr.t.add(s)
+		p.trace.tracer.add(s)
 	}
 	m.sessions[key] = s
-	m.m.sessions.WithLabelValues(key.module).Inc()
-	m.m.started.WithLabelValues(key.module).Inc()
+	m.metrics.sessions.WithLabelValues(key.module).Inc()
+	m.metrics.started.WithLabelValues(key.module).Inc()
 	m.sched.add(s)
-	m.logger.Debug("probe session started", "module", key.module, "target", key.target, "dst", dst)
+	m.logger.Debug("probe session started", "module", key.module, "target", key.target, "dst", rt.dst)
 	return s
 }
 
@@ -297,9 +310,9 @@ func (m *Manager) removeLocked(k sessionKey, s *Session, expired bool) {
 	s.closed.Store(true)
 	delete(m.sessions, k)
 	s.pool.unregister(s, s.Dst())
-	m.m.sessions.WithLabelValues(k.module).Dec()
+	m.metrics.sessions.WithLabelValues(k.module).Dec()
 	if expired {
-		m.m.expired.WithLabelValues(k.module).Inc()
+		m.metrics.expired.WithLabelValues(k.module).Inc()
 	}
 }
 
@@ -414,28 +427,28 @@ type managerMetrics struct {
 func newManagerMetrics(reg prometheus.Registerer) *managerMetrics {
 	mm := &managerMetrics{
 		sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "llama_exporter_sessions", Help: "Active probe sessions.",
+			Name: nameSessions, Help: "Active probe sessions.",
 		}, []string{"module"}),
 		started: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "llama_exporter_sessions_started_total", Help: "Probe sessions started by a /probe scrape.",
+			Name: nameSessionsStartedTotal, Help: "Probe sessions started by a /probe scrape.",
 		}, []string{"module"}),
 		expired: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "llama_exporter_sessions_expired_total", Help: "Probe sessions closed after idle_timeout without a scrape.",
+			Name: nameSessionsExpiredTotal, Help: "Probe sessions closed after idle_timeout without a scrape.",
 		}, []string{"module"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "llama_exporter_sessions_rejected_total", Help: "/probe requests that could not start a session, by reason.",
+			Name: nameSessionsRejectedTotal, Help: "/probe requests that could not start a session, by reason.",
 		}, []string{"reason"}),
 		moduleUnknown: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "llama_exporter_module_unknown_total", Help: "/probe requests naming a module that is not configured.",
+			Name: nameModuleUnknownTotal, Help: "/probe requests naming a module that is not configured.",
 		}),
 		sendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "llama_exporter_send_errors_total", Help: "Probes whose send failed (the probe counts as lost).",
+			Name: nameSendErrorsTotal, Help: "Probes whose send failed (the probe counts as lost).",
 		}, []string{"module"}),
 		badReplies: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "llama_exporter_replies_bad_data_total", Help: "Datagrams on probe sockets that are not STAMP replies.",
+			Name: nameRepliesBadDataTotal, Help: "Datagrams on probe sockets that are not STAMP replies.",
 		}, []string{"module"}),
 		unmatched: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "llama_exporter_replies_unmatched_total", Help: "STAMP replies that matched no active session.",
+			Name: nameRepliesUnmatchedTotal, Help: "STAMP replies that matched no active session.",
 		}, []string{"module"}),
 	}
 	for _, r := range []string{ReasonLimit, ReasonNotAllowed, ReasonBadTarget} {
@@ -459,7 +472,7 @@ func (mm *managerMetrics) initModule(name string) {
 }
 
 // UnknownModule counts a /probe request for a module that does not exist.
-func (m *Manager) UnknownModule() { m.m.moduleUnknown.Inc() }
+func (m *Manager) UnknownModule() { m.metrics.moduleUnknown.Inc() }
 
 // String describes a session for logs.
 func (s *Session) String() string { return fmt.Sprintf("%s/%s", s.Module, s.Target) }

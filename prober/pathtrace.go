@@ -1,7 +1,6 @@
 package prober
 
 import (
-	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -10,7 +9,7 @@ import (
 	"time"
 
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
-	"github.com/llama-exporter/llama_exporter/legacy"
+	"github.com/llama-exporter/llama_exporter/prober/internal/pathmodel"
 )
 
 // traceSeqFlag marks the sequence numbers of trace probes, which the tracer
@@ -107,7 +106,7 @@ func (t *tracer) run(stop <-chan struct{}) {
 
 // add starts tracing session s.
 func (t *tracer) add(s *Session) {
-	s.paths.wake = t.wake
+	s.paths.Wake = t.wake
 	t.mu.Lock()
 	t.sessions = append(t.sessions, s)
 	t.mu.Unlock()
@@ -148,7 +147,7 @@ func (t *tracer) plan(fam int, now int64) (tracePlan, bool) {
 		return tracePlan{}, false
 	}
 	t.next[fam] = now + int64(traceGap)
-	p := tracePlan{s: s, fc: cs[flow], flow: flow, n: s.paths.begin(flow, now), dst: s.Dst()}
+	p := tracePlan{s: s, fc: cs[flow], flow: flow, n: s.paths.Begin(flow, now), dst: s.Dst()}
 	if t.seq+uint32(p.n) >= traceSeqFlag {
 		t.seq = 0 // 2^31 hop probes later: their numbers start again
 	}
@@ -164,7 +163,7 @@ func (t *tracer) plan(fam int, now int64) (tracePlan, bool) {
 // pick returns the session and flow of family fam most due for a trace
 // (see pathState.candidate). Closed sessions are dropped.
 func (t *tracer) pick(fam int, now int64) (best *Session, flow int) {
-	bestClass, bestRank := traceNotDue, int64(0)
+	bestClass, bestRank := pathmodel.ClassNotDue, int64(0)
 	live := t.sessions[:0]
 	for _, s := range t.sessions {
 		if s.closed.Load() {
@@ -174,8 +173,8 @@ func (t *tracer) pick(fam int, now int64) (best *Session, flow int) {
 		if family(s.Dst().Addr()) != fam {
 			continue
 		}
-		f, c, rank := s.paths.candidate(now)
-		if c < bestClass || c == bestClass && c != traceNotDue && rank < bestRank {
+		f, c, rank := s.paths.Candidate(now)
+		if c < bestClass || c == bestClass && c != pathmodel.ClassNotDue && rank < bestRank {
 			best, flow, bestClass, bestRank = s, f, c, rank
 		}
 	}
@@ -187,7 +186,7 @@ func (t *tracer) pick(fam int, now int64) (best *Session, flow int) {
 // send sends the hop probes of plan p. A probe that cannot be sent is
 // settled unanswered.
 func (t *tracer) send(p *tracePlan) {
-	pt := p.s.pool.tr
+	pt := p.s.pool.trace
 	for ttl := 1; ttl <= p.n; ttl++ {
 		seq := p.seq + uint32(ttl-1)
 		err := pt.send(p.fc, p.s, seq, p.flow, ttl, p.dst)
@@ -198,7 +197,7 @@ func (t *tracer) send(p *tracePlan) {
 		t.mu.Lock()
 		if pr, ok := t.out[seq]; ok {
 			delete(t.out, seq)
-			t.settle(pr, hopAnswer{})
+			t.settle(pr, pathmodel.Answer{})
 		}
 		t.mu.Unlock()
 	}
@@ -231,7 +230,7 @@ func (t *tracer) expire(now int64) {
 	for _, seq := range t.expired {
 		pr := t.out[seq]
 		delete(t.out, seq)
-		t.settle(pr, hopAnswer{})
+		t.settle(pr, pathmodel.Answer{})
 	}
 }
 
@@ -243,9 +242,9 @@ func expired(pr *hopProbe, now int64) bool {
 
 // settle records the fate of hop probe pr and, when it was the trace's
 // last, completes the trace. Called with t.mu held.
-func (t *tracer) settle(pr hopProbe, a hopAnswer) {
-	if pr.s.paths.settle(pr.flow, pr.ttl, a) {
-		pr.s.paths.complete(pr.flow, mono())
+func (t *tracer) settle(pr hopProbe, a pathmodel.Answer) {
+	if pr.s.paths.Settle(pr.flow, pr.ttl, a) {
+		pr.s.paths.Complete(pr.flow, mono())
 	}
 }
 
@@ -254,7 +253,7 @@ func (t *tracer) settle(pr hopProbe, a hopAnswer) {
 // Called with t.mu held.
 func (t *tracer) answer(seq uint32, pr hopProbe, addr netip.Addr, dest bool, rxKernel int64) {
 	delete(t.out, seq)
-	t.settle(pr, hopAnswer{addr: addr, rtt: hopRTT(&pr, rxKernel), ok: true, dest: dest})
+	t.settle(pr, pathmodel.Answer{Addr: addr, RTT: hopRTT(&pr, rxKernel), OK: true, Dest: dest})
 }
 
 // hopRTT is the round-trip time of hop probe pr answered at rxKernel (Unix
@@ -327,7 +326,7 @@ func (t *tracer) onlyProbe(fc *flowConn) uint32 {
 // poolTrace is a tracing pool's part of the tracer: the tracer goroutine's
 // own encoder and buffers, and the reader of quoted probes.
 type poolTrace struct {
-	t         *tracer
+	tracer    *tracer
 	enc       Protocol // the tracer goroutine's
 	quotedSeq func(quote []byte) (uint32, bool)
 	buf, oob  []byte
@@ -346,7 +345,7 @@ type traceQuoter interface {
 // that it traces).
 func newPoolTrace(t *tracer, p *pool) *poolTrace {
 	enc := p.proto.New(p.cfg)
-	pt := &poolTrace{t: t, enc: enc, buf: make([]byte, p.cfg.PacketSize), oob: make([]byte, 0, udpsock.SendOOBSize)}
+	pt := &poolTrace{tracer: t, enc: enc, buf: make([]byte, p.cfg.PacketSize), oob: make([]byte, 0, udpsock.SendOOBSize)}
 	if q, ok := enc.(traceQuoter); ok {
 		pt.quotedSeq = q.quotedSeq
 	} else {
@@ -363,7 +362,7 @@ func (pt *poolTrace) enable(cs []*flowConn) error {
 			return fmt.Errorf("path_trace: flow socket %d is no UDP socket", fc.flow)
 		}
 		fc.icmpErrors = true
-		if err := c.EnableICMPErrors(func(e *udpsock.ICMPError) { pt.t.onICMP(pt, fc, e) }); err != nil {
+		if err := c.EnableICMPErrors(func(e *udpsock.ICMPError) { pt.tracer.onICMP(pt, fc, e) }); err != nil {
 			return fmt.Errorf("path_trace: %w", err)
 		}
 	}
@@ -373,7 +372,7 @@ func (pt *poolTrace) enable(cs []*flowConn) error {
 // send sends hop probe seq of session s on flow socket fc with TTL ttl.
 // Tracer goroutine only.
 func (pt *poolTrace) send(fc *flowConn, s *Session, seq uint32, flow, ttl int, dst netip.AddrPort) error {
-	p := Probe{SSID: uint16(s.paths.ssid.Load()), Seq: seq, Flow: flow, DSCP: s.cfg.DSCP}
+	p := Probe{SSID: uint16(s.paths.SSID.Load()), Seq: seq, Flow: flow, DSCP: s.cfg.DSCP}
 	b, err := pt.enc.Encode(pt.buf, &p)
 	if err != nil {
 		return err
@@ -385,12 +384,12 @@ func (pt *poolTrace) send(fc *flowConn, s *Session, seq uint32, flow, ttl int, d
 
 // reply takes a reflector's reply d from from to a hop probe, with the
 // control messages oob of its datagram, and reports whether it was one.
-func (pt *poolTrace) reply(from netip.AddrPort, d *Reply, oob []byte) bool {
-	t := pt.t
+func (pt *poolTrace) reply(from netip.AddrPort, d *DecodedReply, oob []byte) bool {
+	t := pt.tracer
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	pr, ok := t.out[d.Seq]
-	if !ok || pr.s.Dst() != from || d.SSID != 0 && d.SSID != uint16(pr.s.paths.ssid.Load()) {
+	if !ok || pr.s.Dst() != from || d.SSID != 0 && d.SSID != uint16(pr.s.paths.SSID.Load()) {
 		return false
 	}
 	t.answer(d.Seq, pr, from.Addr(), true, udpsock.ParseMeta(oob).KernelRX)
@@ -427,7 +426,7 @@ func (fc *flowConn) sendOne(c *udpsock.Conn, b, oob []byte, dst netip.AddrPort, 
 // a stateful reflector numbers them apart (RFC 8762 §4.3.1) and the
 // session's directional loss is undisturbed. Called with p.mu held.
 func (p *pool) registerTraceLocked(s *Session, dst netip.AddrPort) {
-	ssid := uint16(s.paths.ssid.Load())
+	ssid := uint16(s.paths.SSID.Load())
 	if o, taken := p.sessions[demuxKey{dst, ssid}]; ssid == 0 || taken && o != s || ssid == uint16(s.ssid.Load()) {
 		for {
 			p.nextSSID++
@@ -436,7 +435,7 @@ func (p *pool) registerTraceLocked(s *Session, dst netip.AddrPort) {
 			}
 		}
 		ssid = p.nextSSID
-		s.paths.ssid.Store(uint32(ssid))
+		s.paths.SSID.Store(uint32(ssid))
 	}
 	p.sessions[demuxKey{dst, ssid}] = s
 }
@@ -444,27 +443,9 @@ func (p *pool) registerTraceLocked(s *Session, dst netip.AddrPort) {
 // unregisterTraceLocked frees the trace SSID of s toward dst. Called with
 // p.mu held.
 func (p *pool) unregisterTraceLocked(s *Session, dst netip.AddrPort) {
-	if k := (demuxKey{dst, uint16(s.paths.ssid.Load())}); p.sessions[k] == s {
+	if k := (demuxKey{dst, uint16(s.paths.SSID.Load())}); p.sessions[k] == s {
 		delete(p.sessions, k)
 	}
-}
-
-// quotedSeq reads the Sequence Number that starts every STAMP
-// Session-Sender packet (RFC 8762 §4.2.1, §4.2.2).
-func (*stampProtocol) quotedSeq(q []byte) (uint32, bool) {
-	if len(q) < 4 {
-		return 0, false
-	}
-	return binary.BigEndian.Uint32(q), true
-}
-
-// quotedSeq reads the sequence number from the signature, the first field
-// of our legacy probes: tag, length, then SSID (2) and sequence number (4).
-func (*llamaProtocol) quotedSeq(q []byte) (uint32, bool) {
-	if len(q) < 8 || q[0] != 0x0a || q[1] != legacy.SignatureLen {
-		return 0, false
-	}
-	return binary.BigEndian.Uint32(q[4:8]), true
 }
 
 // tracerLocked returns the process's tracer, starting it on first use.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
-	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -16,7 +15,9 @@ import (
 	"time"
 
 	"github.com/llama-exporter/llama_exporter/config"
-	"github.com/llama-exporter/llama_exporter/internal/netns"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
+	"github.com/llama-exporter/llama_exporter/internal/testlab/netns"
+	"github.com/llama-exporter/llama_exporter/prober/internal/pathmodel"
 	"github.com/llama-exporter/llama_exporter/reflector"
 )
 
@@ -215,7 +216,7 @@ func (l *traceLab) ports(b bool) []uint16 {
 }
 
 // views returns the flows' paths now, and the snapshot they come from.
-func (l *traceLab) views() ([]flowView, Snapshot) {
+func (l *traceLab) views() ([]pathmodel.FlowView, Snapshot) {
 	sn := l.sess.Snapshot()
 	return l.sess.pathViews(&sn), sn
 }
@@ -224,10 +225,10 @@ func (l *traceLab) views() ([]flowView, Snapshot) {
 // reached the target at TTL 3 (the routers' neighbour resolution may cost
 // the very first probes).
 func (l *traceLab) waitPaths() {
-	waitFor(l.t, 60*time.Second, "a trace of every flow to the target without loss", func() bool {
+	testlab.WaitFor(l.t, 60*time.Second, "a trace of every flow to the target without loss", func() bool {
 		vs, sn := l.views()
 		for i, v := range vs {
-			if v.traces&^v.lossyTraces&1 == 0 || v.length() != 3 || v.hops[2].ans&1 == 0 || v.hops[2].addr != l.target || sn.FlowWindowLost[i] != 0 {
+			if v.Traces&^v.LossyTraces&1 == 0 || v.Length() != 3 || v.Hops[2].Answered&1 == 0 || v.Hops[2].Addr != l.target || sn.FlowWindowLost[i] != 0 {
 				return false
 			}
 		}
@@ -235,8 +236,8 @@ func (l *traceLab) waitPaths() {
 	})
 	vs, _ := l.views()
 	for _, v := range vs {
-		if hop2 := v.hops[1].addr; hop2 != l.r3aAddr && hop2 != l.r3bAddr {
-			l.t.Errorf("flow %d: hop 2 is %v, not R3", v.port, hop2)
+		if hop2 := v.Hops[1].Addr; hop2 != l.r3aAddr && hop2 != l.r3bAddr {
+			l.t.Errorf("flow %d: hop 2 is %v, not R3", v.Port, hop2)
 		}
 	}
 }
@@ -245,7 +246,7 @@ func (l *traceLab) waitPaths() {
 // passes, counting the polls that named a link other than allowed (nil:
 // none allowed). It returns how long it took, and fails the test on
 // timeout.
-func (l *traceLab) blameWatch(what string, deadline time.Duration, allowed *SuspectLink, done func([]SuspectLink) bool) (time.Duration, int) {
+func (l *traceLab) blameWatch(what string, deadline time.Duration, allowed *pathmodel.SuspectLink, done func([]pathmodel.SuspectLink) bool) (time.Duration, int) {
 	start := time.Now()
 	falseBlames := 0
 	for {
@@ -269,7 +270,7 @@ func (l *traceLab) blameWatch(what string, deadline time.Duration, allowed *Susp
 }
 
 // named reports whether links is exactly want.
-func named(links []SuspectLink, want SuspectLink) bool {
+func named(links []pathmodel.SuspectLink, want pathmodel.SuspectLink) bool {
 	return len(links) == 1 && links[0].From == want.From && links[0].To == want.To && slices.Equal(links[0].Flows, want.Flows)
 }
 
@@ -354,22 +355,22 @@ func (l *traceLab) iptables(ns *netns.NS, args ...string) {
 // answers Time Exceeded). The flows via R2b lose everything and name
 // R2b -> R3 within two trace intervals; the flows via R2a lose nothing and
 // are never named.
-func blackHoleCase(t *testing.T, l *traceLab) (want SuspectLink, falseBlames int) {
+func blackHoleCase(t *testing.T, l *traceLab) (want pathmodel.SuspectLink, falseBlames int) {
 	l.waitPaths()
 	vs, _ := l.views()
-	want = SuspectLink{From: l.r2bAddr, To: vs[slices.IndexFunc(vs, func(v flowView) bool { return l.viaB[v.port] })].hops[1].addr, Flows: l.ports(true)}
+	want = pathmodel.SuspectLink{From: l.r2bAddr, To: vs[slices.IndexFunc(vs, func(v pathmodel.FlowView) bool { return l.viaB[v.Port] })].Hops[1].Addr, Flows: l.ports(true)}
 	rule := []string{"FORWARD", "-o", l.r2bToR3, "-j", "DROP"}
 	l.iptables(l.r2b, append([]string{"-I"}, rule...)...)
-	took, fb := l.blameWatch("the black hole named", 30*time.Second, &want, func(links []SuspectLink) bool { return named(links, want) })
+	took, fb := l.blameWatch("the black hole named", 30*time.Second, &want, func(links []pathmodel.SuspectLink) bool { return named(links, want) })
 	t.Logf("black hole on R2b -> R3: %v named after %v (trace interval %v), %d false blames", want, took.Round(time.Millisecond), traceInterval, fb)
 	if took > 2*traceInterval {
 		t.Errorf("the black hole was named after %v, more than 2 trace intervals (%v)", took, 2*traceInterval)
 	}
-	_, fb2 := l.blameWatch("100% loss via R2b, none via R2a", 30*time.Second, &want, func(links []SuspectLink) bool {
+	_, fb2 := l.blameWatch("100% loss via R2b, none via R2a", 30*time.Second, &want, func(links []pathmodel.SuspectLink) bool {
 		vs, sn := l.views()
 		for i, p := range vs {
 			lossy := sn.FlowWindowLost[i] == sn.FlowWindowSent[i] && sn.FlowWindowSent[i] > 0
-			if l.viaB[p.port] != lossy || !l.viaB[p.port] && sn.FlowWindowLost[i] != 0 {
+			if l.viaB[p.Port] != lossy || !l.viaB[p.Port] && sn.FlowWindowLost[i] != 0 {
 				return false
 			}
 		}
@@ -387,11 +388,11 @@ func TestPathTraceBlackHoleNamedAndCleared(t *testing.T) {
 	checkPromtool(t, scrapeIn(t, l, ""))
 
 	l.iptables(l.r2b, "-D", "FORWARD", "-o", l.r2bToR3, "-j", "DROP")
-	_, fb := l.blameWatch("the flows' loss to clear", 30*time.Second, &want, func([]SuspectLink) bool {
+	_, fb := l.blameWatch("the flows' loss to clear", 30*time.Second, &want, func([]pathmodel.SuspectLink) bool {
 		_, sn := l.views()
 		return !slices.ContainsFunc(sn.FlowWindowLost, func(n int) bool { return n > 0 })
 	})
-	took, fb2 := l.blameWatch("the suspect to clear", 2*traceInterval, &want, func(links []SuspectLink) bool { return len(links) == 0 })
+	took, fb2 := l.blameWatch("the suspect to clear", 2*traceInterval, &want, func(links []pathmodel.SuspectLink) bool { return len(links) == 0 })
 	t.Logf("fault removed: suspect cleared %v after the loss did; %d false blames over the run", took.Round(time.Millisecond), falseBlames+fb+fb2)
 	if falseBlames+fb+fb2 != 0 {
 		t.Errorf("%d false blames", falseBlames+fb+fb2)
@@ -416,14 +417,14 @@ func TestPathTraceRandomDropNamed(t *testing.T) {
 	l := newTraceLab(t, false, nil)
 	l.waitPaths()
 	vs, _ := l.views()
-	want := SuspectLink{From: l.r2bAddr, To: vs[slices.IndexFunc(vs, func(v flowView) bool { return l.viaB[v.port] })].hops[1].addr, Flows: l.ports(true)}
+	want := pathmodel.SuspectLink{From: l.r2bAddr, To: vs[slices.IndexFunc(vs, func(v pathmodel.FlowView) bool { return l.viaB[v.Port] })].Hops[1].Addr, Flows: l.ports(true)}
 	l.iptables(l.r2b, "-I", "FORWARD", "-o", l.r2bToR3, "-m", "statistic", "--mode", "random", "--probability", "0.1", "-j", "DROP")
-	took, falseBlames := l.blameWatch("the lossy link named", 4*time.Minute, &want, func(links []SuspectLink) bool { return named(links, want) })
+	took, falseBlames := l.blameWatch("the lossy link named", 4*time.Minute, &want, func(links []pathmodel.SuspectLink) bool { return named(links, want) })
 	vs, sn := l.views()
 	traces := 0
 	for _, v := range vs {
-		if l.viaB[v.port] {
-			traces += bits.OnesCount64(v.lossyTraces)
+		if l.viaB[v.Port] {
+			traces += bits.OnesCount64(v.LossyTraces)
 		}
 	}
 	t.Logf("10%% drop on R2b -> R3: %v named after %v (%d traces of the lossy flows), window loss %.3f, %d false blames",
@@ -441,16 +442,16 @@ func TestPathTraceSilentRouterNeverBlamed(t *testing.T) {
 	l := newTraceLab(t, false, func(l *traceLab) {
 		l.iptables(l.r2a, "-I", "OUTPUT", "-p", "icmp", "--icmp-type", "time-exceeded", "-j", "DROP")
 	})
-	waitFor(t, 60*time.Second, "two traces of every flow", func() bool {
+	testlab.WaitFor(t, 60*time.Second, "two traces of every flow", func() bool {
 		vs, _ := l.views()
-		return !slices.ContainsFunc(vs, func(v flowView) bool { return v.done < 2 })
+		return !slices.ContainsFunc(vs, func(v pathmodel.FlowView) bool { return v.Done < 2 })
 	})
 	vs, _ := l.views()
 	for _, v := range vs {
-		silent := v.hops[0].ans == 0 && !v.hops[0].addr.IsValid()
-		if !l.viaB[v.port] && (!silent || v.hops[1].ans == 0 || v.length() != 3) {
+		silent := v.Hops[0].Answered == 0 && !v.Hops[0].Addr.IsValid()
+		if !l.viaB[v.Port] && (!silent || v.Hops[1].Answered == 0 || v.Length() != 3) {
 			t.Errorf("flow %d via R2a: hop 1 %v (answers %b), hop 2 answers %b, %d hops; want hop 1 unanswering, later hops answering",
-				v.port, v.hops[0].addr, v.hops[0].ans, v.hops[1].ans, v.length())
+				v.Port, v.Hops[0].Addr, v.Hops[0].Answered, v.Hops[1].Answered, v.Length())
 		}
 	}
 	if links := l.sess.SuspectLinks(); len(links) != 0 {
@@ -477,7 +478,7 @@ func scrapeIn(t *testing.T, l *traceLab, extra string) string {
 func checkPromtool(t *testing.T, body string) {
 	p, err := exec.LookPath("promtool")
 	if err != nil {
-		if os.Getenv("CI") == "true" {
+		if testlab.CI() {
 			t.Fatalf("promtool is not installed: %v", err)
 		}
 		t.Logf("promtool not installed: /probe output not checked")

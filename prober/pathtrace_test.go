@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,9 +48,9 @@ func TestPathTraceLoopback(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 20*time.Second, "both flows traced twice", func() bool {
+			testlab.WaitFor(t, 20*time.Second, "both flows traced twice", func() bool {
 				for _, v := range s.pathViews(ptr(s.Snapshot())) {
-					if v.done < 2 {
+					if v.Done < 2 {
 						return false
 					}
 				}
@@ -57,18 +58,18 @@ func TestPathTraceLoopback(t *testing.T) {
 			})
 			sn := s.Snapshot()
 			for _, v := range s.pathViews(&sn) {
-				if v.length() != 1 || v.hops[0].addr != dst.Addr() || v.hops[0].ans&3 != 3 || v.changes != 0 {
+				if v.Length() != 1 || v.Hops[0].Addr != dst.Addr() || v.Hops[0].Answered&3 != 3 || v.Changes != 0 {
 					t.Errorf("flow %d: %d hops, first %v (answers %b), changes %d; want the reflector at TTL 1",
-						v.port, v.length(), v.hops[0].addr, v.hops[0].ans, v.changes)
+						v.Port, v.Length(), v.Hops[0].Addr, v.Hops[0].Answered, v.Changes)
 				}
 			}
-			if sent, answered := s.paths.counts(); sent < 4 || answered != sent {
+			if sent, answered := s.paths.Counts(); sent < 4 || answered != sent {
 				t.Errorf("trace probes: %d sent, %d answered; want all answered", sent, answered)
 			}
 			if sn.Lost != 0 || sn.Late != 0 || sn.Duplicated != 0 || sn.Received+uint64(sn.InFlight) != sn.Sent {
 				t.Errorf("trace probes disturbed the session: %+v", sn.Counters)
 			}
-			if u := testutil.ToFloat64(mgr.m.unmatched.WithLabelValues("trace")); u != 0 {
+			if u := testutil.ToFloat64(mgr.metrics.unmatched.WithLabelValues("trace")); u != 0 {
 				t.Errorf("%v unmatched replies", u)
 			}
 			body := scrape(t, mgr, m, dst.String(), "")
@@ -106,4 +107,34 @@ func scrape(t *testing.T, mgr *Manager, m *config.Module, target, extra string) 
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// FuzzTraceQuote: every tracing protocol reads the sequence number of its
+// own probes back from the first 16 octets of their payload, as an ICMP
+// error quotes them, and never panics on any quote.
+func FuzzTraceQuote(f *testing.F) {
+	f.Add([]byte{}, uint32(traceSeqFlag|7), uint8(16))
+	f.Add([]byte{0x0a, 10, 0, 1}, uint32(1), uint8(4))
+	f.Fuzz(func(t *testing.T, raw []byte, seq uint32, n uint8) {
+		for name, p := range Probers {
+			if !p.Spec.PathTrace {
+				continue
+			}
+			m := decodeModule(t, name)
+			q, ok := p.New(m).(traceQuoter)
+			if !ok {
+				t.Fatalf("%s traces but cannot read quoted probes", name)
+			}
+			q.quotedSeq(raw) // must not panic
+			out, err := p.New(m).Encode(make([]byte, m.PacketSize), &Probe{SSID: 9, Seq: seq})
+			if err != nil {
+				t.Fatal(err)
+			}
+			quote := out[:min(int(n), 16, len(out))]
+			got, ok := q.quotedSeq(quote)
+			if need := map[string]int{config.ProberSTAMP: 4, config.ProberLLAMA: 8}[name]; len(quote) >= need && (!ok || got != seq) {
+				t.Errorf("%s: quote of %d octets read as %d, %v; want %d", name, len(quote), got, ok, seq)
+			}
+		}
+	})
 }

@@ -42,8 +42,8 @@ type pool struct {
 	done   chan struct{} // closed by close
 	proto  *Prober       // the module's protocol, from the registry
 	// enc builds the probes; used by the scheduler goroutine only.
-	enc Protocol
-	tr  *poolTrace // path tracing; nil without path_trace
+	enc   Protocol
+	trace *poolTrace // path tracing; nil without path_trace
 
 	ports   PortWatcher   // nil: none
 	watched []watchedPort // what ports was told, to undo at close
@@ -85,64 +85,6 @@ func family(a netip.Addr) int {
 		return 0
 	}
 	return 1
-}
-
-// txRing bounds how many sent probes per socket can await their kernel
-// transmit timestamp; the kernel normally queues it before sendmsg returns.
-const txRing = 256
-
-// flowConn is one flow's socket and the probes awaiting their kernel
-// transmit timestamps, keyed by the socket's OPT_ID counter.
-type flowConn struct {
-	FlowSocket
-	flow int    // index among the pool's flow sockets of its family
-	port uint16 // local UDP port (ICMP echo Identifier): the flow's identity
-
-	out *outBatch // this round's probes; scheduler goroutine only
-
-	sendMu     sync.Mutex // held across each send, keeping sends and OPT_ID keys in step
-	icmpErrors bool       // ICMP errors read (path_trace): a send may fail once with one
-
-	mu      sync.Mutex
-	sends   uint32 // datagrams sent: the OPT_ID key of the next one
-	stamped uint32 // transmit timestamps read
-	pending [txRing]txPending
-	onTx    func(key uint32, ts int64) // bound once: no allocation per drain
-}
-
-type txPending struct {
-	s   *Session
-	seq uint32
-	key uint32
-}
-
-// drainTx hands the queued transmit timestamps to their sessions. After a
-// batch was written (counted) it reads at most as many as are awaited,
-// saving the final empty read.
-func (fc *flowConn) drainTx() {
-	fc.mu.Lock()
-	awaited := int(fc.sends - fc.stamped)
-	fc.mu.Unlock()
-	if awaited > 0 {
-		fc.DrainTxTimestamps(fc.onTx, awaited)
-	}
-}
-
-// drainTxAll reads every queued transmit timestamp, including those of a
-// batch whose write has not returned yet (so is not counted): a reply can
-// be back before sendmmsg(2) returns.
-func (fc *flowConn) drainTxAll() {
-	fc.DrainTxTimestamps(fc.onTx, 0)
-}
-
-func (fc *flowConn) txTimestamp(key uint32, ts int64) {
-	fc.mu.Lock()
-	p := fc.pending[key%txRing]
-	fc.stamped++
-	fc.mu.Unlock()
-	if p.s != nil && p.key == key {
-		p.s.onTxTimestamp(p.seq, ts)
-	}
 }
 
 // initialTTL returns the TTL / Hop Limit probes to a are sent with.
@@ -195,8 +137,8 @@ func (p *pool) sockets(fam int) ([]*flowConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if p.tr != nil {
-		if err := p.tr.enable(cs); err != nil {
+	if p.trace != nil {
+		if err := p.trace.enable(cs); err != nil {
 			closeFlows(cs)
 			return nil, err
 		}
@@ -345,7 +287,7 @@ func (p *pool) unregister(s *Session, dst netip.AddrPort) {
 // 0), by address, and among the sessions that probe the address by the T1
 // that the reply echoes. Two spellings of one target are two sessions of
 // one pool with one address, and their sequence numbers overlap.
-func (p *pool) lookup(from netip.AddrPort, d *Reply) *Session {
+func (p *pool) lookup(from netip.AddrPort, d *DecodedReply) *Session {
 	p.mu.RLock()
 	s := p.sessions[demuxKey{from, d.SSID}]
 	list := p.byAddr[from] // never changed in place: read after the unlock
@@ -381,7 +323,7 @@ func (p *pool) receive(c *flowConn) {
 	bc := c.Batch()
 	msgs := udpsock.NewReadBatch(recvBatch, maxDatagram)
 	dec := p.proto.New(p.cfg) // this loop's own: it may hold HMAC state
-	d := new(Reply)           // reused: through the interface it escapes
+	d := new(DecodedReply)    // reused: through the interface it escapes
 	rx := make([]int64, 0, recvBatch)
 	if fb, ok := dec.(flowBound); ok {
 		fb.bindFlow(c.flow, c.port)
@@ -394,7 +336,7 @@ func (p *pool) receive(c *flowConn) {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			if p.tr != nil {
+			if p.trace != nil {
 				c.drainTxAll() // an ICMP error the tracer reads from the error queue
 			}
 			continue // ICMP errors surface here on Linux; the probe is lost
@@ -418,7 +360,7 @@ func (p *pool) receive(c *flowConn) {
 // its session. t4 and wall are the batch's read time, monotonic and Unix ns.
 // A datagram that does not decode is bad data; one that decodes but
 // answers no probe of ours is unmatched.
-func (p *pool) handle(dec Protocol, d *Reply, m *ipv4.Message, t4, wall int64) {
+func (p *pool) handle(dec Protocol, d *DecodedReply, m *ipv4.Message, t4, wall int64) {
 	ua, ok := m.Addr.(*net.UDPAddr)
 	if !ok {
 		return
@@ -433,7 +375,7 @@ func (p *pool) handle(dec Protocol, d *Reply, m *ipv4.Message, t4, wall int64) {
 		}
 		return
 	}
-	if p.tr != nil && d.Seq&traceSeqFlag != 0 && p.tr.reply(from, d, m.OOB[:m.NN]) {
+	if p.trace != nil && d.Seq&traceSeqFlag != 0 && p.trace.reply(from, d, m.OOB[:m.NN]) {
 		return
 	}
 	s := p.lookup(from, d)
@@ -443,7 +385,7 @@ func (p *pool) handle(dec Protocol, d *Reply, m *ipv4.Message, t4, wall int64) {
 	}
 	meta := udpsock.ParseMeta(m.OOB[:m.NN])
 	p.collectTx(s, d.Seq, meta.KernelRX)
-	r := reply{seq: d.Seq, reflSeq: d.ReflectorSeq, t4: arrival(t4, wall, meta.KernelRX), read: t4,
+	r := timedReply{seq: d.Seq, reflSeq: d.ReflectorSeq, t4: arrival(t4, wall, meta.KernelRX), read: t4,
 		rxKernel: meta.KernelRX, stamps: d.Stamps, dwell: int64(d.Dwell), senderTTL: d.SenderTTL, dscp: -1, dscp2: d.DSCP2}
 	if meta.TOS >= 0 {
 		r.dscp = meta.TOS >> 2

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 	"github.com/llama-exporter/llama_exporter/reflector"
 	"golang.org/x/sys/unix"
 )
@@ -123,7 +124,7 @@ func probeCostSessions(b *testing.B, mgr *Manager, name string) []*Session {
 		}
 		sessions = append(sessions, s)
 	}
-	waitFor(b, 10*time.Second, "every session's first answer", func() bool { return allDecided(sessions, 1) })
+	testlab.WaitFor(b, 10*time.Second, "every session's first answer", func() bool { return allDecided(sessions, 1) })
 	return sessions
 }
 

@@ -24,7 +24,7 @@ type Protocol interface {
 	// returns ErrNotOurs for a well-formed datagram that answers no probe
 	// of ours, and any other error for bad data; either way the datagram
 	// is counted and dropped.
-	Decode(b []byte, r *Reply) error
+	Decode(b []byte, r *DecodedReply) error
 }
 
 // ErrNotOurs is returned by Protocol.Decode for a datagram that is well
@@ -51,11 +51,11 @@ type Probe struct {
 	T1 int64
 }
 
-// Reply is what Protocol.Decode learnt from a received datagram: the key
+// DecodedReply is what Protocol.Decode learnt from a received datagram: the key
 // that finds its session (with the sender's address), the probe it
 // answers, and what the reflector reported. Fields a protocol does not
 // carry keep the "unknown" values that Decode must set.
-type Reply struct {
+type DecodedReply struct {
 	// SSID is the session key the reply carries; 0 when it carries none,
 	// and the session is then found by address alone.
 	SSID uint16
@@ -162,8 +162,18 @@ type FlowSocket interface {
 }
 
 // Probers maps a module's prober name to its protocol, as
-// blackbox_exporter's Probers map does. Adding a protocol is one file that
-// defines its Prober and one entry here.
+// blackbox_exporter's Probers map does. Adding a protocol (see "How to add
+// a probe protocol" in docs/architecture.md):
+//
+//  1. Codec: prober/NAME.go defines its Prober: Spec, New (a Protocol's
+//     Encode and Decode), what its replies can carry, and Listen or Start
+//     for another socket type or exchange.
+//  2. Trace: with Spec.PathTrace, its Protocol also has quotedSeq (the
+//     traceQuoter of pathtrace.go), reading a probe's sequence number from
+//     the start of its UDP payload as an ICMP error quotes it.
+//  3. Register: one entry here.
+//  4. Document and test: example.yml, the README; FuzzDecode and
+//     FuzzTraceQuote already cover every entry.
 var Probers = map[string]*Prober{
 	config.ProberSTAMP: &stampProber,
 	config.ProberLLAMA: &llamaProber,
@@ -178,3 +188,13 @@ func init() {
 		config.RegisterProber(name, p.Spec)
 	}
 }
+
+// UnavailableError is Manager.Get's error when a module's prober cannot
+// work on this host at all, such as an icmp module where the process may
+// open neither ping nor raw sockets. Its message names what is missing;
+// the /probe handler answers 500 with it.
+type UnavailableError struct{ Err error }
+
+func (e *UnavailableError) Error() string { return e.Err.Error() }
+
+func (e *UnavailableError) Unwrap() error { return e.Err }

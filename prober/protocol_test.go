@@ -46,11 +46,11 @@ func TestEncodeDecodeLegacyRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var r Reply
+	var r DecodedReply
 	if err := proto.Decode(out, &r); err != nil {
 		t.Fatal(err)
 	}
-	want := Reply{SSID: 7, Seq: 1 << 30, ReflectorSeq: 1 << 30, T1: 1_700_000_000_123_456_789, SenderTTL: -1, DSCP2: -1}
+	want := DecodedReply{SSID: 7, Seq: 1 << 30, ReflectorSeq: 1 << 30, T1: 1_700_000_000_123_456_789, SenderTTL: -1, DSCP2: -1}
 	if r != want {
 		t.Errorf("decoded %+v, want %+v", r, want)
 	}
@@ -79,7 +79,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(make([]byte, 36))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for name, p := range Probers {
-			var r Reply
+			var r DecodedReply
 			err := p.New(decodeModule(t, name)).Decode(b, &r)
 			if err != nil {
 				if errors.Is(err, ErrNotOurs) && len(b) == 0 {

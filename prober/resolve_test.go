@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
 	"github.com/llama-exporter/llama_exporter/reflector"
 )
@@ -45,16 +46,16 @@ func TestHostnameAddressChangeIsFollowed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "replies from 127.0.0.2", func() bool { return s.Snapshot().Received >= 20 })
+	testlab.WaitFor(t, 10*time.Second, "replies from 127.0.0.2", func() bool { return s.Snapshot().Received >= 20 })
 
 	set("127.0.0.3")
-	waitFor(t, 10*time.Second, "the session to follow the new address", func() bool { return s.Dst().Addr() == netip.MustParseAddr("127.0.0.3") })
+	testlab.WaitFor(t, 10*time.Second, "the session to follow the new address", func() bool { return s.Dst().Addr() == netip.MustParseAddr("127.0.0.3") })
 	before := s.Snapshot()
-	waitFor(t, 10*time.Second, "replies from 127.0.0.3", func() bool { return s.Snapshot().Received >= before.Received+20 })
+	testlab.WaitFor(t, 10*time.Second, "replies from 127.0.0.3", func() bool { return s.Snapshot().Received >= before.Received+20 })
 
 	set("198.18.0.9") // outside allowed_targets: keep probing the old address
 	seen := lookups.Load()
-	waitFor(t, 10*time.Second, "two more lookups", func() bool { return lookups.Load() >= seen+2 })
+	testlab.WaitFor(t, 10*time.Second, "two more lookups", func() bool { return lookups.Load() >= seen+2 })
 	if got := s.Dst().Addr(); got != netip.MustParseAddr("127.0.0.3") {
 		t.Fatalf("followed an address outside allowed_targets: %v", got)
 	}

@@ -8,7 +8,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/net/ipv4"
 
+	"github.com/llama-exporter/llama_exporter/internal/metricdef"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
+	"github.com/llama-exporter/llama_exporter/prober/internal/histogram"
 )
 
 // maxReceiveDelay bounds the delays ReceiveDelay records: a longer one
@@ -25,16 +27,20 @@ var receiveDelayBuckets = []float64{1e-6, 4e-6, 16e-6, 64e-6, 256e-6, 1.024e-3, 
 // kernel's receive timestamp and the exporter's read of them. It is a
 // prometheus.Collector and safe for concurrent use.
 type ReceiveDelay struct {
-	mu sync.Mutex
-	h  *histogram
+	desc *prometheus.Desc
+	mu   sync.Mutex
+	h    *histogram.Histogram
 }
+
+// nameReceiveDelay is the receive delay's family, one series per role.
+var nameReceiveDelay = metricdef.Name(metricdef.Histogram, "llama_exporter_receive_delay_seconds")
 
 // NewReceiveDelay returns the histogram of role ("prober" or "reflector").
 func NewReceiveDelay(role string) *ReceiveDelay {
-	desc := prometheus.NewDesc("llama_exporter_receive_delay_seconds",
+	desc := prometheus.NewDesc(nameReceiveDelay,
 		"Time from the kernel's receive timestamp of a datagram to the exporter's read of it, in seconds; the prober reads once per scheduler round (up to 5 ms) by design.",
 		nil, prometheus.Labels{"role": role})
-	return &ReceiveDelay{h: newHistogram(desc, receiveDelayBuckets, time.Now())}
+	return &ReceiveDelay{desc: desc, h: histogram.New(desc, receiveDelayBuckets, time.Now())}
 }
 
 // ObserveBatch records the datagrams of one read: now is the read's wall
@@ -46,25 +52,25 @@ func (d *ReceiveDelay) ObserveBatch(now int64, rxKernel []int64) {
 	d.mu.Lock()
 	for _, rx := range rxKernel {
 		if delay := now - rx; rx != 0 && delay >= 0 && delay < int64(maxReceiveDelay) {
-			d.h.observe(float64(delay) / 1e9)
+			d.h.Observe(float64(delay) / 1e9)
 		}
 	}
 	d.mu.Unlock()
 }
 
 // Describe implements prometheus.Collector.
-func (d *ReceiveDelay) Describe(ch chan<- *prometheus.Desc) { ch <- d.h.desc }
+func (d *ReceiveDelay) Describe(ch chan<- *prometheus.Desc) { ch <- d.desc }
 
 // Collect implements prometheus.Collector.
 func (d *ReceiveDelay) Collect(ch chan<- prometheus.Metric) {
 	d.mu.Lock()
-	m := d.h.metric()
+	m := d.h.Metric()
 	d.mu.Unlock()
-	ch <- roleMetric{m, prometheus.MakeLabelPairs(d.h.desc, nil)}
+	ch <- roleMetric{m, prometheus.MakeLabelPairs(d.desc, nil)}
 }
 
 // roleMetric is a histogram's metric with its descriptor's constant
-// labels, which histogram.metric leaves out.
+// labels, which histogram.Metric leaves out.
 type roleMetric struct {
 	prometheus.Metric
 	labels []*dto.LabelPair

@@ -46,8 +46,8 @@ func TestReceiveDelay(t *testing.T) {
 	if c := h.Bucket[2].GetCumulativeCount(); h.Bucket[2].GetUpperBound() != 16e-6 || c != 2 {
 		t.Errorf("bucket le=%g counts %d, want le=1.6e-05 with 2", h.Bucket[2].GetUpperBound(), c)
 	}
-	if h.GetSchema() != nativeSchema || len(h.PositiveSpan) == 0 {
-		t.Errorf("native schema %d spans %v, want schema %d and buckets", h.GetSchema(), h.PositiveSpan, nativeSchema)
+	if h.GetSchema() != 3 || len(h.PositiveSpan) == 0 {
+		t.Errorf("native schema %d spans %v, want schema %d (bucket factor 2^(1/8)) and buckets", h.GetSchema(), h.PositiveSpan, 3)
 	}
 	batch := []int64{now - 3000, now - 5000, now - 40000}
 	if a := testing.AllocsPerRun(100, func() { d.ObserveBatch(now, batch) }); a != 0 {

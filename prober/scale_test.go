@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
 )
 
@@ -34,7 +35,7 @@ func TestThousandSessionsOneReflector(t *testing.T) {
 		}
 		sessions = append(sessions, s)
 	}
-	waitFor(t, 60*time.Second, "20 decided probes in every session", func() bool {
+	testlab.WaitFor(t, 60*time.Second, "20 decided probes in every session", func() bool {
 		for _, s := range sessions {
 			if s.Snapshot().WindowSent < 20 {
 				return false

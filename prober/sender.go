@@ -95,7 +95,7 @@ func (m *Manager) flush(fc *flowConn) {
 		retried = false
 		if err != nil && from < b.n {
 			s := b.meta[from].s
-			m.m.sendErrors.WithLabelValues(s.Module).Inc()
+			m.metrics.sendErrors.WithLabelValues(s.Module).Inc()
 			m.logger.Debug("probe send failed", "module", s.Module, "target", s.Target, "err", err)
 			from++
 		}
@@ -120,7 +120,7 @@ func (m *Manager) sendRound(due []*Session) {
 		}
 		conns, err := s.pool.sockets(family(dst.Addr()))
 		if err != nil {
-			m.m.sendErrors.WithLabelValues(s.Module).Inc()
+			m.metrics.sendErrors.WithLabelValues(s.Module).Inc()
 			continue
 		}
 		m.queue(conns[flow], s, seq, flow, dst, t1)

@@ -1,6 +1,7 @@
 package prober
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"slices"
@@ -12,6 +13,9 @@ import (
 
 	"github.com/llama-exporter/llama_exporter/config"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
+	"github.com/llama-exporter/llama_exporter/prober/internal/histogram"
+	"github.com/llama-exporter/llama_exporter/prober/internal/pathmodel"
+	"github.com/llama-exporter/llama_exporter/prober/internal/window"
 )
 
 // epoch anchors the monotonic clock: every session time is nanoseconds
@@ -21,41 +25,6 @@ var epoch = time.Now()
 
 // mono returns monotonic nanoseconds since process start.
 func mono() int64 { return int64(time.Since(epoch)) }
-
-// probeState is the fate of one probe.
-type probeState uint8
-
-const (
-	stateEmpty    probeState = iota // slot never used
-	statePending                    // sent, no reply, timeout not reached
-	stateReceived                   // answered within timeout
-	stateLost                       // no reply within timeout
-)
-
-// lossDirection says where a lost probe was lost, learnt from a stateful
-// reflector's sequence numbers (RFC 8762 §4.3.1).
-type lossDirection uint8
-
-const (
-	dirUnknown  lossDirection = iota
-	dirForward                // never reached the reflector
-	dirBackward               // reflected, the reply was lost
-)
-
-// slot is one probe in a session's ring. 48 octets, no pointers.
-type slot struct {
-	sent      int64 // monotonic ns at send (user-space T1)
-	arr       int64 // reply's arrival, Unix ns (kernel receive timestamp)
-	txKernel  int64 // kernel software TX timestamp, Unix ns; 0 if none
-	rtt       int64 // ns, (T4 - T1) - (T3 - T2), when received
-	seq       uint32
-	t1        uint32 // low 32 bits of the T1 the probe carries, Unix ns
-	flow      uint16
-	state     probeState
-	dir       lossDirection
-	late      bool // a reply came after timeout
-	reordered bool // counted as reordered
-}
 
 // Counters are a session's cumulative counts since it started.
 type Counters struct {
@@ -79,21 +48,6 @@ type Counters struct {
 	TimestampsInvalid uint64
 }
 
-// reply is what the receive loop learnt from one Session-Reflector packet.
-type reply struct {
-	seq       uint32 // Sender Sequence Number: our probe
-	reflSeq   uint32 // the reflector's Sequence Number
-	t4        int64  // monotonic ns of arrival: read, less the kernel's wait
-	read      int64  // monotonic ns when read; 0 if unknown
-	rxKernel  int64  // kernel software RX timestamp, Unix ns; 0 if none
-	stamps    Stamps // whether the reply carries usable T2 and T3
-	dwell     int64  // T3 - T2 in ns, with stamps StampsUsable
-	senderTTL int    // TTL the reflector received; -1 if unknown
-	dscp      int    // DSCP of the reply as received; -1 if unknown
-	dscp2     int    // DSCP the reflector received (CoS TLV); -1 if absent
-	rtt       int64  // ns, when the protocol had the kernel time the exchange; 0 if not
-}
-
 // Carried records which optional parts of replies a session has seen, so
 // that the series they feed are absent, not 0, until a reply carried one:
 // a reflector may send no Sender TTL or Class of Service TLV, or unusable
@@ -112,13 +66,6 @@ type Carried struct {
 	ReplyDSCP bool
 }
 
-// flowState tracks a stateful reflector's per-flow sequence numbers: the
-// last answered probe index k of the flow and the reflector's count R then.
-type flowState struct {
-	k, r uint32
-	have bool
-}
-
 // Session probes one target for one module: it owns a fixed ring of probe
 // slots covering window + timeout, cumulative counters and the RTT
 // histograms. Its memory does not grow with uptime.
@@ -131,9 +78,9 @@ type Session struct {
 	ssid   atomic.Uint32 // RFC 8972 SSID, 16 bits; changes only on an address change
 	pool   *pool
 
-	interval, timeout, window int64      // ns
-	created                   int64      // monotonic ns
-	hist, dwellHist           *histogram // RTT and reflector dwell; guarded by mu
+	interval, timeout, window int64                // ns
+	created                   int64                // monotonic ns
+	hist, dwellHist           *histogram.Histogram // RTT and reflector dwell; guarded by mu
 
 	lastScrape atomic.Int64 // monotonic ns of the last scrape that named it
 	closed     atomic.Bool
@@ -146,7 +93,7 @@ type Session struct {
 	src        netip.Addr
 	resolvedAt int64
 	resolving  bool
-	slots      []slot
+	slots      []window.Slot
 	next       uint32 // sequence number of the next probe
 	swept      uint32 // every probe below swept is decided
 	c          Counters
@@ -157,17 +104,17 @@ type Session struct {
 	sentFirst  chan struct{} // closed when the first probe is sent
 	decided    chan struct{}
 	isDecided  bool
-	stateful   bool        // the reflector keeps per-session sequence numbers
-	flows      []flowState // per flow, for directional loss
-	hops       int         // last forward hop count; -1 unknown
-	kernelTS   bool        // the last answered probe used kernel timestamps
-	flowSent   []uint64    // per flow, with flow_metrics
+	stateful   bool            // the reflector keeps per-session sequence numbers
+	flows      []reflectorFlow // per flow, for directional loss
+	hops       int             // last forward hop count; -1 unknown
+	kernelTS   bool            // the last answered probe used kernel timestamps
+	flowSent   []uint64        // per flow, with flow_metrics
 	flowLost   []uint64
-	inFlight   int         // probes sent and not yet decided
-	win        windowState // summary of the decided probes in the window
-	paths      *pathState  // per-flow path tracing; nil without path_trace
-	proto      *Prober     // the module's protocol: what its replies can carry
-	carried    Carried     // what the replies did carry
+	inFlight   int              // probes sent and not yet decided
+	win        window.State     // summary of the decided probes in the window
+	paths      *pathmodel.State // per-flow path tracing; nil without path_trace
+	proto      *Prober          // the module's protocol: what its replies can carry
+	carried    Carried          // what the replies did carry
 }
 
 // DefaultDwellBuckets are the classic buckets of
@@ -176,21 +123,21 @@ var DefaultDwellBuckets = prometheus.ExponentialBuckets(1e-6, 4, 11)
 
 // newSession builds a session; its ring holds every probe that can still be
 // in flight or in the window, plus slack for scheduling jitter.
-func newSession(module string, cfg *config.Module, target, host string, port uint16, dst netip.AddrPort, now int64) *Session {
+func newSession(module string, cfg *config.Module, t resolvedTarget, now int64) *Session {
 	n := int((cfg.Window+cfg.Timeout)/cfg.Interval) + 4
 	s := &Session{
-		Module: module, Target: target, cfg: cfg, host: host, port: port,
+		Module: module, Target: t.name, cfg: cfg, host: t.host, port: t.port,
 		interval: int64(cfg.Interval), timeout: int64(cfg.Timeout), window: int64(cfg.Window),
-		created: now, dst: dst, src: sourceFor(cfg, dst.Addr()), resolvedAt: now,
-		slots:     make([]slot, n),
+		created: now, dst: t.dst, src: sourceFor(cfg, t.dst.Addr()), resolvedAt: now,
+		slots:     make([]window.Slot, n),
 		firstSent: -1,
 		decided:   make(chan struct{}),
 		sentFirst: make(chan struct{}),
-		flows:     make([]flowState, cfg.Flows),
+		flows:     make([]reflectorFlow, cfg.Flows),
 		hops:      -1,
-		hist:      newHistogram(descRTT, cfg.Buckets(), epoch.Add(time.Duration(now))),
-		dwellHist: newHistogram(descDwell, DefaultDwellBuckets, epoch.Add(time.Duration(now))),
-		paths:     newPathState(cfg),
+		hist:      histogram.New(descRTT, cfg.Buckets(), epoch.Add(time.Duration(now))),
+		dwellHist: histogram.New(descDwell, DefaultDwellBuckets, epoch.Add(time.Duration(now))),
+		paths:     pathmodel.New(cfg),
 		proto:     Probers[cfg.Prober],
 	}
 	if s.proto == nil {
@@ -200,7 +147,7 @@ func newSession(module string, cfg *config.Module, target, host string, port uin
 		s.flowSent = make([]uint64, cfg.Flows)
 		s.flowLost = make([]uint64, cfg.Flows)
 	}
-	s.win = newWindowState(cfg.Flows, cfg.FlowMetrics || cfg.PathTrace != nil)
+	s.win = window.NewState(cfg.Flows, cfg.FlowMetrics || cfg.PathTrace != nil)
 	s.lastScrape.Store(now)
 	return s
 }
@@ -245,24 +192,24 @@ func (s *Session) recordSendAt(now, t1 int64) (seq uint32, flow int, dst netip.A
 	// The ring spans window + timeout, so the slot about to be reused has
 	// left the window already; should it not have (a stalled clock), it
 	// is decided and let go now rather than silently overwritten.
-	for seq-s.win.tail >= n {
-		if s.win.head == s.win.tail {
-			if old := s.slotAt(s.win.head); old.state == statePending {
+	for seq-s.win.Tail >= n {
+		if s.win.Head == s.win.Tail {
+			if old := s.slotAt(s.win.Head); old.State == window.Pending {
 				s.markLostLocked(old)
 			}
-			s.enterLocked(s.slotAt(s.win.head))
-			s.win.head++
+			s.enterLocked(s.slotAt(s.win.Head))
+			s.win.Head++
 		}
-		s.leaveLocked(s.slotAt(s.win.tail))
-		s.win.tail++
+		s.leaveLocked(s.slotAt(s.win.Tail))
+		s.win.Tail++
 	}
 	s.next++
 	flow = int(seq % uint32(s.cfg.Flows))
 	sl := s.slotAt(seq)
-	if sl.state == statePending {
+	if sl.State == window.Pending {
 		s.markLostLocked(sl)
 	}
-	*sl = slot{seq: seq, flow: uint16(flow), sent: now, t1: uint32(t1), state: statePending}
+	*sl = window.Slot{Seq: seq, Flow: uint16(flow), Sent: now, T1: uint32(t1), State: window.Pending}
 	if s.next-s.swept > n {
 		s.swept = s.next - n
 	}
@@ -280,13 +227,13 @@ func (s *Session) recordSendAt(now, t1 int64) (seq uint32, flow int, dst netip.A
 
 // onTxTimestamp records the kernel's transmit timestamp of probe seq.
 func (s *Session) onTxTimestamp(seq uint32, ts int64) {
-	if seq&traceSeqFlag != 0 && s.pool.tr != nil && s.pool.tr.t.txStamp(seq, ts) {
+	if seq&traceSeqFlag != 0 && s.pool.trace != nil && s.pool.trace.tracer.txStamp(seq, ts) {
 		return // a trace probe's
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if sl := s.slotLocked(seq); sl != nil && sl.state == statePending {
-		sl.txKernel = ts
+	if sl := s.slotLocked(seq); sl != nil && sl.State == window.Pending {
+		sl.TxKernel = ts
 	}
 }
 
@@ -297,17 +244,17 @@ func (s *Session) awaitsTxTimestamp(seq uint32) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sl := s.slotLocked(seq)
-	return sl != nil && sl.state == statePending && sl.txKernel == 0
+	return sl != nil && sl.State == window.Pending && sl.TxKernel == 0
 }
 
 // slotLocked returns probe seq's slot, or nil if it was never sent or its
 // slot has been reused.
-func (s *Session) slotLocked(seq uint32) *slot {
+func (s *Session) slotLocked(seq uint32) *window.Slot {
 	if seq >= s.next || s.next-seq > uint32(len(s.slots)) {
 		return nil
 	}
 	sl := &s.slots[seq%uint32(len(s.slots))]
-	if sl.seq != seq || sl.state == stateEmpty {
+	if sl.Seq != seq || sl.State == window.Empty {
 		return nil
 	}
 	return sl
@@ -319,321 +266,10 @@ func (s *Session) sent(seq uint32, t1 int64) (ours, pending bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sl := s.slotLocked(seq)
-	if sl == nil || t1 == 0 || sl.t1 != uint32(t1) {
+	if sl == nil || t1 == 0 || sl.T1 != uint32(t1) {
 		return false, false
 	}
-	return true, sl.state == statePending
-}
-
-// onReply accounts for one reply. Each probe is decided at most once;
-// anything after that is counted as late or duplicated, never twice.
-//
-// It returns false for a reply to no probe of the session's ring: one
-// never sent (forged or stray) or so old that its slot was reused (sent
-// more than window + timeout ago); the caller counts it as unmatched.
-func (s *Session) onReply(r *reply) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sl := s.slotLocked(r.seq)
-	if sl == nil {
-		return false
-	}
-	switch sl.state {
-	case stateReceived:
-		s.c.Duplicated++
-		return true
-	case stateLost:
-		if sl.late {
-			s.c.Duplicated++
-		} else {
-			sl.late = true
-			s.c.Late++
-		}
-		return true
-	}
-	if r.t4 < sl.sent && r.read >= sl.sent {
-		// The kernel's receive timestamp puts the arrival before T1: the
-		// wall clock stepped forward between arrival and read (by less than
-		// maxReadDelay, or arrival would have caught it). The read time is
-		// the next best bound; a step must not turn an answer into a loss.
-		r.t4 = r.read
-	}
-	elapsed := r.t4 - sl.sent
-	if elapsed > s.timeout || r.t4 < sl.sent {
-		sl.late = true
-		s.c.Late++
-		s.markLostLocked(sl)
-		return true
-	}
-	rtt := elapsed
-	// Kernel timestamps exclude our own scheduling delays; they come from
-	// CLOCK_REALTIME, so they are trusted only when consistent with the
-	// monotonic measurement, which they can only shorten: a clock step
-	// between T1 and T4 falls back to the monotonic RTT. An RTT the kernel
-	// measured itself (a TCP handshake's SYN to SYN-ACK) is trusted alike.
-	if r.rtt > 0 && r.rtt <= elapsed {
-		rtt, s.kernelTS = r.rtt, true
-	} else if k := r.rxKernel - sl.txKernel; sl.txKernel != 0 && r.rxKernel != 0 && k > 0 && k <= elapsed {
-		rtt = k
-		s.kernelTS = true
-	} else {
-		s.kernelTS = false
-		s.c.TimestampFallbacks++
-	}
-	// The reflector's dwell comes from another clock: trust it only when it
-	// is smaller than what we measured, so that no RTT is negative.
-	dwell := s.proto.ReflectorTimestamps && r.stamps == StampsUsable && r.dwell < rtt
-	if dwell {
-		rtt -= r.dwell
-	} else if s.proto.ReflectorTimestamps && r.stamps != StampsNone {
-		s.c.TimestampsInvalid++ // the RTT includes the dwell: say so
-	}
-	sl.state, sl.rtt = stateReceived, rtt
-	s.inFlight--
-	s.c.Received++
-	s.win.lastReceivedSentTime = max(s.win.lastReceivedSentTime, sl.sent)
-	s.reorderLocked(r, sl)
-	s.hist.observe(float64(rtt) / 1e9)
-	if dwell {
-		s.carried.Timestamps = true
-		s.dwellHist.observe(float64(r.dwell) / 1e9)
-	}
-	s.directionLocked(r, sl)
-	s.pathLocked(r)
-	s.markDecidedLocked()
-	return true
-}
-
-// reorderScan bounds how far back a reply looks for earlier-numbered
-// replies that arrived after it: reordering deeper than this many probes is
-// not counted.
-const reorderScan = 64
-
-// epochUnix is epoch in Unix ns: monotonic times plus it approximate the
-// kernel's receive timestamps where those are missing.
-var epochUnix = epoch.UnixNano()
-
-// reorderLocked counts, once, every reply that arrived after a reply with a
-// higher sequence number (RFC 4737 §3.3). Arrival is the kernel's receive
-// timestamp where there is one: replies of different flows are read by
-// different goroutines, so the order they are processed in is not the order
-// they arrived in, and either may come first. In order, neither scan runs.
-func (s *Session) reorderLocked(r *reply, sl *slot) {
-	arr := r.rxKernel
-	if arr == 0 {
-		arr = epochUnix + r.t4
-	}
-	sl.arr = arr
-	if !s.anyReply {
-		s.anyReply = true
-		s.maxSeq, s.maxArr = r.seq, arr
-		return
-	}
-	if r.seq < s.maxSeq {
-		// Did a higher-numbered reply, already processed, arrive first?
-		for j := r.seq + 1; j != s.maxSeq+1; j++ {
-			if o := s.slotLocked(j); o != nil && o.state == stateReceived && o.arr < arr {
-				s.markReorderedLocked(sl)
-				break
-			}
-		}
-	} else {
-		s.maxSeq = r.seq
-	}
-	if arr < s.maxArr {
-		// Did lower-numbered replies, already processed, arrive after this one?
-		for k, i := r.seq-1, 0; i < reorderScan && k != r.seq; k, i = k-1, i+1 {
-			o := s.slotLocked(k)
-			if o == nil {
-				break
-			}
-			if o.state == stateReceived && o.arr > arr {
-				s.markReorderedLocked(o)
-			}
-		}
-	}
-	s.maxArr = max(s.maxArr, arr)
-}
-
-func (s *Session) markReorderedLocked(sl *slot) {
-	if !sl.reordered {
-		sl.reordered = true
-		s.c.Reordered++
-	}
-}
-
-// directionLocked learns where lost probes were lost from a stateful
-// reflector, which numbers the probes it received per session (RFC 8762
-// §4.3.1). Each flow is its own reflector session (5-tuple), so per flow
-// the probes between two answered ones that the reflector did not count
-// were lost forward, the others backward.
-func (s *Session) directionLocked(r *reply, sl *slot) {
-	if r.reflSeq != r.seq {
-		s.stateful = true // a stateless reflector copies our number
-	}
-	// The per-flow state is kept from the first reply on, so that the
-	// first gaps are attributed even though statefulness shows only later.
-	flows := uint32(s.cfg.Flows)
-	f := &s.flows[sl.flow]
-	k := r.seq / flows
-	if !f.have || r.reflSeq < f.r || k <= f.k {
-		if !f.have || r.reflSeq < f.r {
-			*f = flowState{k: k, r: r.reflSeq, have: true} // first reply, or the reflector restarted
-		}
-		return // a reordered reply says nothing new
-	}
-	gap := k - f.k - 1                       // probes of this flow between the two replies
-	fwd := min(gap, (k-f.k)-(r.reflSeq-f.r)) // those the reflector never saw
-	if r.reflSeq-f.r > k-f.k {
-		fwd = 0 // duplicates reached the reflector: nothing lost forward
-	}
-	for i := uint32(1); i <= gap && s.stateful; i++ {
-		g := s.slotLocked((f.k+i)*flows + uint32(sl.flow))
-		if g == nil || g.dir != dirUnknown {
-			continue
-		}
-		g.dir = dirBackward
-		if i <= fwd {
-			g.dir = dirForward
-		}
-		if g.state == stateLost {
-			s.countDirectionLocked(g)
-			if s.inWindowLocked(g.seq) {
-				s.win.countDirection(g.dir, int(g.flow), 1)
-			}
-		}
-	}
-	f.k, f.r = k, r.reflSeq
-}
-
-// pathLocked tracks the forward hop count and DSCP remarking.
-func (s *Session) pathLocked(r *reply) {
-	if r.senderTTL < 0 || !s.proto.SenderTTL {
-		// unknown: no hop count
-	} else if init := s.pool.initialTTL(s.dst.Addr()); r.senderTTL <= init {
-		h := init - r.senderTTL
-		if s.hops >= 0 && h != s.hops {
-			s.c.HopsChanges++
-		}
-		s.hops = h
-		s.carried.SenderTTL = true
-	}
-	if r.dscp2 >= 0 && s.proto.ClassOfService {
-		s.carried.ClassOfService = true
-		s.carried.ReplyDSCP = s.carried.ReplyDSCP || r.dscp >= 0
-		// The reflector said what it received: a difference is forward
-		// remarking, and it answered with the DSCP we asked for (DSCP1),
-		// so a difference on arrival is backward remarking.
-		if r.dscp2 != s.cfg.DSCP {
-			s.c.DSCPRemarkedForward++
-		}
-		if r.dscp >= 0 && r.dscp != s.cfg.DSCP {
-			s.c.DSCPRemarkedBackward++
-		}
-	}
-}
-
-// markLostLocked decides sl as lost.
-func (s *Session) markLostLocked(sl *slot) {
-	sl.state = stateLost
-	s.inFlight--
-	s.c.Lost++
-	if s.flowLost != nil {
-		s.flowLost[sl.flow]++
-	}
-	s.countDirectionLocked(sl)
-	s.markDecidedLocked()
-}
-
-func (s *Session) countDirectionLocked(sl *slot) {
-	switch sl.dir {
-	case dirForward:
-		s.c.ForwardLost++
-	case dirBackward:
-		s.c.BackwardLost++
-	}
-}
-
-// sweepLocked marks every pending probe older than timeout as lost.
-func (s *Session) sweepLocked(now int64) {
-	n := uint32(len(s.slots))
-	for s.swept != s.next {
-		sl := &s.slots[s.swept%n]
-		if sl.state == statePending {
-			if now-sl.sent <= s.timeout {
-				return // later probes were sent later still
-			}
-			s.markLostLocked(sl)
-		}
-		s.swept++
-	}
-}
-
-// slotAt returns the ring slot of sequence number seq.
-func (s *Session) slotAt(seq uint32) *slot { return &s.slots[seq%uint32(len(s.slots))] }
-
-// inWindowLocked reports whether probe seq is in the window now.
-func (s *Session) inWindowLocked(seq uint32) bool {
-	return seq-s.win.tail < s.win.head-s.win.tail
-}
-
-// advanceLocked decides timed-out probes and moves the window to now:
-// probes sent before now - timeout enter, probes sent before
-// now - timeout - window leave, in sequence order.
-func (s *Session) advanceLocked(now int64) {
-	s.sweepLocked(now)
-	end := now - s.timeout
-	start := end - s.window
-	for s.win.head != s.next {
-		sl := s.slotAt(s.win.head)
-		if sl.sent >= end {
-			break
-		}
-		s.enterLocked(sl)
-		s.win.head++
-	}
-	for s.win.tail != s.win.head {
-		sl := s.slotAt(s.win.tail)
-		if sl.sent >= start {
-			break
-		}
-		s.leaveLocked(sl)
-		s.win.tail++
-	}
-}
-
-// enterLocked adds decided probe sl, the next in sequence, to the window,
-// with its IPDV against the newest answered probe already there.
-func (s *Session) enterLocked(sl *slot) {
-	if sl.state == stateReceived && s.win.hasNewest {
-		s.win.ipdv(s.slotAt(s.win.newest).rtt, sl.rtt, 1)
-	}
-	s.win.enter(sl)
-	if s.paths != nil && sl.state == stateLost {
-		s.paths.lost(int(sl.flow), sl.sent)
-	}
-}
-
-// leaveLocked removes sl, the oldest probe in the window. Finding the next
-// answered probe skips lost ones once each, so it is amortised O(1).
-func (s *Session) leaveLocked(sl *slot) {
-	var next *slot
-	if sl.state == stateReceived {
-		for q := sl.seq + 1; q != s.win.head; q++ {
-			if c := s.slotAt(q); c.state == stateReceived {
-				next = c
-				break
-			}
-		}
-	}
-	s.win.leave(sl, next)
-}
-
-func (s *Session) markDecidedLocked() {
-	if !s.isDecided {
-		s.isDecided = true
-		close(s.decided)
-	}
+	return true, sl.State == window.Pending
 }
 
 // firstProbeDeadline returns when the first probe will be decided at the
@@ -654,7 +290,7 @@ func (s *Session) Snapshot() Snapshot { return s.snapshot(mono()) }
 func (s *Session) histogramMetrics() (rtt, dwell prometheus.Metric) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.hist.metric(), s.dwellHist.metric()
+	return s.hist.Metric(), s.dwellHist.Metric()
 }
 
 // snapshot is Snapshot at monotonic time now. Its cost does not depend
@@ -668,12 +304,12 @@ func (s *Session) snapshot(now int64) Snapshot {
 	snap := Snapshot{
 		Counters: s.c, Dst: s.dst, Src: s.src, InFlight: s.inFlight,
 		Stateful: s.stateful, Hops: s.hops, Carried: s.carried, KernelTimestamps: s.kernelTS,
-		Success: s.win.lastReceivedSentTime >= start,
+		Success: s.win.LastReceivedSent >= start,
 	}
 	if s.firstSent >= 0 && s.firstSent <= end {
 		snap.Window = float64(end-max(start, s.firstSent)) / 1e9
 	}
-	s.win.fill(&snap)
+	s.win.Fill(&snap.Summary)
 	if s.flowSent != nil {
 		snap.FlowSent = slices.Clone(s.flowSent)
 		snap.FlowLost = slices.Clone(s.flowLost)
@@ -683,13 +319,30 @@ func (s *Session) snapshot(now int64) Snapshot {
 
 // recent returns up to n of the newest probes, newest first, for debug
 // output.
-func (s *Session) recent(n int) []slot {
+func (s *Session) recent(n int) []window.Slot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]slot, 0, n)
+	out := make([]window.Slot, 0, n)
 	for i := uint32(0); i < uint32(n) && i < s.next && i < uint32(len(s.slots)); i++ {
 		seq := s.next - 1 - i
 		out = append(out, s.slots[seq%uint32(len(s.slots))])
 	}
 	return out
+}
+
+// waitFirst waits until the session's first probe is decided (answered or
+// timed out) or ctx ends, whichever is first.
+func (s *Session) waitFirst(ctx context.Context) {
+	select {
+	case <-s.sentFirst: // the scheduler sends it at once
+	case <-ctx.Done():
+		return
+	}
+	t := time.NewTimer(time.Duration(s.firstProbeDeadline() - mono()))
+	defer t.Stop()
+	select {
+	case <-s.decided:
+	case <-ctx.Done():
+	case <-t.C: // timed out: Snapshot's sweep decides it as lost
+	}
 }

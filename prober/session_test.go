@@ -17,7 +17,7 @@ func testSession(t *testing.T) *Session {
 	t.Helper()
 	m := config.DefaultModule()
 	m.Interval, m.Timeout, m.Window, m.Flows = 100*time.Millisecond, time.Second, 10*time.Second, 2
-	return newSession("test", &m, "198.18.0.2", "198.18.0.2", 862, netip.MustParseAddrPort("198.18.0.2:862"), 0)
+	return newSession("test", &m, resolvedTarget{name: "198.18.0.2", host: "198.18.0.2", port: 862, dst: netip.MustParseAddrPort("198.18.0.2:862")}, 0)
 }
 
 // answer delivers a stateless reflector's reply to probe seq at monotonic
@@ -27,7 +27,7 @@ func answer(s *Session, seq uint32, t4, dwell int64) {
 	if dwell != 0 {
 		stamps = StampsUsable
 	}
-	s.onReply(&reply{seq: seq, reflSeq: seq, t4: t4, stamps: stamps, dwell: dwell, senderTTL: -1, dscp: -1, dscp2: -1})
+	s.onReply(&timedReply{seq: seq, reflSeq: seq, t4: t4, stamps: stamps, dwell: dwell, senderTTL: -1, dscp: -1, dscp2: -1})
 }
 
 func TestWindowCountsDecidedProbesOnly(t *testing.T) {
@@ -128,10 +128,10 @@ func TestRingWrapKeepsAccounting(t *testing.T) {
 			answer(s, seq, now+ms, 0)
 		}
 	}
-	if s.onReply(&reply{seq: 0, reflSeq: 0, t4: now + 2*ms, senderTTL: -1, dscp: -1, dscp2: -1}) {
+	if s.onReply(&timedReply{seq: 0, reflSeq: 0, t4: now + 2*ms, senderTTL: -1, dscp: -1, dscp2: -1}) {
 		t.Error("a reply to a probe whose slot was reused was taken")
 	}
-	if s.onReply(&reply{seq: s.next + 5, reflSeq: 0, t4: now + 2*ms, senderTTL: -1, dscp: -1, dscp2: -1}) {
+	if s.onReply(&timedReply{seq: s.next + 5, reflSeq: 0, t4: now + 2*ms, senderTTL: -1, dscp: -1, dscp2: -1}) {
 		t.Error("a reply to a probe never sent was taken")
 	}
 	sn := s.snapshot(now + 1050*ms) // window: the last 100 probes
@@ -182,15 +182,15 @@ func TestKernelTimestampsPreferredAndGuarded(t *testing.T) {
 	s.recordSend(0)
 	s.onTxTimestamp(0, wall+10*1000)
 	// User space saw 1ms, the kernel 800µs: the kernel's figure wins.
-	s.onReply(&reply{seq: 0, reflSeq: 0, t4: ms, rxKernel: wall + 10*1000 + 800*1000, senderTTL: -1, dscp: -1, dscp2: -1})
+	s.onReply(&timedReply{seq: 0, reflSeq: 0, t4: ms, rxKernel: wall + 10*1000 + 800*1000, senderTTL: -1, dscp: -1, dscp2: -1})
 	// A clock step of -1h between T1 and T4: negative kernel RTT, fall back.
 	s.recordSend(100 * ms)
 	s.onTxTimestamp(1, wall+100*ms)
-	s.onReply(&reply{seq: 1, reflSeq: 1, t4: 102 * ms, rxKernel: wall + 100*ms - int64(time.Hour), senderTTL: -1, dscp: -1, dscp2: -1})
+	s.onReply(&timedReply{seq: 1, reflSeq: 1, t4: 102 * ms, rxKernel: wall + 100*ms - int64(time.Hour), senderTTL: -1, dscp: -1, dscp2: -1})
 	// A step forward: longer than the monotonic RTT, fall back.
 	s.recordSend(200 * ms)
 	s.onTxTimestamp(2, wall+200*ms)
-	s.onReply(&reply{seq: 2, reflSeq: 2, t4: 203 * ms, rxKernel: wall + 200*ms + int64(time.Hour), senderTTL: -1, dscp: -1, dscp2: -1})
+	s.onReply(&timedReply{seq: 2, reflSeq: 2, t4: 203 * ms, rxKernel: wall + 200*ms + int64(time.Hour), senderTTL: -1, dscp: -1, dscp2: -1})
 	sn := s.snapshot(1300 * ms)
 	if sn.RTTMin != 0.0008 || sn.Quantiles[0.5] != 0.002 || sn.RTTMax != 0.003 {
 		t.Fatalf("RTTs min %v p50 %v max %v; want 0.0008 (kernel), 0.002 and 0.003 (monotonic fallbacks)", sn.RTTMin, sn.Quantiles[0.5], sn.RTTMax)
@@ -211,10 +211,10 @@ func TestClockStepBetweenArrivalAndRead(t *testing.T) {
 	s.recordSend(100 * ms)
 	s.onTxTimestamp(0, wall+100*ms)
 	rx, read := wall+100*ms+200*1000, 100*ms+300*1000
-	s.onReply(&reply{seq: 0, reflSeq: 0, t4: arrival(read, rx+100*1000+step, rx), read: read, rxKernel: rx,
+	s.onReply(&timedReply{seq: 0, reflSeq: 0, t4: arrival(read, rx+100*1000+step, rx), read: read, rxKernel: rx,
 		senderTTL: -1, dscp: -1, dscp2: -1})
 	s.recordSend(200 * ms)
-	s.onReply(&reply{seq: 1, reflSeq: 1, t4: 200*ms - step, read: 200*ms + 2*time.Second.Nanoseconds(),
+	s.onReply(&timedReply{seq: 1, reflSeq: 1, t4: 200*ms - step, read: 200*ms + 2*time.Second.Nanoseconds(),
 		senderTTL: -1, dscp: -1, dscp2: -1})
 	sn := s.snapshot(1300 * ms)
 	if sn.Received != 1 || sn.Late != 1 || sn.Lost != 1 {
@@ -229,7 +229,7 @@ func TestClockStepBetweenArrivalAndRead(t *testing.T) {
 // statefulReply answers probe seq as a stateful reflector that has counted
 // reflSeq earlier probes of this flow.
 func statefulReply(s *Session, seq, reflSeq uint32, t4 int64) {
-	s.onReply(&reply{seq: seq, reflSeq: reflSeq, t4: t4, senderTTL: -1, dscp: -1, dscp2: -1})
+	s.onReply(&timedReply{seq: seq, reflSeq: reflSeq, t4: t4, senderTTL: -1, dscp: -1, dscp2: -1})
 }
 
 func TestDirectionalLossFromStatefulReflector(t *testing.T) {
@@ -279,7 +279,7 @@ func TestHopsAndDSCPRemarking(t *testing.T) {
 	s := testSession(t)
 	s.pool = &pool{ttl: [2]int{64, 64}}
 	s.cfg.DSCP = 46
-	replies := []reply{
+	replies := []timedReply{
 		{senderTTL: 62, dscp: 46, dscp2: 46}, // 2 hops, untouched
 		{senderTTL: 62, dscp: 0, dscp2: 46},  // remarked on the way back
 		{senderTTL: 61, dscp: 46, dscp2: 10}, // 3 hops; remarked on the way out
@@ -304,7 +304,7 @@ func TestHopsAndDSCPRemarking(t *testing.T) {
 func TestFlowMetricsCountPerFlow(t *testing.T) {
 	m := config.DefaultModule()
 	m.Interval, m.Timeout, m.Window, m.Flows, m.FlowMetrics = 100*time.Millisecond, time.Second, 10*time.Second, 4, true
-	s := newSession("test", &m, "198.18.0.2", "198.18.0.2", 862, netip.MustParseAddrPort("198.18.0.2:862"), 0)
+	s := newSession("test", &m, resolvedTarget{name: "198.18.0.2", host: "198.18.0.2", port: 862, dst: netip.MustParseAddrPort("198.18.0.2:862")}, 0)
 	for seq := uint32(0); seq < 40; seq++ {
 		s.recordSend(int64(seq) * 100 * ms)
 		if seq%4 != 3 { // flow 3 is a black hole
@@ -333,7 +333,7 @@ func TestReorderingJudgedByArrivalTime(t *testing.T) {
 	}
 	const wall = int64(1_800_000_000) * 1e9
 	rx := func(seq uint32, arrival int64) {
-		s.onReply(&reply{seq: seq, reflSeq: seq, t4: 50 * ms, rxKernel: wall + arrival, senderTTL: -1, dscp: -1, dscp2: -1})
+		s.onReply(&timedReply{seq: seq, reflSeq: seq, t4: 50 * ms, rxKernel: wall + arrival, senderTTL: -1, dscp: -1, dscp2: -1})
 	}
 	rx(1, 20*ms) // processed before 0, but arrived after it: in order
 	rx(0, 10*ms)
@@ -356,7 +356,7 @@ func TestReorderingWhateverTheProcessingOrder(t *testing.T) {
 			s.recordSend(i * ms)
 		}
 		for _, seq := range order {
-			s.onReply(&reply{seq: seq, reflSeq: seq, t4: 40 * ms, rxKernel: wall + arrivals[seq], senderTTL: -1, dscp: -1, dscp2: -1})
+			s.onReply(&timedReply{seq: seq, reflSeq: seq, t4: 40 * ms, rxKernel: wall + arrivals[seq], senderTTL: -1, dscp: -1, dscp2: -1})
 		}
 		if sn := s.snapshot(50 * ms); sn.Reordered != 1 {
 			t.Errorf("processing order %v: reordered %d, want 1 (probe 0 arrived after probe 1)", order, sn.Reordered)

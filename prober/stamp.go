@@ -1,6 +1,7 @@
 package prober
 
 import (
+	"encoding/binary"
 	"time"
 
 	"github.com/llama-exporter/llama_exporter/config"
@@ -76,7 +77,7 @@ func (sp *stampProtocol) Encode(buf []byte, p *Probe) ([]byte, error) {
 // unknown), timestamps in NTP or PTP format (the Z bit), SSID 0, and a
 // reflector sequence number copied from the probe or counted per session.
 // An authenticated reply must be whole and carry a valid HMAC.
-func (sp *stampProtocol) Decode(b []byte, r *Reply) error {
+func (sp *stampProtocol) Decode(b []byte, r *DecodedReply) error {
 	rp := &sp.rp
 	var err error
 	if sp.auth != nil {
@@ -87,7 +88,7 @@ func (sp *stampProtocol) Decode(b []byte, r *Reply) error {
 	if err != nil {
 		return err
 	}
-	*r = Reply{SSID: rp.SSID, Seq: rp.SenderSequence, ReflectorSeq: rp.Sequence,
+	*r = DecodedReply{SSID: rp.SSID, Seq: rp.SenderSequence, ReflectorSeq: rp.Sequence,
 		T1: rp.SenderTimestamp.Time().UnixNano(), Stamps: StampsInvalid, SenderTTL: -1, DSCP2: -1}
 	if d, ok := rp.DwellOK(); ok {
 		r.Stamps, r.Dwell = StampsUsable, d
@@ -137,4 +138,13 @@ func receivedDSCP(tlvs []byte) int {
 		return -1
 	}
 	return int(cos.DSCP2)
+}
+
+// quotedSeq reads the Sequence Number that starts every STAMP
+// Session-Sender packet (RFC 8762 §4.2.1, §4.2.2).
+func (*stampProtocol) quotedSeq(q []byte) (uint32, bool) {
+	if len(q) < 4 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint32(q), true
 }

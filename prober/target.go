@@ -170,6 +170,15 @@ func resolve(ctx context.Context, lookup lookupFunc, host string, m *config.Modu
 	return netip.Addr{}, fmt.Errorf("resolving %q: no %s address", quoted(host), m.IPProtocol)
 }
 
+// resolvedTarget is a scrape's target once parsed and resolved: what a
+// new session probes.
+type resolvedTarget struct {
+	name string         // as the scrape gave it
+	host string         // its host part: a name or an address literal
+	port uint16         // its port, or the module's; 0 when the prober uses none
+	dst  netip.AddrPort // host resolved, with port
+}
+
 // parseModuleTarget is ParseTarget with the module's port. For a protocol
 // without ports (its ProberSpec's UsesPort is false) a target that names a
 // port is an error, and the port is 0.

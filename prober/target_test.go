@@ -102,7 +102,7 @@ func TestNonUnicastTargetsRefused(t *testing.T) {
 	if n := len(mgr.Sessions()); n != 0 {
 		t.Errorf("%d sessions started, want none", n)
 	}
-	if got := testutil.ToFloat64(mgr.m.rejected.WithLabelValues(ReasonBadTarget)); got != float64(9*len(mods)) {
+	if got := testutil.ToFloat64(mgr.metrics.rejected.WithLabelValues(ReasonBadTarget)); got != float64(9*len(mods)) {
 		t.Errorf("rejected{reason=bad_target} = %v, want %d", got, 9*len(mods))
 	}
 }
@@ -202,7 +202,7 @@ func TestDebugPageSaysUnknown(t *testing.T) {
 		t.Errorf("debug page: %s; want hops=unknown", grepLine(debug, "Path: "))
 	}
 	lo := netip.MustParseAddr("127.0.0.1")
-	s := newSession("icmp", mods["icmp"], "127.0.0.1", "127.0.0.1", 0, netip.AddrPortFrom(lo, 0), mono())
+	s := newSession("icmp", mods["icmp"], resolvedTarget{name: "127.0.0.1", host: "127.0.0.1", port: 0, dst: netip.AddrPortFrom(lo, 0)}, mono())
 	if got := s.Address(); got != "127.0.0.1" {
 		t.Errorf("icmp session address %q, want 127.0.0.1", got)
 	}

@@ -41,7 +41,7 @@ type tcpProtocol struct{}
 func (tcpProtocol) Encode([]byte, *Probe) ([]byte, error) { return nil, errNoDatagrams }
 
 // Decode refuses: there are no reply datagrams.
-func (tcpProtocol) Decode([]byte, *Reply) error { return errNoDatagrams }
+func (tcpProtocol) Decode([]byte, *DecodedReply) error { return errNoDatagrams }
 
 // initialRTO is TCP's initial retransmission timeout (RFC 6298 §2.1, and
 // Linux's TCP_TIMEOUT_INIT): a handshake that took longer had its SYN
@@ -221,11 +221,11 @@ func (f *tcpFlows) run(ctx context.Context, h, prev *handshake, k tupleKey, s *S
 // handshake completed, or if it refused it with a RST, within the initial
 // RTO and without a SYN retransmission. The RTT is the kernel's SYN to
 // SYN-ACK sample where there is one, else the connect time.
-func (f *tcpFlows) handshake(ctx context.Context, k tupleKey) (r reply, answered bool) {
+func (f *tcpFlows) handshake(ctx context.Context, k tupleKey) (r timedReply, answered bool) {
 	start := mono()
 	c, err := f.dialer.DialTCP(ctx, f.network, netip.AddrPortFrom(f.src, f.ports[k.flow]), k.dst)
 	t4 := mono()
-	r = reply{t4: t4, read: t4, senderTTL: -1, dscp: -1, dscp2: -1}
+	r = timedReply{t4: t4, read: t4, senderTTL: -1, dscp: -1, dscp2: -1}
 	if err != nil {
 		return r, f.refused(ctx, k, err) && t4-start < initialRTO
 	}

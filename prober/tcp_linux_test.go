@@ -9,20 +9,20 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/llama-exporter/llama_exporter/config"
-	"github.com/llama-exporter/llama_exporter/internal/netns"
+	"github.com/llama-exporter/llama_exporter/internal/testlab/netns"
 )
 
 // tcpChildEnv passes a tcpChild, as JSON, to a child test process.
@@ -98,10 +98,10 @@ func TestTCPChild(t *testing.T) {
 	}
 	scrape()
 	s := mgr.Sessions()[0]
-	waitFor(t, 90*time.Second, fmt.Sprintf("%d decided probes in the window", c.Probes), func() bool {
+	testlab.WaitFor(t, 90*time.Second, fmt.Sprintf("%d decided probes in the window", c.Probes), func() bool {
 		return s.Snapshot().WindowSent >= c.Probes
 	})
-	errs := testutil.ToFloat64(mgr.m.sendErrors.WithLabelValues("tcp")) // before the snapshot: errs <= Sent
+	errs := testutil.ToFloat64(mgr.metrics.sendErrors.WithLabelValues("tcp")) // before the snapshot: errs <= Sent
 	sn := s.Snapshot()
 	r := tcpResult{Counters: sn.Counters, WindowSent: sn.WindowSent, WindowLost: sn.WindowLost,
 		LossRatio: finite(sn.LossRatio), RTTMin: finite(sn.RTTMin), RTTMax: finite(sn.RTTMax),
@@ -250,20 +250,6 @@ func TestTCPUnreachableIsSendError(t *testing.T) {
 	}
 }
 
-// requireCommand fails (under CI) or skips the test when a command is
-// missing.
-func requireCommand(t *testing.T, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err == nil {
-		return
-	}
-	msg := name + " is not installed"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg + " (failing rather than skipping because CI=true)")
-	}
-	t.Skip(msg)
-}
-
 // TestTCPRandomSYNLoss drops 10% of the SYNs at random on the target
 // (iptables' statistic match): over >= 2000 probes the window loss ratio
 // is 0.10 ± 0.03. A dropped SYN is not retried into a long RTT.
@@ -272,7 +258,7 @@ func TestTCPRandomSYNLoss(t *testing.T) {
 		t.Skip("needs ~10 s of probing")
 	}
 	netns.Require(t)
-	requireCommand(t, "iptables")
+	testlab.RequireTool(t, "iptables")
 	s, d := tcpPair(t)
 	l, err := d.Listen("tcp", "198.18.30.2:0")
 	if err != nil {
@@ -301,7 +287,7 @@ func TestTCPRandomSYNLoss(t *testing.T) {
 // retransmission.
 func TestTCPRetransmittedSYNIsLost(t *testing.T) {
 	netns.Require(t)
-	requireCommand(t, "iptables")
+	testlab.RequireTool(t, "iptables")
 	s, d := tcpPair(t)
 	l, err := d.Listen("tcp", "198.18.30.2:0")
 	if err != nil {

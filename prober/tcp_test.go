@@ -14,6 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 )
 
 // tcpModule returns a validated tcp module with fastModule's timings and
@@ -59,7 +60,7 @@ func TestTCPTargetWithoutPortIs400(t *testing.T) {
 			t.Errorf("target %s: status %d, body %q; want 400 and one line saying it names no port", target, w.Code, body)
 		}
 	}
-	if n := testutil.ToFloat64(mgr.m.rejected.WithLabelValues(ReasonBadTarget)); n != float64(len(targets)) {
+	if n := testutil.ToFloat64(mgr.metrics.rejected.WithLabelValues(ReasonBadTarget)); n != float64(len(targets)) {
 		t.Errorf("%v bad_target rejections, want %d", n, len(targets))
 	}
 	if n := len(mgr.Sessions()); n != 0 {
@@ -73,12 +74,12 @@ func TestTCPTargetWithoutPortIs400(t *testing.T) {
 // reflector, which a stamp session has.
 func TestTCPRTTAndSeries(t *testing.T) {
 	dst := netip.MustParseAddrPort("198.18.0.2:443")
-	s := newSession("tcp", tcpModule(t, 443), dst.String(), "198.18.0.2", 443, dst, 0)
+	s := newSession("tcp", tcpModule(t, 443), resolvedTarget{name: dst.String(), host: "198.18.0.2", port: 443, dst: dst}, 0)
 	s.pool = &pool{proto: &tcpProber}
 	s.recordSend(0)
-	s.onReply(&reply{seq: 0, reflSeq: 0, t4: ms, read: ms, rtt: 300_000, senderTTL: -1, dscp: -1, dscp2: -1})
+	s.onReply(&timedReply{seq: 0, reflSeq: 0, t4: ms, read: ms, rtt: 300_000, senderTTL: -1, dscp: -1, dscp2: -1})
 	s.recordSend(100 * ms)
-	s.onReply(&reply{seq: 1, reflSeq: 1, t4: 102 * ms, read: 102 * ms, rtt: 5 * ms, senderTTL: -1, dscp: -1, dscp2: -1})
+	s.onReply(&timedReply{seq: 1, reflSeq: 1, t4: 102 * ms, read: 102 * ms, rtt: 5 * ms, senderTTL: -1, dscp: -1, dscp2: -1})
 	sn := s.snapshot(1200 * ms)
 	if sn.RTTMin != 0.0003 || sn.RTTMax != 0.002 || sn.TimestampFallbacks != 1 {
 		t.Errorf("RTTs %v..%v with %d fallbacks; want 0.0003 (kernel), 0.002 (monotonic: the kernel's 5ms is longer) and 1",
@@ -103,10 +104,10 @@ func TestTCPRTTAndSeries(t *testing.T) {
 	}
 	// A stamp session has them once a reply carried what they need.
 	m := config.DefaultModule()
-	s = newSession("stamp", &m, dst.String(), "198.18.0.2", 443, dst, 0)
+	s = newSession("stamp", &m, resolvedTarget{name: dst.String(), host: "198.18.0.2", port: 443, dst: dst}, 0)
 	s.pool = &pool{proto: &stampProber, ttl: [2]int{64, 64}}
 	s.recordSend(0)
-	s.onReply(&reply{seq: 0, reflSeq: 0, t4: ms, read: ms, stamps: StampsUsable, dwell: 1000, senderTTL: 62, dscp: 0, dscp2: 0})
+	s.onReply(&timedReply{seq: 0, reflSeq: 0, t4: ms, read: ms, stamps: StampsUsable, dwell: 1000, senderTTL: 62, dscp: 0, dscp2: 0})
 	names = exposed(t, s, s.snapshot(1200*ms))
 	for _, n := range append(reflectorOnly, "llama_probe_forward_hops") {
 		if names[n] == nil {
@@ -156,8 +157,8 @@ func TestTCPHandshakeLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "20 decided probes", func() bool { return s.Snapshot().Lost >= 20 })
-	errs := testutil.ToFloat64(mgr.m.sendErrors.WithLabelValues("tcp"))
+	testlab.WaitFor(t, 10*time.Second, "20 decided probes", func() bool { return s.Snapshot().Lost >= 20 })
+	errs := testutil.ToFloat64(mgr.metrics.sendErrors.WithLabelValues("tcp"))
 	sn := s.Snapshot()
 	if sn.Received != 0 || errs < float64(sn.Lost) || errs > float64(sn.Sent) {
 		t.Errorf("received %d, lost %d of %d sent, %v send errors; want every probe a send error, lost", sn.Received, sn.Lost, sn.Sent, errs)

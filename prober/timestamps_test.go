@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
 )
 
@@ -39,7 +40,7 @@ func TestTimestampsReportedAreThoseUsed(t *testing.T) {
 		t.Fatal(err)
 	}
 	var sn Snapshot
-	waitFor(t, 30*time.Second, "20 answered probes", func() bool {
+	testlab.WaitFor(t, 30*time.Second, "20 answered probes", func() bool {
 		sn = s.Snapshot()
 		return sn.RTTCount >= 20
 	})

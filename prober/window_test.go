@@ -10,6 +10,7 @@ import (
 	"net/netip"
 
 	"github.com/llama-exporter/llama_exporter/config"
+	"github.com/llama-exporter/llama_exporter/prober/internal/window"
 )
 
 // summarizeSlow computes the window summary by walking the whole ring: the
@@ -18,11 +19,11 @@ import (
 // fate is decided: the window covers probes sent in
 // [now - timeout - window, now - timeout], so in-flight probes are never
 // counted as lost.
-func summarizeSlow(slots []slot, next uint32, now, timeout, window, firstSent int64, flows int, perFlow bool) Snapshot {
+func summarizeSlow(slots []window.Slot, next uint32, now, timeout, span, firstSent int64, flows int, perFlow bool) Snapshot {
 	end := now - timeout
-	start := end - window
-	snap := Snapshot{LossRatio: math.NaN(), RTTMin: math.NaN(), RTTMax: math.NaN(),
-		RTTStdDev: math.NaN(), Jitter: math.NaN(), Quantiles: make(map[float64]float64, len(WindowQuantiles))}
+	start := end - span
+	snap := Snapshot{Summary: window.Summary{LossRatio: math.NaN(), RTTMin: math.NaN(), RTTMax: math.NaN(),
+		RTTStdDev: math.NaN(), Jitter: math.NaN(), Quantiles: make(map[float64]float64, len(window.RTTQuantiles))}}
 	if perFlow {
 		snap.FlowWindowSent, snap.FlowWindowLost = make([]int, flows), make([]int, flows)
 	}
@@ -40,37 +41,37 @@ func summarizeSlow(slots []slot, next uint32, now, timeout, window, firstSent in
 	prev := math.NaN()
 	for seq := first; seq != next; seq++ {
 		sl := &slots[seq%n]
-		if sl.seq != seq || sl.state == stateEmpty {
+		if sl.Seq != seq || sl.State == window.Empty {
 			continue
 		}
-		if sl.state == stateReceived && sl.sent >= start {
+		if sl.State == window.Received && sl.Sent >= start {
 			snap.Success = true
 		}
-		if sl.state == statePending {
+		if sl.State == window.Pending {
 			snap.InFlight++
 			continue
 		}
-		if sl.sent < start || sl.sent >= end {
+		if sl.Sent < start || sl.Sent >= end {
 			continue
 		}
 		snap.WindowSent++
 		if perFlow {
-			snap.FlowWindowSent[sl.flow]++
+			snap.FlowWindowSent[sl.Flow]++
 		}
-		if sl.state == stateLost {
+		if sl.State == window.Lost {
 			snap.WindowLost++
 			if perFlow {
-				snap.FlowWindowLost[sl.flow]++
+				snap.FlowWindowLost[sl.Flow]++
 			}
-			switch sl.dir {
-			case dirForward:
+			switch sl.Dir {
+			case window.DirForward:
 				snap.WindowForwardLost++
-			case dirBackward:
+			case window.DirBackward:
 				snap.WindowBackwardLost++
 			}
 			continue
 		}
-		r := float64(sl.rtt) / 1e9
+		r := float64(sl.RTT) / 1e9
 		rtts = append(rtts, r)
 		// IPDV between consecutive answered probes (RFC 3393).
 		if !math.IsNaN(prev) {
@@ -87,7 +88,7 @@ func summarizeSlow(slots []slot, next uint32, now, timeout, window, firstSent in
 	}
 	snap.RTTCount = len(rtts)
 	if len(rtts) == 0 {
-		for _, q := range WindowQuantiles {
+		for _, q := range window.RTTQuantiles {
 			snap.Quantiles[q] = math.NaN()
 		}
 		return snap
@@ -103,7 +104,7 @@ func summarizeSlow(slots []slot, next uint32, now, timeout, window, firstSent in
 	snap.RTTStdDev = math.Sqrt(sq / float64(len(rtts)))
 	slices.Sort(rtts)
 	snap.RTTMin, snap.RTTMax = rtts[0], rtts[len(rtts)-1]
-	for _, q := range WindowQuantiles {
+	for _, q := range window.RTTQuantiles {
 		snap.Quantiles[q] = quantile(rtts, q)
 	}
 	return snap
@@ -126,7 +127,7 @@ func TestIncrementalWindowMatchesFullScan(t *testing.T) {
 		m.Timeout = time.Duration(1+rng.IntN(50)) * m.Interval
 		m.Window = time.Duration(1+rng.IntN(100)) * m.Interval
 		m.Flows, m.FlowMetrics = 1+rng.IntN(8), true
-		s := newSession("x", &m, "t", "t", 1, netip.MustParseAddrPort("198.18.0.2:862"), 0)
+		s := newSession("x", &m, resolvedTarget{name: "t", host: "t", port: 1, dst: netip.MustParseAddrPort("198.18.0.2:862")}, 0)
 		now := int64(0)
 		for step := range 3000 {
 			now += int64(m.Interval) + rng.Int64N(int64(m.Interval)/4+1)
@@ -136,7 +137,7 @@ func TestIncrementalWindowMatchesFullScan(t *testing.T) {
 				back := uint32(rng.IntN(5))
 				if back <= seq {
 					rtt := rng.Int64N(int64(m.Timeout) * 5 / 4)
-					s.onReply(&reply{seq: seq - back, reflSeq: seq - back, t4: now + rtt - int64(back)*int64(m.Interval), senderTTL: -1, dscp: -1, dscp2: -1})
+					s.onReply(&timedReply{seq: seq - back, reflSeq: seq - back, t4: now + rtt - int64(back)*int64(m.Interval), senderTTL: -1, dscp: -1, dscp2: -1})
 				}
 			}
 			got := s.snapshot(now)
@@ -148,42 +149,13 @@ func TestIncrementalWindowMatchesFullScan(t *testing.T) {
 				got.RTTCount == want.RTTCount && same(got.LossRatio, want.LossRatio) &&
 				same(got.RTTMin, want.RTTMin) && same(got.RTTMax, want.RTTMax) && same(got.RTTSum, want.RTTSum) &&
 				same(got.Jitter, want.Jitter) && math.Abs(got.RTTStdDev-want.RTTStdDev) < 1e-9 || math.IsNaN(got.RTTStdDev) && math.IsNaN(want.RTTStdDev)
-			for _, q := range WindowQuantiles {
+			for _, q := range window.RTTQuantiles {
 				ok = ok && same(got.Quantiles[q], want.Quantiles[q])
 			}
 			ok = ok && slices.Equal(got.FlowWindowSent, want.FlowWindowSent) && slices.Equal(got.FlowWindowLost, want.FlowWindowLost)
 			ok = ok && got.Success == want.Success && got.InFlight == want.InFlight
 			if !ok {
 				t.Fatalf("seed %d step %d: incremental\n%+v\nfull scan\n%+v", seed, step, got, want)
-			}
-		}
-	}
-}
-
-func TestRTTSetAgainstSortedSlice(t *testing.T) {
-	rng := rand.New(rand.NewPCG(3, 4))
-	var set rttSet
-	var ref []int64
-	for step := range 20000 {
-		if len(ref) > 0 && rng.IntN(10) < 4 {
-			v := ref[rng.IntN(len(ref))]
-			set.remove(v)
-			i, _ := slices.BinarySearch(ref, v)
-			ref = slices.Delete(ref, i, i+1)
-		} else {
-			v := rng.Int64N(500) // many duplicates
-			set.insert(v)
-			i, _ := slices.BinarySearch(ref, v)
-			ref = slices.Insert(ref, i, v)
-		}
-		if set.len() != len(ref) {
-			t.Fatalf("step %d: len %d, want %d", step, set.len(), len(ref))
-		}
-		if len(ref) > 0 {
-			for _, k := range []int{0, len(ref) / 2, len(ref) - 1, rng.IntN(len(ref))} {
-				if got := set.kth(k); got != ref[k] {
-					t.Fatalf("step %d: kth(%d) = %d, want %d", step, k, got, ref[k])
-				}
 			}
 		}
 	}

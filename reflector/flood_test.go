@@ -6,15 +6,12 @@ package reflector
 // limit must keep one flooding source from starving the others.
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/llama-exporter/llama_exporter/internal/procnet"
 	"github.com/llama-exporter/llama_exporter/internal/udpsock"
 	"github.com/llama-exporter/llama_exporter/stamp"
 )
@@ -69,33 +67,6 @@ func (c reflectorCounts) String() string {
 // balanced reports whether every datagram received is accounted for.
 func (c reflectorCounts) balanced() bool {
 	return c.received == c.reflected+c.badData+c.throttled
-}
-
-// socketDrops returns the kernel's drop count of the UDP socket bound to
-// local port port (the last column of /proc/net/udp and udp6), or -1 when
-// it cannot be read. It is for reporting only.
-func socketDrops(port uint16) int64 {
-	want := fmt.Sprintf(":%04X", port)
-	for _, file := range []string{"/proc/net/udp", "/proc/net/udp6"} {
-		f, err := os.Open(file)
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
-			if len(fields) < 13 || !strings.HasSuffix(fields[1], want) {
-				continue
-			}
-			n, err := strconv.ParseInt(fields[len(fields)-1], 10, 64)
-			if err == nil {
-				f.Close()
-				return n
-			}
-		}
-		f.Close()
-	}
-	return -1
 }
 
 // floodReply is what a reply reader learnt from one reply.
@@ -274,7 +245,7 @@ func TestFloodAccountingAndAmplification(t *testing.T) {
 	t.Logf("flood: sent %d datagrams (%d under 44 octets, %d of 44 or more) from %d sockets in %v (%.0f/s)",
 		short+long, short, long, floodSockets, sendTime.Round(time.Millisecond), float64(short+long)/sendTime.Seconds())
 	t.Logf("reflector: %s; kernel drops %.0f (sent + %d sentinels - received; socket drop counter %d); %d replies read back",
-		c, float64(short+long+sentinels)-c.received, sentinels, socketDrops(dst.Port()), got)
+		c, float64(short+long+sentinels)-c.received, sentinels, procnet.PortDrops(dst.Port()), got)
 
 	for k, err := range readErrs {
 		if err != nil {
@@ -458,7 +429,7 @@ func isolation(t *testing.T, pps int) {
 	var bLost []uint32
 	tick := time.NewTicker(bEvery)
 	buf := make([]byte, 2048)
-	dropsBefore := socketDrops(dst.Port())
+	dropsBefore := procnet.PortDrops(dst.Port())
 	bBegin := time.Now()
 	bSent := 0
 	for seq := uint32(0); seq < bProbes && len(bLost) < bMaxLost; seq++ {
@@ -486,7 +457,7 @@ func isolation(t *testing.T, pps int) {
 	}
 	tick.Stop()
 	bTime := time.Since(bBegin)
-	dropsDuringB := socketDrops(dst.Port()) - dropsBefore
+	dropsDuringB := procnet.PortDrops(dst.Port()) - dropsBefore
 	bDone.Store(true)
 	<-aFlood
 	<-aRead
@@ -505,7 +476,7 @@ func isolation(t *testing.T, pps int) {
 	t.Logf("B (127.0.0.3) sent %d probes at one per %v in %v, lost %d %v (it stops after %d losses)",
 		bSent, bEvery, bTime.Round(time.Millisecond), len(bLost), bLost, bMaxLost)
 	t.Logf("reflector: %s; kernel drops %.0f (socket drop counter %d, %d while B was probing)",
-		c, float64(aSent+bSent)-c.received, socketDrops(dst.Port()), dropsDuringB)
+		c, float64(aSent+bSent)-c.received, procnet.PortDrops(dst.Port()), dropsDuringB)
 
 	if c.throttled == 0 {
 		t.Errorf("A sent %d probes and none was throttled by a %d pps limit", aSent, perSource)

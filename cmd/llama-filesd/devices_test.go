@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -65,13 +66,7 @@ func TestDeviceRules(t *testing.T) {
 // checkRules runs promtool check rules on a rule file, where promtool is
 // installed (and fails without it under CI=true).
 func checkRules(t *testing.T, data []byte) {
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("promtool is not installed (failing rather than skipping because CI=true)")
-		}
-		t.Skip("promtool is not installed")
-	}
+	promtool := testlab.RequireTool(t, "promtool")
 	path := filepath.Join(t.TempDir(), "devices.rules.yml")
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)

@@ -6,112 +6,12 @@ import (
 	"bytes"
 	"io"
 	"log/slog"
-	"math"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/llama-exporter/llama_exporter/reflector"
-	"github.com/llama-exporter/llama_exporter/stamp"
 )
-
-func TestQuantile(t *testing.T) {
-	v := []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
-	for _, c := range []struct{ q, want float64 }{
-		{0.5, 5}, {0.9, 9}, {0.99, 10}, {1, 10}, {0.1, 1}, {0.01, 1}, {0.55, 6},
-	} {
-		if got := quantile(v, c.q); got != c.want {
-			t.Errorf("quantile(1..10, %v) = %v, want %v", c.q, got, c.want)
-		}
-	}
-	if got := quantile(nil, 0.5); !math.IsNaN(got) {
-		t.Errorf("quantile(nil) = %v, want NaN", got)
-	}
-	if got := quantile([]float64{7}, 0.999); got != 7 {
-		t.Errorf("quantile([7], 0.999) = %v, want 7", got)
-	}
-	// durationQuantiles sorts (a copy) first.
-	ds := []time.Duration{5 * time.Millisecond, time.Millisecond, 3 * time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond}
-	q := durationQuantiles(ds, 0.5, 1)
-	if q[0.5] != 0.003 || q[1] != 0.005 {
-		t.Errorf("durationQuantiles = %v, want p50 0.003 and max 0.005", q)
-	}
-	if ds[0] != 5*time.Millisecond {
-		t.Error("durationQuantiles reordered its argument")
-	}
-	if m := median([]float64{3, 1, 2, 10}); m != 2.5 {
-		t.Errorf("median = %v, want 2.5", m)
-	}
-}
-
-func TestParseProcStat(t *testing.T) {
-	// The command name may hold spaces and parentheses.
-	line := "4242 (le (x) y) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 75 0 0 20 0 11 0 123456 1641936384 3534 18446744073709551615 1 1 0 0 0 0 0 0 2143420159 0 0 0 17 1 0 0 0 0 0\n"
-	s, err := parseProcStat([]byte(line))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.UTime != 250 || s.STime != 75 || s.Threads != 11 {
-		t.Errorf("got utime %d stime %d threads %d, want 250 75 11", s.UTime, s.STime, s.Threads)
-	}
-	if s.CPU() != 3250*time.Millisecond {
-		t.Errorf("CPU() = %v, want 3.25s", s.CPU())
-	}
-	for _, bad := range []string{"", "1 (x S 1 2", "1 (x) S 1 2 3", "1 (x) S 1 2 3 4 5 6 7 8 9 10 x 12 13 14 15 16 17 18"} {
-		if _, err := parseProcStat([]byte(bad)); err == nil {
-			t.Errorf("parseProcStat(%q) succeeded", bad)
-		}
-	}
-}
-
-func TestParseProcStatus(t *testing.T) {
-	status := "Name:\tle\nVmPeak:\t 1641936 kB\nVmHWM:\t   20480 kB\nVmRSS:\t   14136 kB\nThreads:\t11\n"
-	m, err := parseProcStatus([]byte(status))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.RSS != 14136*1024 || m.HWM != 20480*1024 {
-		t.Errorf("got %+v", m)
-	}
-	if _, err := parseProcStatus([]byte("Name:\tkthreadd\n")); err == nil {
-		t.Error("no VmRSS: want an error")
-	}
-	if _, err := parseProcStatus([]byte("VmRSS:\t12 MB\n")); err == nil {
-		t.Error("bad unit: want an error")
-	}
-}
-
-func TestParseCPUStat(t *testing.T) {
-	stat := "cpu  300 0 100 600 0 0 0 0 0 0\ncpu0 100 0 50 300 10 0 5 35 0 0\ncpu1 200 0 50 300 0 0 0 0 0 0\nintr 1 2 3\n"
-	m, err := parseCPUStat([]byte(stat))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(m) != 2 || m[0] != (cpuTimes{Total: 500, Idle: 310, Steal: 35}) || m[1].Total != 550 {
-		t.Fatalf("got %+v", m)
-	}
-	later := map[int]cpuTimes{0: {Total: 600, Idle: 330, Steal: 45}, 1: {Total: 650, Idle: 300}}
-	u := cpuUsageBetween(m, later)
-	if len(u) != 2 || u[0].Busy != 80 || u[0].Steal != 10 || u[1].Busy != 100 {
-		t.Errorf("usage %+v", u)
-	}
-}
-
-func TestParseProcNetUDP(t *testing.T) {
-	b := `   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
-  112: 0100007F:A5A9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 123456 2 0000000000000000 17
- 1234: 00000000:035E 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 654321 2 0000000000000000 0
-`
-	socks, err := parseProcNetUDP([]byte(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []udpSock{{Port: 0xA5A9, Inode: 123456, Drops: 17}, {Port: 862, Inode: 654321}}
-	if len(socks) != 2 || socks[0] != want[0] || socks[1] != want[1] {
-		t.Errorf("got %+v, want %+v", socks, want)
-	}
-}
 
 func TestParseCPUList(t *testing.T) {
 	for in, want := range map[string][]int{"1": {1}, "0,2": {0, 2}, "0-3": {0, 1, 2, 3}, "3,1-2,1": {1, 2, 3}} {
@@ -226,69 +126,6 @@ func TestSessionTarget(t *testing.T) {
 	}
 }
 
-func TestSenderSequence(t *testing.T) {
-	b := make([]byte, 44)
-	p := stamp.SenderPacket{Sequence: 77, SSID: 3}
-	p.MarshalTo(b)
-	if seq, ok := senderSequence(replyEcho, b); !ok || seq != 77 {
-		t.Errorf("echo: %d %v", seq, ok)
-	}
-	r := stamp.ReflectorPacket{Sequence: 5, SenderSequence: 77}
-	r.MarshalTo(b)
-	if seq, ok := senderSequence(replySTAMP, b); !ok || seq != 77 {
-		t.Errorf("stamp: %d %v", seq, ok)
-	}
-	if _, ok := senderSequence(replySTAMP, b[:43]); ok {
-		t.Error("43 octets accepted")
-	}
-}
-
-func TestMetricsHelpers(t *testing.T) {
-	body := `# TYPE probe_success gauge
-probe_success 1
-# TYPE llama_probe_packets_sent_total counter
-llama_probe_packets_sent_total 120
-# TYPE llama_probe_window_rtt_seconds summary
-llama_probe_window_rtt_seconds{quantile="0.5"} 4.5e-05
-llama_probe_window_rtt_seconds{quantile="0.99"} 9e-05
-llama_probe_window_rtt_seconds_sum 0.005
-llama_probe_window_rtt_seconds_count 100
-# TYPE llama_probe_target_info gauge
-llama_probe_target_info{dst_ip="127.0.0.1",timestamps="kernel"} 1
-# TYPE llama_exporter_sessions gauge
-llama_exporter_sessions{module="a"} 3
-llama_exporter_sessions{module="b"} 4
-`
-	m, err := parseMetrics(strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v := m.get("llama_probe_packets_sent_total"); v != 120 {
-		t.Errorf("sent = %v", v)
-	}
-	if v := m.get("llama_exporter_sessions"); v != 7 {
-		t.Errorf("sessions sum = %v", v)
-	}
-	if v := m.get("llama_exporter_sessions", "module", "b"); v != 4 {
-		t.Errorf("sessions{module=b} = %v", v)
-	}
-	if v := m.get("missing"); !math.IsNaN(v) {
-		t.Errorf("missing = %v", v)
-	}
-	if v := m.summaryQuantile("llama_probe_window_rtt_seconds", 0.99); v != 9e-05 {
-		t.Errorf("p99 = %v", v)
-	}
-	if v := m.summaryCount("llama_probe_window_rtt_seconds"); v != 100 {
-		t.Errorf("count = %v", v)
-	}
-	if v := m.label("llama_probe_target_info", "timestamps"); v != "kernel" {
-		t.Errorf("timestamps = %q", v)
-	}
-	if v, ok := sampleValue(body, "probe_success"); !ok || v != 1 {
-		t.Errorf("sampleValue = %v %v", v, ok)
-	}
-}
-
 func TestDurationMS(t *testing.T) {
 	for d, want := range map[time.Duration]string{time.Second: "1000ms", time.Millisecond: "1ms", 90 * time.Second: "90000ms", 1500 * time.Microsecond: "1.5ms"} {
 		if got := durationMS(d); got != want {
@@ -328,44 +165,5 @@ func TestPlainProber(t *testing.T) {
 	}
 	if _, err := parsePlainResult([]byte("no result\n")); err == nil {
 		t.Error("a log without a result line parsed")
-	}
-}
-
-// TestGeneratorRate runs the generator with --rate against an echo loop:
-// it never sends more than the token bucket allows (its burst, --sockets
-// times --window, plus the rate times the time since it started), and the
-// echoes come back.
-func TestGeneratorRate(t *testing.T) {
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { echoLoop(conn); close(done) }()
-	defer func() { conn.Close(); <-done }()
-	const rate, sockets, window = 2000, 2, 8
-	start := time.Now()
-	g, err := newGenerator(genConfig{Target: conn.LocalAddr().(*net.UDPAddr).AddrPort(), Kind: replyEcho,
-		Sockets: sockets, Window: window, PacketSize: 44, LossTimeout: time.Second, SampleEvery: 1, Rate: rate})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.start()
-	deadline := time.Now().Add(10 * time.Second)
-	for g.totals().Received < 200 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	sent := g.totals().Sent
-	limit := sockets*window + rate*time.Since(start).Seconds()
-	if err := g.stop(time.Second); err != nil {
-		t.Fatal(err)
-	}
-	tot := g.totals()
-	t.Logf("sent %d (at most %.0f allowed), received %d", sent, limit, tot.Received)
-	if float64(sent) > limit {
-		t.Errorf("sent %d probes, more than the %.0f the rate allows", sent, limit)
-	}
-	if tot.Received < 200 {
-		t.Errorf("received %d echoes, want at least 200", tot.Received)
 	}
 }

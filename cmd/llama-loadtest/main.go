@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/llama-exporter/llama_exporter/cmd/llama-loadtest/internal/procmeter"
 )
 
 func main() {
@@ -340,25 +341,25 @@ func runBurn(d time.Duration) {
 func waitForIdle(ctx context.Context, limit time.Duration, busyPct float64) {
 	end := time.Now().Add(limit)
 	for {
-		var m machineMeter
-		m.start()
+		var m procmeter.MachineMeter
+		m.Start()
 		if sleepCtx(ctx, 2*time.Second) != nil {
 			return
 		}
-		m.stop()
+		m.Stop()
 		worst := 0.0
 		for _, u := range m.Usage {
 			worst = max(worst, u.Busy)
 		}
 		if worst < busyPct {
-			logf("machine idle enough: %s", fmtCPUUsage(m.Usage))
+			logf("machine idle enough: %s", procmeter.FormatCPUUsage(m.Usage))
 			return
 		}
 		if time.Now().After(end) {
-			logf("machine still busy after --wait-idle=%v (%s); starting anyway", limit, fmtCPUUsage(m.Usage))
+			logf("machine still busy after --wait-idle=%v (%s); starting anyway", limit, procmeter.FormatCPUUsage(m.Usage))
 			return
 		}
-		logf("waiting for an idle machine: %s", fmtCPUUsage(m.Usage))
+		logf("waiting for an idle machine: %s", procmeter.FormatCPUUsage(m.Usage))
 		if sleepCtx(ctx, 3*time.Second) != nil {
 			return
 		}

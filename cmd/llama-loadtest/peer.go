@@ -10,12 +10,15 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/llama-exporter/llama_exporter/cmd/llama-loadtest/internal/procmeter"
+	"github.com/llama-exporter/llama_exporter/cmd/llama-loadtest/internal/report"
 )
 
 // peerResult is what a peer prober cost while probing the sessions'
 // targets: its CPU over the measured period and what it counted.
 type peerResult struct {
-	cpu           *cpuMeter
+	cpu           *procmeter.CPUMeter
 	sent, replies float64
 }
 
@@ -33,7 +36,7 @@ func (r *sessionsRun) runPeer() (*peerResult, error) {
 		return nil, fmt.Errorf("peer smokeping_prober: %w", err)
 	}
 	fmt.Fprintf(r.e.out, "sessions peer, smokeping_prober, same targets and interval: CPU %.2fs = %s of one core; pings sent %.0f, replies %.0f\n",
-		res.cpu.CPU.Seconds(), fmtPct(res.cpu.Percent()), res.sent, res.replies)
+		res.cpu.CPU.Seconds(), report.Percent(res.cpu.Percent()), res.sent, res.replies)
 	return res, nil
 }
 
@@ -70,12 +73,12 @@ func (m *sessionsMode) smokeping(e *env) (*peerResult, error) {
 	if !meter.Available {
 		return nil, errors.New("its CPU time could not be read")
 	}
-	mfs, _, err := fetchMetrics(e.ctx, &http.Client{Timeout: 10 * time.Second}, "http://"+web+"/metrics")
+	mfs, _, err := report.Fetch(e.ctx, &http.Client{Timeout: 10 * time.Second}, "http://"+web+"/metrics")
 	if err != nil {
 		return nil, err
 	}
-	return &peerResult{cpu: meter, sent: mfs.sum("smokeping_requests_total"),
-		replies: mfs.sum("smokeping_response_duration_seconds")}, nil
+	return &peerResult{cpu: meter, sent: mfs.Sum("smokeping_requests_total"),
+		replies: mfs.Sum("smokeping_response_duration_seconds")}, nil
 }
 
 // waitMetrics polls url until it answers, the child exits or timeout
@@ -102,27 +105,6 @@ func waitMetrics(e *env, c *child, url string, timeout time.Duration) error {
 	}
 }
 
-// sum adds up a family's counters, gauges and histogram sample counts
-// over all label sets; 0 when the family is absent.
-func (m metricFamilies) sum(name string) float64 {
-	mf := m[name]
-	if mf == nil {
-		return 0
-	}
-	var total float64
-	for _, s := range mf.Metric {
-		switch {
-		case s.Counter != nil:
-			total += s.Counter.GetValue()
-		case s.Gauge != nil:
-			total += s.Gauge.GetValue()
-		case s.Histogram != nil:
-			total += float64(s.Histogram.GetSampleCount())
-		}
-	}
-	return total
-}
-
 // printPeer prints the exporter's CPU share over the peer's and adds both
 // to the results.
 func (r *sessionsRun) printPeer(s *steadyState, peer *peerResult, res map[string]any) {
@@ -132,9 +114,9 @@ func (r *sessionsRun) printPeer(s *steadyState, peer *peerResult, res map[string
 	toPeer := ratio(s.exp.CPU.Seconds()/s.elapsed.Seconds(), peer.cpu.CPU.Seconds()/peer.cpu.Wall.Seconds())
 	fmt.Fprintf(r.e.out, "sessions exporter CPU / smokeping_prober CPU: %.3f\n", toPeer)
 	res["peer"] = "smokeping_prober"
-	res["peer_cpu_pct"] = round2(peer.cpu.Percent())
+	res["peer_cpu_pct"] = report.Round2(peer.cpu.Percent())
 	res["peer_sent"], res["peer_replies"] = peer.sent, peer.replies
-	res["exporter_to_peer_cpu"] = round2(toPeer)
+	res["exporter_to_peer_cpu"] = report.Round2(toPeer)
 }
 
 // serveTCP accepts connections on 0.0.0.0:port and closes them at once,

@@ -16,6 +16,9 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/llama-exporter/llama_exporter/cmd/llama-loadtest/internal/gen"
+	"github.com/llama-exporter/llama_exporter/cmd/llama-loadtest/internal/procmeter"
+	"github.com/llama-exporter/llama_exporter/cmd/llama-loadtest/internal/report"
 	"golang.org/x/sys/unix"
 )
 
@@ -126,7 +129,7 @@ type reflResult struct {
 	Elapsed       time.Duration
 	RepliesPerSec float64
 	SentPerSec    float64
-	Total         genTotals
+	Total         gen.Totals
 	RTT           map[float64]float64
 	RTTSamples    int
 	ReflectorCPU  float64 // % of one core, -1 unknown
@@ -136,7 +139,7 @@ type reflResult struct {
 	// non-empty receive call.
 	EmptyRecvPct float64
 	AvgBatch     float64
-	Machine      machineMeter
+	Machine      procmeter.MachineMeter
 	// Receive-buffer drops on the reflector's sockets over the run (-1
 	// when unknown) and on the generator's.
 	ReflectorDrops int64
@@ -160,7 +163,7 @@ func (r *reflResult) lossRatio() float64 {
 // reflectorUnderTest is a started reflector.
 type reflectorUnderTest struct {
 	addr netip.AddrPort
-	kind replyKind
+	kind gen.ReplyKind
 	cpu  func() (time.Duration, error)
 	dead func() error // non-nil error once the reflector has died
 	stop func()
@@ -235,10 +238,10 @@ func (m *reflectorMode) run(e *env) error {
 	}
 	cmp.report(e)
 	if m.Rounds > 1 && len(baseRates) > 0 && len(realRates) > 0 {
-		b, r := median(baseRates), median(realRates)
+		b, r := report.Median(baseRates), report.Median(realRates)
 		fmt.Fprintf(e.out, "reflector summary over %d rounds: median baseline %.0f replies/s, median llama_exporter %.0f replies/s, ratio %.2f\n", m.Rounds, b, r, r/b)
-		jsonLine(e.out, map[string]any{"mode": "reflector", "impl": "summary", "rounds": m.Rounds,
-			"baseline_replies_per_s_median": math.Round(b), "llama_exporter_replies_per_s_median": math.Round(r), "ratio": round2(r / b)})
+		report.JSONLine(e.out, map[string]any{"mode": "reflector", "impl": "summary", "rounds": m.Rounds,
+			"baseline_replies_per_s_median": math.Round(b), "llama_exporter_replies_per_s_median": math.Round(r), "ratio": report.Round2(r / b)})
 	}
 	return nil
 }
@@ -248,18 +251,6 @@ func orNone(s string) string {
 		return "(any)"
 	}
 	return s
-}
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return math.NaN()
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // budget is how long one reflector lives at most: a safety limit for the
@@ -281,7 +272,7 @@ func (m *reflectorMode) startBaseline(e *env) (*reflectorUnderTest, error) {
 	if err != nil {
 		return nil, err
 	}
-	return m.ready(e, addr, replyEcho, c)
+	return m.ready(e, addr, gen.ReplyEcho, c)
 }
 
 // startExporter starts llama_exporter as the reflector under test, with
@@ -301,10 +292,10 @@ func (m *reflectorMode) startExporter(e *env, extra string) (*reflectorUnderTest
 	if err != nil {
 		return nil, err
 	}
-	return m.ready(e, addr, replySTAMP, c)
+	return m.ready(e, addr, gen.ReplySTAMP, c)
 }
 
-func (m *reflectorMode) ready(e *env, addr netip.AddrPort, kind replyKind, c *child) (*reflectorUnderTest, error) {
+func (m *reflectorMode) ready(e *env, addr netip.AddrPort, kind gen.ReplyKind, c *child) (*reflectorUnderTest, error) {
 	dead := func() error {
 		if c.Exited() {
 			return c.exitError()
@@ -312,9 +303,9 @@ func (m *reflectorMode) ready(e *env, addr netip.AddrPort, kind replyKind, c *ch
 		return nil
 	}
 	r := &reflectorUnderTest{addr: addr, kind: kind, dead: dead, pid: c.PID,
-		cpu:  func() (time.Duration, error) { return processCPU(c.PID) },
+		cpu:  func() (time.Duration, error) { return procmeter.ProcessCPU(c.PID) },
 		stop: func() { e.sup.stop(c, 3*time.Second) }}
-	if err := waitReflector(e.ctx, addr, kind, 10*time.Second, dead); err != nil {
+	if err := gen.WaitReflector(e.ctx, addr, kind, 10*time.Second, dead); err != nil {
 		r.stop()
 		return nil, err
 	}
@@ -355,11 +346,11 @@ func (m *reflectorMode) startInprocessEcho(e *env) (*reflectorUnderTest, error) 
 	}()
 	tid := <-tids
 	addr := conn.LocalAddr().(*net.UDPAddr).AddrPort()
-	r := &reflectorUnderTest{addr: addr, kind: replyEcho, inSelf: true,
-		cpu:  func() (time.Duration, error) { return threadCPU(tid) },
+	r := &reflectorUnderTest{addr: addr, kind: gen.ReplyEcho, inSelf: true,
+		cpu:  func() (time.Duration, error) { return procmeter.ThreadCPU(tid) },
 		dead: func() error { return nil },
 		stop: func() { conn.Close(); <-done; runtime.GOMAXPROCS(procs) }}
-	if err := waitReflector(e.ctx, addr, replyEcho, 5*time.Second, nil); err != nil {
+	if err := gen.WaitReflector(e.ctx, addr, gen.ReplyEcho, 5*time.Second, nil); err != nil {
 		r.stop()
 		return nil, err
 	}
@@ -370,31 +361,31 @@ func (m *reflectorMode) startInprocessEcho(e *env) (*reflectorUnderTest, error) 
 // measured --duration, then the --drain of the probes still out. Its
 // result is impl's, with the rates of the measured window.
 func (m *reflectorMode) measure(e *env, impl string, r *reflectorUnderTest) (*reflResult, error) {
-	g, err := newGenerator(m.genConfig(r))
+	g, err := gen.New(m.genConfig(r))
 	if err != nil {
 		return nil, err
 	}
 	var reflDrops0 uint64
 	if r.pid != 0 {
-		reflDrops0 = processUDPDrops(r.pid)
+		reflDrops0 = procmeter.ProcessUDPDrops(r.pid)
 	}
-	g.start()
+	g.Start()
 	if err := sleepCtx(e.ctx, m.Warmup); err != nil {
-		g.stop(0)
+		g.Stop(0)
 		return nil, err
 	}
 	w, err := m.measureWindow(e.ctx, g, r)
 	if err != nil {
-		g.stop(0)
+		g.Stop(0)
 		return nil, err
 	}
-	genDrops := processUDPDrops(os.Getpid())
-	if err := g.stop(m.Drain); err != nil {
+	genDrops := procmeter.ProcessUDPDrops(os.Getpid())
+	if err := g.Stop(m.Drain); err != nil {
 		return nil, err
 	}
 	reflDrops := int64(-1)
 	if r.pid != 0 {
-		reflDrops = int64(processUDPDrops(r.pid) - reflDrops0)
+		reflDrops = int64(procmeter.ProcessUDPDrops(r.pid) - reflDrops0)
 	}
 	if err := r.dead(); err != nil {
 		return nil, err
@@ -403,8 +394,8 @@ func (m *reflectorMode) measure(e *env, impl string, r *reflectorUnderTest) (*re
 }
 
 // genConfig is the generator's configuration for a load on r.
-func (m *reflectorMode) genConfig(r *reflectorUnderTest) genConfig {
-	return genConfig{Target: r.addr, Kind: r.kind, Sockets: m.Sockets, Window: m.Window,
+func (m *reflectorMode) genConfig(r *reflectorUnderTest) gen.Config {
+	return gen.Config{Target: r.addr, Kind: r.kind, Sockets: m.Sockets, Window: m.Window,
 		PacketSize: m.PacketSize, LossTimeout: m.LossTimeout, SampleEvery: m.SampleEvery, Poll: m.Generator == "poll", GSO: m.GSO,
 		Rate: m.Rate}
 }
@@ -412,30 +403,30 @@ func (m *reflectorMode) genConfig(r *reflectorUnderTest) genConfig {
 // measuredWindow is the measured part of a run: the generator's totals at
 // its start and end, its length, and the CPU used meanwhile.
 type measuredWindow struct {
-	t0, t1          genTotals
+	t0, t1          gen.Totals
 	elapsed         time.Duration
-	reflCPU, genCPU *cpuMeter
-	machine         machineMeter
+	reflCPU, genCPU *procmeter.CPUMeter
+	machine         procmeter.MachineMeter
 }
 
 // measureWindow measures --duration of the generator g's load on r, with
 // the generator sampling RTTs meanwhile. Its error is that of the wait,
 // which ctx cuts short.
-func (m *reflectorMode) measureWindow(ctx context.Context, g *generator, r *reflectorUnderTest) (*measuredWindow, error) {
-	w := &measuredWindow{reflCPU: newCPUMeter(r.cpu), genCPU: newCPUMeter(generatorCPU(r))}
-	w.t0 = g.totals()
+func (m *reflectorMode) measureWindow(ctx context.Context, g *gen.Generator, r *reflectorUnderTest) (*measuredWindow, error) {
+	w := &measuredWindow{reflCPU: procmeter.NewCPUMeter(r.cpu), genCPU: procmeter.NewCPUMeter(generatorCPU(r))}
+	w.t0 = g.Totals()
 	start := time.Now()
-	w.machine.start()
-	w.reflCPU.start()
-	w.genCPU.start()
-	g.measuring.Store(true)
+	w.machine.Start()
+	w.reflCPU.Start()
+	w.genCPU.Start()
+	g.Measure(true)
 	err := sleepCtx(ctx, m.Duration)
-	w.t1 = g.totals()
+	w.t1 = g.Totals()
 	w.elapsed = time.Since(start)
-	w.reflCPU.stop()
-	w.genCPU.stop()
-	w.machine.stop()
-	g.measuring.Store(false)
+	w.reflCPU.Stop()
+	w.genCPU.Stop()
+	w.machine.Stop()
+	g.Measure(false)
 	return w, err
 }
 
@@ -443,7 +434,7 @@ func (m *reflectorMode) measureWindow(ctx context.Context, g *generator, r *refl
 // that of r's thread when r runs in it.
 func generatorCPU(r *reflectorUnderTest) func() (time.Duration, error) {
 	return func() (time.Duration, error) {
-		self := selfCPU()
+		self := procmeter.SelfCPU()
 		if r.inSelf {
 			t, err := r.cpu()
 			return self - t, err
@@ -454,12 +445,12 @@ func generatorCPU(r *reflectorUnderTest) func() (time.Duration, error) {
 
 // result is the run of impl on the stopped generator g: the rates and CPU
 // of the window w, the totals of the whole run, and the RTTs sampled.
-func (w *measuredWindow) result(impl string, g *generator, reflDrops int64, genDrops uint64) *reflResult {
+func (w *measuredWindow) result(impl string, g *gen.Generator, reflDrops int64, genDrops uint64) *reflResult {
 	res := &reflResult{
 		Impl: impl, Elapsed: w.elapsed,
 		RepliesPerSec:  float64(w.t1.Received-w.t0.Received) / w.elapsed.Seconds(),
 		SentPerSec:     float64(w.t1.Sent-w.t0.Sent) / w.elapsed.Seconds(),
-		Total:          g.totals(),
+		Total:          g.Totals(),
 		ReflectorCPU:   w.reflCPU.Percent(),
 		GeneratorCPU:   w.genCPU.Percent(),
 		Machine:        w.machine,
@@ -473,9 +464,9 @@ func (w *measuredWindow) result(impl string, g *generator, reflDrops int64, genD
 			res.AvgBatch = float64(w.t1.Received-w.t0.Received) / float64(calls-empty)
 		}
 	}
-	rtts := g.sampledRTTs()
+	rtts := g.SampledRTTs()
 	res.RTTSamples = len(rtts)
-	res.RTT = durationQuantiles(rtts, 0.5, 0.99, 0.999)
+	res.RTT = report.DurationQuantiles(rtts, 0.5, 0.99, 0.999)
 	return res
 }
 
@@ -487,9 +478,9 @@ func (m *reflectorMode) report(e *env, r *reflResult, base *reflResult) {
 	line := fmt.Sprintf("reflector %-15s round %d: %9.0f replies/s  sent %d received %d lost %d (%.4f%%) late %d dup %d stray %d  socket drops: reflector %s generator %d  rtt p50 %s p99 %s p99.9 %s  cpu: reflector %s generator %s",
 		r.Impl, r.Round, r.RepliesPerSec, r.Total.Sent, r.Total.Received, r.lost(), 100*r.lossRatio(),
 		r.Total.Late, r.Total.Dup, r.Total.Stray, dropsString(r.ReflectorDrops), r.GeneratorDrops,
-		fmtSeconds(r.RTT[0.5]), fmtSeconds(r.RTT[0.99]), fmtSeconds(r.RTT[0.999]),
-		fmtPct(r.ReflectorCPU), fmtPct(r.GeneratorCPU))
-	line += fmt.Sprintf(" (%.0f%% of its receive calls empty, %.1f replies per batch), reflector %.2f µs per reply; machine: %s", r.EmptyRecvPct, r.AvgBatch, r.cpuPerReply(), fmtCPUUsage(r.Machine.Usage))
+		report.Seconds(r.RTT[0.5]), report.Seconds(r.RTT[0.99]), report.Seconds(r.RTT[0.999]),
+		report.Percent(r.ReflectorCPU), report.Percent(r.GeneratorCPU))
+	line += fmt.Sprintf(" (%.0f%% of its receive calls empty, %.1f replies per batch), reflector %.2f µs per reply; machine: %s", r.EmptyRecvPct, r.AvgBatch, r.cpuPerReply(), procmeter.FormatCPUUsage(r.Machine.Usage))
 	if !math.IsNaN(ratio) {
 		line += fmt.Sprintf("  ratio to baseline %.2f", ratio)
 	}
@@ -497,11 +488,11 @@ func (m *reflectorMode) report(e *env, r *reflResult, base *reflResult) {
 		line += "  [reflector below 90% of its core: it was not the bottleneck, this rate is a lower bound (generator or other load on the machine)]"
 	}
 	fmt.Fprintln(e.out, line)
-	jsonLine(e.out, map[string]any{
+	report.JSONLine(e.out, map[string]any{
 		"mode": "reflector", "impl": r.Impl, "round": r.Round,
 		"sockets": m.Sockets, "window": m.Window, "packet_size": m.PacketSize,
 		"cpu_reflector": m.CPUReflector, "cpu_generator": m.CPUGenerator,
-		"duration_s":                  round2(r.Elapsed.Seconds()),
+		"duration_s":                  report.Round2(r.Elapsed.Seconds()),
 		"replies_per_s":               math.Round(r.RepliesPerSec),
 		"sent_per_s":                  math.Round(r.SentPerSec),
 		"sent":                        r.Total.Sent,
@@ -516,18 +507,18 @@ func (m *reflectorMode) report(e *env, r *reflResult, base *reflResult) {
 		"generator_socket_drops":      r.GeneratorDrops,
 		"gso":                         m.GSO,
 		"machine_busy_pct":            r.Machine.JSON(),
-		"rtt_p50_us":                  micros(r.RTT[0.5]),
-		"rtt_p99_us":                  micros(r.RTT[0.99]),
-		"rtt_p999_us":                 micros(r.RTT[0.999]),
+		"rtt_p50_us":                  report.Micros(r.RTT[0.5]),
+		"rtt_p99_us":                  report.Micros(r.RTT[0.99]),
+		"rtt_p999_us":                 report.Micros(r.RTT[0.999]),
 		"rtt_samples":                 r.RTTSamples,
-		"reflector_cpu_pct":           round2(r.ReflectorCPU),
-		"reflector_cpu_us_per_reply":  round2(r.cpuPerReply()),
+		"reflector_cpu_pct":           report.Round2(r.ReflectorCPU),
+		"reflector_cpu_us_per_reply":  report.Round2(r.cpuPerReply()),
 		"rate":                        m.Rate,
-		"generator_cpu_pct":           round2(r.GeneratorCPU),
+		"generator_cpu_pct":           report.Round2(r.GeneratorCPU),
 		"generator":                   m.Generator,
-		"generator_empty_recv_pct":    round2(r.EmptyRecvPct),
-		"generator_replies_per_batch": round2(r.AvgBatch),
-		"ratio_to_baseline":           round2(ratio),
+		"generator_empty_recv_pct":    report.Round2(r.EmptyRecvPct),
+		"generator_replies_per_batch": report.Round2(r.AvgBatch),
+		"ratio_to_baseline":           report.Round2(ratio),
 	})
 }
 
@@ -567,10 +558,10 @@ func (c *compareRuns) report(e *env) {
 		cpus = append(cpus, c.plus[i].cpuPerReply()/c.plain[i].cpuPerReply())
 	}
 	fmt.Fprintf(e.out, "reflector compare over %d rounds: llama_exporter+ / llama_exporter replies/s %s (median %.3f), CPU per reply %s (median %.3f)\n",
-		n, fmtRatios(rates), median(rates), fmtRatios(cpus), median(cpus))
-	jsonLine(e.out, map[string]any{"mode": "reflector", "impl": "compare", "rounds": n,
-		"replies_ratio": jsonRatios(rates), "replies_ratio_median": round3(median(rates)),
-		"cpu_per_reply_ratio": jsonRatios(cpus), "cpu_per_reply_ratio_median": round3(median(cpus))})
+		n, fmtRatios(rates), report.Median(rates), fmtRatios(cpus), report.Median(cpus))
+	report.JSONLine(e.out, map[string]any{"mode": "reflector", "impl": "compare", "rounds": n,
+		"replies_ratio": jsonRatios(rates), "replies_ratio_median": round3(report.Median(rates)),
+		"cpu_per_reply_ratio": jsonRatios(cpus), "cpu_per_reply_ratio_median": round3(report.Median(cpus))})
 }
 
 func round3(v float64) float64 { return math.Round(v*1000) / 1000 }

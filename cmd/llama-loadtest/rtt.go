@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/llama-exporter/llama_exporter/cmd/llama-loadtest/internal/procmeter"
+	"github.com/llama-exporter/llama_exporter/cmd/llama-loadtest/internal/report"
 )
 
 // rttMode is "llama-loadtest rtt": RTT quantiles over loopback as the
@@ -204,9 +206,9 @@ func (r *rttRun) printSetup() {
 // rttMeters measure the CPU used while the window fills: by the exporter,
 // by each burner, and by each CPU of the machine.
 type rttMeters struct {
-	exp     *cpuMeter
-	burners []*cpuMeter
-	machine machineMeter
+	exp     *procmeter.CPUMeter
+	burners []*procmeter.CPUMeter
+	machine procmeter.MachineMeter
 }
 
 // startMeters starts the meters, the exporter's last, just before the
@@ -214,24 +216,24 @@ type rttMeters struct {
 func (r *rttRun) startMeters() *rttMeters {
 	exp := r.exp
 	ms := &rttMeters{
-		exp:     newCPUMeter(func() (time.Duration, error) { return processCPU(exp.PID) }),
-		burners: make([]*cpuMeter, len(r.burners)),
+		exp:     procmeter.NewCPUMeter(func() (time.Duration, error) { return procmeter.ProcessCPU(exp.PID) }),
+		burners: make([]*procmeter.CPUMeter, len(r.burners)),
 	}
 	for i, b := range r.burners {
-		ms.burners[i] = newCPUMeter(func() (time.Duration, error) { return processCPU(b.PID) })
-		ms.burners[i].start()
+		ms.burners[i] = procmeter.NewCPUMeter(func() (time.Duration, error) { return procmeter.ProcessCPU(b.PID) })
+		ms.burners[i].Start()
 	}
-	ms.machine.start()
-	ms.exp.start()
+	ms.machine.Start()
+	ms.exp.Start()
 	return ms
 }
 
 // stop stops the meters, the exporter's first.
 func (ms *rttMeters) stop() {
-	ms.exp.stop()
-	ms.machine.stop()
+	ms.exp.Stop()
+	ms.machine.Stop()
 	for _, b := range ms.burners {
-		b.stop()
+		b.Stop()
 	}
 }
 
@@ -260,12 +262,12 @@ func (r *rttRun) startSession(u string) error {
 // waitWindow asks /probe at u every 250 ms until the window holds M
 // probes, and returns its last answer. After maxWait it settles for what
 // the window has, with a warning; nil when no answer came by then.
-func (r *rttRun) waitWindow(u string) (metricFamilies, error) {
+func (r *rttRun) waitWindow(u string) (report.Metrics, error) {
 	ctx := r.e.ctx
 	logf("session started; waiting for %d decided probes in the window (at most %v)", r.m.Probes, r.maxWait)
 	wctx, cancel := context.WithTimeout(ctx, r.maxWait)
 	defer cancel()
-	var mfs metricFamilies
+	var mfs report.Metrics
 	lastLog := time.Now()
 	for {
 		if err := sleepCtx(wctx, 250*time.Millisecond); err != nil {
@@ -279,11 +281,11 @@ func (r *rttRun) waitWindow(u string) (metricFamilies, error) {
 			return nil, r.exp.exitError()
 		}
 		var err error
-		mfs, _, err = fetchMetrics(ctx, r.client, u)
+		mfs, _, err = report.Fetch(ctx, r.client, u)
 		if err != nil {
 			return nil, err
 		}
-		n := mfs.get("llama_probe_window_packets_sent")
+		n := mfs.Get("llama_probe_window_packets_sent")
 		if n >= float64(r.m.Probes) {
 			return mfs, nil
 		}
@@ -315,13 +317,13 @@ const rttSummary = "llama_probe_window_rtt_seconds"
 
 // report prints the result line, the debug page's line when there is one,
 // and the JSON line. It fails when /probe's answer mfs has no RTT summary.
-func (r *rttRun) report(mfs metricFamilies, ms *rttMeters, debugLine string) error {
-	count := mfs.summaryCount(rttSummary)
+func (r *rttRun) report(mfs report.Metrics, ms *rttMeters, debugLine string) error {
+	count := mfs.SummaryCount(rttSummary)
 	r.printResult(mfs, count, ms)
 	if debugLine != "" {
 		fmt.Fprintf(r.e.out, "rtt debug page: %s\n", debugLine)
 	}
-	jsonLine(r.e.out, r.results(mfs, count, ms))
+	report.JSONLine(r.e.out, r.results(mfs, count, ms))
 	if math.IsNaN(count) {
 		return fmt.Errorf("the /probe answer has no %s summary", rttSummary)
 	}
@@ -330,36 +332,36 @@ func (r *rttRun) report(mfs metricFamilies, ms *rttMeters, debugLine string) err
 
 // printResult prints the "rtt burners=N:" line: the window's RTT
 // quantiles of count probes, and the CPU used while it filled.
-func (r *rttRun) printResult(mfs metricFamilies, count float64, ms *rttMeters) {
-	q := func(x float64) float64 { return mfs.summaryQuantile(rttSummary, x) }
-	wsent, wlost := mfs.get("llama_probe_window_packets_sent"), mfs.get("llama_probe_window_packets_lost")
-	ts := mfs.label("llama_probe_target_info", "timestamps")
+func (r *rttRun) printResult(mfs report.Metrics, count float64, ms *rttMeters) {
+	q := func(x float64) float64 { return mfs.SummaryQuantile(rttSummary, x) }
+	wsent, wlost := mfs.Get("llama_probe_window_packets_sent"), mfs.Get("llama_probe_window_packets_lost")
+	ts := mfs.Label("llama_probe_target_info", "timestamps")
 	fmt.Fprintf(r.e.out, "rtt burners=%d: %.0f probes (window sent %.0f lost %.0f): min %s p50 %s p90 %s p99 %s p99.9 %s max %s stddev %s jitter %s; timestamps %s; exporter CPU %s, burners CPU %s; machine: %s\n",
 		r.m.Burners, count, wsent, wlost,
-		fmtSeconds(mfs.get("llama_probe_window_rtt_min_seconds")), fmtSeconds(q(0.5)), fmtSeconds(q(0.9)), fmtSeconds(q(0.99)), fmtSeconds(q(0.999)),
-		fmtSeconds(mfs.get("llama_probe_window_rtt_max_seconds")), fmtSeconds(mfs.get("llama_probe_window_rtt_stddev_seconds")),
-		fmtSeconds(mfs.get("llama_probe_window_jitter_seconds")), orDash(ts), fmtPct(ms.exp.Percent()), fmtPct(ms.burnersPercent()), fmtCPUUsage(ms.machine.Usage))
+		report.Seconds(mfs.Get("llama_probe_window_rtt_min_seconds")), report.Seconds(q(0.5)), report.Seconds(q(0.9)), report.Seconds(q(0.99)), report.Seconds(q(0.999)),
+		report.Seconds(mfs.Get("llama_probe_window_rtt_max_seconds")), report.Seconds(mfs.Get("llama_probe_window_rtt_stddev_seconds")),
+		report.Seconds(mfs.Get("llama_probe_window_jitter_seconds")), orDash(ts), report.Percent(ms.exp.Percent()), report.Percent(ms.burnersPercent()), procmeter.FormatCPUUsage(ms.machine.Usage))
 }
 
 // results is the run's JSON line: what printResult prints, in
 // microseconds, with the run's settings.
-func (r *rttRun) results(mfs metricFamilies, count float64, ms *rttMeters) map[string]any {
+func (r *rttRun) results(mfs report.Metrics, count float64, ms *rttMeters) map[string]any {
 	m := r.m
-	q := func(x float64) float64 { return mfs.summaryQuantile(rttSummary, x) }
-	wsent, wlost := mfs.get("llama_probe_window_packets_sent"), mfs.get("llama_probe_window_packets_lost")
+	q := func(x float64) float64 { return mfs.SummaryQuantile(rttSummary, x) }
+	wsent, wlost := mfs.Get("llama_probe_window_packets_sent"), mfs.Get("llama_probe_window_packets_lost")
 	return map[string]any{
 		"mode": "rtt", "burners": m.Burners, "probes": count, "interval_s": m.Interval.Seconds(),
 		"window_sent": wsent, "window_lost": wlost, "loss_ratio": ratio(wlost, wsent),
-		"rtt_min_us":    micros(mfs.get("llama_probe_window_rtt_min_seconds")),
-		"rtt_p50_us":    micros(q(0.5)),
-		"rtt_p90_us":    micros(q(0.9)),
-		"rtt_p99_us":    micros(q(0.99)),
-		"rtt_p999_us":   micros(q(0.999)),
-		"rtt_max_us":    micros(mfs.get("llama_probe_window_rtt_max_seconds")),
-		"rtt_stddev_us": micros(mfs.get("llama_probe_window_rtt_stddev_seconds")),
-		"jitter_us":     micros(mfs.get("llama_probe_window_jitter_seconds")),
-		"timestamps":    mfs.label("llama_probe_target_info", "timestamps"), "exporter_args": m.ef.Args, "cpu_exporter": m.CPUExporter,
-		"exporter_cpu_pct": round2(ms.exp.Percent()), "burners_cpu_pct": round2(ms.burnersPercent()),
+		"rtt_min_us":    report.Micros(mfs.Get("llama_probe_window_rtt_min_seconds")),
+		"rtt_p50_us":    report.Micros(q(0.5)),
+		"rtt_p90_us":    report.Micros(q(0.9)),
+		"rtt_p99_us":    report.Micros(q(0.99)),
+		"rtt_p999_us":   report.Micros(q(0.999)),
+		"rtt_max_us":    report.Micros(mfs.Get("llama_probe_window_rtt_max_seconds")),
+		"rtt_stddev_us": report.Micros(mfs.Get("llama_probe_window_rtt_stddev_seconds")),
+		"jitter_us":     report.Micros(mfs.Get("llama_probe_window_jitter_seconds")),
+		"timestamps":    mfs.Label("llama_probe_target_info", "timestamps"), "exporter_args": m.ef.Args, "cpu_exporter": m.CPUExporter,
+		"exporter_cpu_pct": report.Round2(ms.exp.Percent()), "burners_cpu_pct": report.Round2(ms.burnersPercent()),
 		"machine_busy_pct": ms.machine.JSON(),
 	}
 }

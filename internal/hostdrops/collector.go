@@ -4,20 +4,21 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/llama-exporter/llama_exporter/internal/metricdef"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 var (
-	enabledDesc = prometheus.NewDesc("llama_exporter_host_drops_enabled",
+	enabledDesc = metricdef.Desc(metricdef.Gauge, "llama_exporter_host_drops_enabled",
 		"1 when the eBPF collector of the kernel's drops of probe traffic runs (--collector.host-drops), 0 otherwise.", nil, nil)
-	latencyDesc = prometheus.NewDesc("llama_host_receive_latency_seconds",
+	latencyDesc = metricdef.Desc(metricdef.Histogram, "llama_host_receive_latency_seconds",
 		"Time the probe traffic received spent in each stage of this host's receive path (backlog: netif_rx to netif_receive_skb; stack: to its socket's queue; socket_queue: to the exporter's read), in seconds, measured in the kernel (--collector.host-drops). role is prober (replies) or reflector (probes).",
 		[]string{"role", "stage"}, nil)
-	overflowsDesc = prometheus.NewDesc("llama_host_receive_latency_overflows_total",
+	overflowsDesc = metricdef.Desc(metricdef.Counter, "llama_host_receive_latency_overflows_total",
 		"Datagrams of the probe traffic that receive latency did not follow: its tables were full (a socket with 64 datagrams queued, or 16384 packets in flight).", nil, nil)
-	resyncsDesc = prometheus.NewDesc("llama_host_receive_latency_resyncs_total",
+	resyncsDesc = metricdef.Desc(metricdef.Counter, "llama_host_receive_latency_resyncs_total",
 		"Times receive latency found a packet where it could not be (a reused skb address, a read of a datagram it had not seen queued) and started following afresh rather than pair it wrongly.", nil, nil)
-	dropsDesc = prometheus.NewDesc("llama_host_drops_total",
+	dropsDesc = metricdef.Desc(metricdef.Counter, "llama_host_drops_total",
 		"Packets of this exporter's probe traffic received by this host and dropped by its kernel, by the kernel's drop reason and the kind of packet.",
 		[]string{"reason", "kind"}, nil)
 )

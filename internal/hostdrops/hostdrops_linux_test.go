@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,7 +19,8 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
-	"github.com/llama-exporter/llama_exporter/internal/netns"
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
+	"github.com/llama-exporter/llama_exporter/internal/testlab/netns"
 )
 
 // Addresses of the two ends of every lab: a prober host and a reflector
@@ -60,13 +60,7 @@ func requireTools(t *testing.T, tools ...string) {
 	t.Helper()
 	netns.Require(t)
 	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			msg := tool + " is not installed"
-			if os.Getenv("CI") == "true" {
-				t.Fatal(msg + " (failing rather than skipping because CI=true)")
-			}
-			t.Skip(msg)
-		}
+		testlab.RequireTool(t, tool)
 	}
 }
 

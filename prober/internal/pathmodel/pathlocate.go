@@ -1,4 +1,4 @@
-package prober
+package pathmodel
 
 import (
 	"cmp"
@@ -52,11 +52,11 @@ const (
 // String formats the link as "FROM -> TO (flows P1,P2)", TO "*" when
 // unknown.
 func (l SuspectLink) String() string {
-	return fmt.Sprintf("%s -> %s (flows %s)", addrLabel(l.From), addrLabel(l.To), l.flowList())
+	return fmt.Sprintf("%s -> %s (flows %s)", Label(l.From), Label(l.To), l.FlowList())
 }
 
-// flowList returns the flows as a comma-separated list of source ports.
-func (l SuspectLink) flowList() string {
+// FlowList returns the flows as a comma-separated list of source ports.
+func (l SuspectLink) FlowList() string {
 	s := make([]string, len(l.Flows))
 	for i, p := range l.Flows {
 		s[i] = strconv.Itoa(int(p))
@@ -64,18 +64,18 @@ func (l SuspectLink) flowList() string {
 	return strings.Join(s, ",")
 }
 
-// addrLabel is an address as a label value: "*" for an unknown one, as in
+// Label is an address as a label value: "*" for an unknown one, as in
 // traceroute.
-func addrLabel(a netip.Addr) string {
+func Label(a netip.Addr) string {
 	if !a.IsValid() {
 		return "*"
 	}
 	return a.String()
 }
 
-// localise names the suspect links of one session from its flows' paths;
+// Localise names the suspect links of one session from its flows' paths;
 // src is the probes' source address. See blame for the rule.
-func localise(src netip.Addr, flows []flowView) []SuspectLink {
+func Localise(src netip.Addr, flows []FlowView) []SuspectLink {
 	healthy := healthyHops(flows)
 	var links []SuspectLink
 	for _, g := range lossyGroups(flows) {
@@ -105,14 +105,14 @@ func localise(src netip.Addr, flows []flowView) []SuspectLink {
 
 // healthyHops says, per hop (index = TTL), whether it answered a trace of
 // any flow taken while that flow lost no probes.
-func healthyHops(flows []flowView) []bool {
+func healthyHops(flows []FlowView) []bool {
 	var out []bool
 	for _, f := range flows {
 		if out == nil {
-			out = make([]bool, len(f.hops)+1)
+			out = make([]bool, len(f.Hops)+1)
 		}
-		for i, h := range f.hops {
-			if h.ans&f.traces&^f.lossyTraces != 0 {
+		for i, h := range f.Hops {
+			if h.Answered&f.Traces&^f.LossyTraces != 0 {
 				out[i+1] = true
 			}
 		}
@@ -134,31 +134,31 @@ type pathGroup struct {
 
 // lossyGroups groups the flows losing probes now by hop list, leaving out
 // those whose loss is known to be on the way back.
-func lossyGroups(flows []flowView) []*pathGroup {
+func lossyGroups(flows []FlowView) []*pathGroup {
 	var groups []*pathGroup
 	for _, f := range flows {
-		if !f.lossy || f.backwardOnly() {
+		if !f.Lossy || f.BackwardOnly() {
 			continue
 		}
-		addrs := make([]netip.Addr, f.length()+1)
+		addrs := make([]netip.Addr, f.Length()+1)
 		for i := 1; i < len(addrs); i++ {
-			addrs[i] = f.hops[i-1].addr
+			addrs[i] = f.Hops[i-1].Addr
 		}
 		i := slices.IndexFunc(groups, func(g *pathGroup) bool { return slices.Equal(g.addrs, addrs) })
 		if i < 0 {
-			n := len(f.hops) + 1
+			n := len(f.Hops) + 1
 			groups = append(groups, &pathGroup{addrs: addrs, ans: make([]int, n), sent: make([]int, n)})
 			i = len(groups) - 1
 		}
 		g := groups[i]
-		g.ports = append(g.ports, f.port)
+		g.ports = append(g.ports, f.Port)
 		g.forward = g.forward || f.forward()
-		g.lost += f.lost
-		g.decided += f.decided
-		run := f.episode & f.traces
-		for j, h := range f.hops {
-			g.ans[j+1] += bits.OnesCount64(h.ans & run)
-			g.sent[j+1] += bits.OnesCount64(h.sent & run)
+		g.lost += f.Lost
+		g.decided += f.Decided
+		run := f.episode & f.Traces
+		for j, h := range f.Hops {
+			g.ans[j+1] += bits.OnesCount64(h.Answered & run)
+			g.sent[j+1] += bits.OnesCount64(h.Sent & run)
 		}
 	}
 	return groups

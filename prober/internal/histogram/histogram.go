@@ -1,4 +1,7 @@
-package prober
+// Package histogram is a session's RTT (or dwell) histogram: classic
+// buckets and a Prometheus native histogram, exposed as one metric, guarded
+// by its owner's lock instead of atomics.
+package histogram
 
 import (
 	"math"
@@ -37,7 +40,7 @@ var nativeBounds = func() [nativeSchema + 1][]float64 {
 	return b
 }()
 
-// histogram is one session's RTT (or dwell) histogram: classic buckets and
+// Histogram is one session's RTT (or dwell) histogram: classic buckets and
 // a native histogram, exposed as one Prometheus histogram. It does what
 // client_golang's Histogram does with the same options, but it is guarded by
 // the session's lock, which the reply path holds anyway: an observation is
@@ -47,7 +50,7 @@ var nativeBounds = func() [nativeSchema + 1][]float64 {
 // more than nativeMaxBuckets buckets, it halves its resolution, as
 // client_golang does within NativeHistogramMinResetDuration.
 // Observations must not be negative.
-type histogram struct {
+type Histogram struct {
 	desc   *prometheus.Desc
 	upper  []float64 // classic bucket upper bounds, ascending, without +Inf
 	counts []uint64  // observations per classic bucket, the last one +Inf
@@ -78,15 +81,19 @@ const (
 	firstDense = 32
 )
 
-func newHistogram(desc *prometheus.Desc, upper []float64, created time.Time) *histogram {
-	return &histogram{
+// New returns an empty histogram exposed as desc, which must have no
+// labels; upper are the classic buckets' upper bounds in seconds,
+// ascending, without +Inf; created is the histogram's created timestamp.
+func New(desc *prometheus.Desc, upper []float64, created time.Time) *Histogram {
+	return &Histogram{
 		desc: desc, upper: upper, counts: make([]uint64, len(upper)+1),
 		schema: nativeSchema, created: created,
 	}
 }
 
-// observe adds one value in seconds.
-func (h *histogram) observe(v float64) {
+// Observe adds one value in seconds, 0 or more. It allocates only when a
+// value falls far from those before it.
+func (h *Histogram) Observe(v float64) {
 	h.counts[sort.SearchFloat64s(h.upper, v)]++ // upper bounds are inclusive
 	h.count++
 	h.sum += v
@@ -101,7 +108,7 @@ func (h *histogram) observe(v float64) {
 }
 
 // add counts n > 0 observations in native bucket k.
-func (h *histogram) add(k int, n int64) {
+func (h *Histogram) add(k int, n int64) {
 	var c *int64
 	if i := k - h.lo; i >= 0 && i < len(h.dense) {
 		c = &h.dense[i]
@@ -128,7 +135,7 @@ func (h *histogram) add(k int, n int64) {
 // k is now in dense. dense only grows, its low end down and its high end
 // up, so a key it cannot reach now it never reaches: far and dense never
 // hold the same key.
-func (h *histogram) grow(k int) bool {
+func (h *Histogram) grow(k int) bool {
 	if h.dense == nil {
 		h.lo, h.dense = k-firstDense/2, h.inline[:]
 		return true
@@ -149,7 +156,7 @@ func (h *histogram) grow(k int) bool {
 }
 
 // nativeBuckets returns every populated native bucket, index to count.
-func (h *histogram) nativeBuckets() map[int]int64 {
+func (h *Histogram) nativeBuckets() map[int]int64 {
 	m := make(map[int]int64, h.buckets)
 	for k, n := range h.far {
 		m[k] = n
@@ -181,9 +188,12 @@ func nativeKey(v float64, schema int32) int {
 	return (key + offset) >> -schema
 }
 
+// Count returns the number of observations and their sum in seconds.
+func (h *Histogram) Count() (n uint64, sum float64) { return h.count, h.sum }
+
 // halveResolution merges pairs of native buckets: bucket i of the current
 // schema lies in bucket ceil(i/2) of the next coarser one.
-func (h *histogram) halveResolution() {
+func (h *Histogram) halveResolution() {
 	merged := make(map[int]int64, h.buckets/2+1)
 	for k, n := range h.nativeBuckets() {
 		merged[ceilHalf(k)] += n
@@ -216,7 +226,7 @@ func ceilHalf(k int) int {
 	return k / 2
 }
 
-// metric returns the histogram's current state as a Prometheus metric with
+// Metric returns the histogram's current state as a Prometheus metric with
 // both the classic buckets and the native histogram, as client_golang's
 // Histogram exposes them with the same options. The caller holds the lock
 // that guards h; the metric shares no memory with h. h.desc must have no
@@ -225,7 +235,7 @@ func ceilHalf(k int) int {
 // It fills the exposition's protobuf directly rather than through
 // client_golang's const histograms, which take the buckets as maps and sort
 // them again: that was a third of a /probe's cost before encoding.
-func (h *histogram) metric() prometheus.Metric {
+func (h *Histogram) Metric() prometheus.Metric {
 	m := &histogramMetric{desc: h.desc}
 	hist := &m.h
 	hist.CreatedTimestamp = timestamppb.New(h.created)
@@ -249,7 +259,7 @@ func (h *histogram) metric() prometheus.Metric {
 // nativeSpans returns the populated native buckets as protobuf spans and
 // deltas, in client_golang's encoding: a new span after a gap of more than
 // two empty buckets, smaller gaps filled with empty buckets.
-func (h *histogram) nativeSpans() ([]*dto.BucketSpan, []int64) {
+func (h *Histogram) nativeSpans() ([]*dto.BucketSpan, []int64) {
 	if h.buckets == 0 {
 		return nil, nil
 	}

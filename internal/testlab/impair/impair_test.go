@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 	"golang.org/x/sys/unix"
 )
 
@@ -23,18 +24,6 @@ var none = Impairment{DSCP: -1}
 
 // waitTimeout bounds every wait for a condition.
 const waitTimeout = 10 * time.Second
-
-// waitFor polls cond until it holds, failing the test after waitTimeout.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(200 * time.Microsecond)
-	}
-}
 
 // datagram is one received datagram with its TOS octet (-1 if unknown).
 type datagram struct {
@@ -232,7 +221,7 @@ func sendSeq(t testing.TB, c *client, r *Relay, n int) {
 		}
 		if (i+1)%window == 0 || i == n-1 {
 			want := base + uint64(i+1)
-			waitFor(t, "the relay to read the datagrams", func() bool { return r.Forward().Received >= want })
+			testlab.WaitEvery(t, waitTimeout, 200*time.Microsecond, "the relay to read the datagrams", func() bool { return r.Forward().Received >= want })
 		}
 	}
 }
@@ -312,7 +301,7 @@ func TestTotalLoss(t *testing.T) {
 		r := newRelay(t, e.addr(), Impairment{Loss: 1, DSCP: -1}, none)
 		c := newClient(t, r.Addr())
 		sendSeq(t, c, r, n)
-		waitFor(t, "drops", func() bool { return r.Forward().Dropped == n })
+		testlab.WaitEvery(t, waitTimeout, 200*time.Microsecond, "drops", func() bool { return r.Forward().Dropped == n })
 		if got, want := r.Forward(), (Counts{Received: n, Dropped: n}); got != want {
 			t.Errorf("Forward() = %+v, want %+v", got, want)
 		}
@@ -328,7 +317,7 @@ func TestTotalLoss(t *testing.T) {
 		r := newRelay(t, e.addr(), none, Impairment{Loss: 1, DSCP: -1})
 		c := newClient(t, r.Addr())
 		sendSeq(t, c, r, n)
-		waitFor(t, "drops", func() bool { return r.Backward().Dropped == n })
+		testlab.WaitEvery(t, waitTimeout, 200*time.Microsecond, "drops", func() bool { return r.Backward().Dropped == n })
 		if got := e.received.Load(); got != n {
 			t.Errorf("upstream received %d datagrams, want %d", got, n)
 		}
@@ -356,7 +345,7 @@ func TestLossRate(t *testing.T) {
 			r := newRelay(t, e.addr(), Impairment{Loss: tc.fwd, DSCP: -1}, Impairment{Loss: tc.bwd, DSCP: -1})
 			c := newClient(t, r.Addr())
 			sendSeq(t, c, r, n)
-			waitFor(t, "all datagrams to be relayed", func() bool {
+			testlab.WaitEvery(t, waitTimeout, 200*time.Microsecond, "all datagrams to be relayed", func() bool {
 				f, b := r.Forward(), r.Backward()
 				return f.Sent+f.Dropped == n && b.Received == f.Sent && b.Sent+b.Dropped == b.Received &&
 					c.count.Load() == b.Sent
@@ -479,7 +468,7 @@ func TestReorder(t *testing.T) {
 		}
 		maxSeen = max(maxSeen, s)
 	}
-	waitFor(t, "forward counts", func() bool { return r.Forward().Sent == n })
+	testlab.WaitEvery(t, waitTimeout, 200*time.Microsecond, "forward counts", func() bool { return r.Forward().Sent == n })
 	f := r.Forward()
 	t.Logf("%d of %d replies arrived after a later one; forward %+v", late, n, f)
 	if late == 0 || f.Reordered == 0 {
@@ -603,7 +592,7 @@ func TestCloseStopsEverything(t *testing.T) {
 			}
 		}
 	}
-	waitFor(t, "the relay to read the datagrams", func() bool { return r.Forward().Received == 15 })
+	testlab.WaitEvery(t, waitTimeout, 200*time.Microsecond, "the relay to read the datagrams", func() bool { return r.Forward().Received == 15 })
 	if err := r.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}

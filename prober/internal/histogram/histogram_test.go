@@ -1,4 +1,4 @@
-package prober
+package histogram
 
 import (
 	"math"
@@ -25,7 +25,7 @@ func TestHistogramMatchesClientGolang(t *testing.T) {
 		observations int
 	}{
 		{"rtt", prometheus.ExponentialBuckets(50e-6, 2, 16), 20e-6, 5e-3, nativeSchema, 5000},
-		{"dwell", DefaultDwellBuckets, 1e-7, 1e-3, nativeSchema, 5000},
+		{"dwell", dwellBuckets, 1e-7, 1e-3, nativeSchema, 5000},
 		{"wide", prometheus.DefBuckets, 1e-12, 1e6, 1, 20000},
 		// Few values over 40 octaves: no halving, most keys beyond the
 		// 160 dense buckets.
@@ -34,7 +34,7 @@ func TestHistogramMatchesClientGolang(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			desc := prometheus.NewDesc("h_seconds", "help", nil, nil)
 			created := time.Unix(1700000000, 0)
-			ours := newHistogram(desc, tc.upper, created)
+			ours := New(desc, tc.upper, created)
 			ref := prometheus.NewHistogram(prometheus.HistogramOpts{
 				Name: "h_seconds", Help: "help", Buckets: tc.upper,
 				NativeHistogramBucketFactor: 1.1, NativeHistogramMaxBucketNumber: 160,
@@ -46,23 +46,23 @@ func TestHistogramMatchesClientGolang(t *testing.T) {
 				if i%1000 == 0 {
 					v = tc.upper[i/1000%len(tc.upper)] // exactly on a classic bound
 				}
-				ours.observe(v)
+				ours.Observe(v)
 				ref.Observe(v)
 			}
-			ours.observe(0)
+			ours.Observe(0)
 			ref.Observe(0)
 			if len(ours.dense) > maxDense {
 				t.Errorf("%d dense buckets, more than %d", len(ours.dense), maxDense)
 			}
 			var got, want dto.Metric
-			metric := ours.metric()
+			metric := ours.Metric()
 			if err := metric.Write(&got); err != nil {
 				t.Fatal(err)
 			}
 			// What a scrape took must not change with later observations.
 			before := proto.Clone(got.Histogram)
-			ours.observe(tc.lo)
-			ours.observe(tc.hi)
+			ours.Observe(tc.lo)
+			ours.Observe(tc.hi)
 			var again dto.Metric
 			if err := metric.Write(&again); err != nil {
 				t.Fatal(err)
@@ -95,13 +95,13 @@ func TestHistogramMatchesClientGolang(t *testing.T) {
 // An empty histogram is exposed as client_golang exposes one: a native
 // histogram with no buckets and a zero count of 0.
 func TestHistogramEmpty(t *testing.T) {
-	ours := newHistogram(prometheus.NewDesc("h_seconds", "help", nil, nil), DefaultDwellBuckets, time.Unix(1700000000, 0))
+	ours := New(prometheus.NewDesc("h_seconds", "help", nil, nil), dwellBuckets, time.Unix(1700000000, 0))
 	ref := prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "h_seconds", Help: "help", Buckets: DefaultDwellBuckets,
+		Name: "h_seconds", Help: "help", Buckets: dwellBuckets,
 		NativeHistogramBucketFactor: 1.1, NativeHistogramMaxBucketNumber: 160,
 	})
 	var got, want dto.Metric
-	if err := ours.metric().Write(&got); err != nil {
+	if err := ours.Metric().Write(&got); err != nil {
 		t.Fatal(err)
 	}
 	if err := ref.Write(&want); err != nil {
@@ -130,3 +130,6 @@ func TestNativeKeyPowersOfTwo(t *testing.T) {
 		t.Errorf("key of +Inf is %d", got)
 	}
 }
+
+// dwellBuckets are the reflector dwell histogram's classic buckets, 1µs to ~1s.
+var dwellBuckets = prometheus.ExponentialBuckets(1e-6, 4, 11)

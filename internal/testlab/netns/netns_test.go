@@ -11,11 +11,11 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/llama-exporter/llama_exporter/internal/testlab"
 	"golang.org/x/sys/unix"
 )
 
@@ -215,12 +215,7 @@ func TestLink(t *testing.T) {
 	})
 
 	t.Run("ping", func(t *testing.T) {
-		if _, err := exec.LookPath("ping"); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatal("ping is not installed (.ci/run installs iputils-ping)")
-			}
-			t.Skip("ping is not installed")
-		}
+		testlab.RequireTool(t, "ping") // .ci/run installs iputils-ping
 		a.Run(t, "ping", "-c1", "-W1", "198.18.0.2")
 		b.Run(t, "ping", "-c1", "-W1", "198.18.1.1")
 	})

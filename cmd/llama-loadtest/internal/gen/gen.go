@@ -1,6 +1,10 @@
 //go:build linux
 
-package main
+// Package gen is the load tool's UDP load generator: sockets that each keep
+// a window of probes outstanding towards one reflector, matched to their
+// replies by sequence number, with batched (and optionally GSO) sends and
+// busy-polled receives, counting what came back and sampling RTTs.
+package gen
 
 import (
 	"context"
@@ -22,28 +26,29 @@ import (
 	"github.com/llama-exporter/llama_exporter/stamp"
 )
 
-// replyKind says where a reply carries the probe's sequence number.
-type replyKind int
+// ReplyKind says where a reply carries the probe's sequence number.
+type ReplyKind int
 
 const (
-	// replyEcho: the datagram comes back unchanged (plain UDP echo), so the
+	// ReplyEcho: the datagram comes back unchanged (plain UDP echo), so the
 	// sequence number is the sender's, at offset 0.
-	replyEcho replyKind = iota
-	// replySTAMP: a Session-Reflector packet; the sender's sequence number
+	ReplyEcho ReplyKind = iota
+	// ReplySTAMP: a Session-Reflector packet; the sender's sequence number
 	// is the Session-Sender Sequence Number at offset 24.
-	replySTAMP
+	ReplySTAMP
 )
 
-func (k replyKind) String() string {
-	if k == replyEcho {
+// String is "echo" or "stamp".
+func (k ReplyKind) String() string {
+	if k == ReplyEcho {
 		return "echo"
 	}
 	return "stamp"
 }
 
-// senderSequence extracts the sequence number of the probe a reply answers.
-func senderSequence(k replyKind, b []byte) (uint32, bool) {
-	if k == replyEcho {
+// SenderSequence extracts the sequence number of the probe a reply answers.
+func SenderSequence(k ReplyKind, b []byte) (uint32, bool) {
+	if k == ReplyEcho {
 		var p stamp.SenderPacket
 		if p.UnmarshalBinary(b) != nil {
 			return 0, false
@@ -57,10 +62,10 @@ func senderSequence(k replyKind, b []byte) (uint32, bool) {
 	return p.SenderSequence, true
 }
 
-// genConfig is the closed-loop load generator's configuration.
-type genConfig struct {
+// Config is the closed-loop load generator's configuration.
+type Config struct {
 	Target      netip.AddrPort
-	Kind        replyKind
+	Kind        ReplyKind
 	Sockets     int           // K
 	Window      int           // W outstanding probes per socket
 	PacketSize  int           // UDP payload, >= 44
@@ -114,7 +119,7 @@ type genCounters struct {
 // goroutine: every batch of replies is answered with as many new probes,
 // keeping Window probes outstanding.
 type genSocket struct {
-	cfg      *genConfig
+	cfg      *Config
 	conn     *net.UDPConn
 	io       *batchIO
 	ssid     uint16
@@ -135,9 +140,9 @@ type genSocket struct {
 	lim *rate.Limiter // the generator's, shared; nil without --rate
 }
 
-// generator drives a reflector closed-loop over several sockets.
-type generator struct {
-	cfg       genConfig
+// Generator drives a reflector closed-loop over several sockets.
+type Generator struct {
+	cfg       Config
 	socks     []*genSocket
 	stopSend  atomic.Bool
 	measuring atomic.Bool
@@ -145,8 +150,9 @@ type generator struct {
 	wg        sync.WaitGroup
 }
 
-func newGenerator(cfg genConfig) (*generator, error) {
-	g := &generator{cfg: cfg}
+// New opens cfg.Sockets sockets towards cfg.Target; Start begins the load.
+func New(cfg Config) (*Generator, error) {
+	g := &Generator{cfg: cfg}
 	epoch := time.Now()
 	var lim *rate.Limiter
 	if cfg.Rate > 0 {
@@ -157,7 +163,7 @@ func newGenerator(cfg genConfig) (*generator, error) {
 	for i := range cfg.Sockets {
 		conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(cfg.Target))
 		if err != nil {
-			g.close()
+			g.Close()
 			return nil, err
 		}
 		// Enough buffer for every outstanding reply; the cap is rmem_max.
@@ -166,7 +172,7 @@ func newGenerator(cfg genConfig) (*generator, error) {
 		bio, err := newBatchIO(conn, !cfg.Poll)
 		if err != nil {
 			conn.Close()
-			g.close()
+			g.Close()
 			return nil, err
 		}
 		s := &genSocket{
@@ -177,7 +183,7 @@ func newGenerator(cfg genConfig) (*generator, error) {
 		}
 		if cfg.GSO {
 			if err := setGSO(conn, cfg.PacketSize); err != nil {
-				g.close()
+				g.Close()
 				return nil, fmt.Errorf("UDP GSO (use --no-gso): %w", err)
 			}
 			s.gso, s.gsoBuf = true, make([]byte, cfg.Window*cfg.PacketSize)
@@ -203,14 +209,15 @@ func setGSO(conn *net.UDPConn, size int) error {
 	return serr
 }
 
-func (g *generator) close() {
+// Close closes the sockets.
+func (g *Generator) Close() {
 	for _, s := range g.socks {
 		s.conn.Close()
 	}
 }
 
-// start fills every socket's window and starts its loop.
-func (g *generator) start() {
+// Start fills every socket's window and starts its loop.
+func (g *Generator) Start() {
 	for _, s := range g.socks {
 		g.wg.Add(1)
 		go func() {
@@ -220,13 +227,13 @@ func (g *generator) start() {
 	}
 }
 
-// stop stops sending, waits for the outstanding replies until drain has
+// Stop stops sending, waits for the outstanding replies until drain has
 // passed, and returns the first socket error.
-func (g *generator) stop(drain time.Duration) error {
+func (g *Generator) Stop(drain time.Duration) error {
 	g.drainBy.Store(time.Now().Add(drain).UnixNano())
 	g.stopSend.Store(true)
 	g.wg.Wait()
-	g.close()
+	g.Close()
 	for _, s := range g.socks {
 		if s.err != nil {
 			return s.err
@@ -235,14 +242,17 @@ func (g *generator) stop(drain time.Duration) error {
 	return nil
 }
 
-// genTotals sums the sockets' counters.
-type genTotals struct {
+// Totals are the sockets' counters summed: probes sent, replies received
+// in time, late, duplicated and stray, probes timed out, receive calls and
+// the empty ones.
+type Totals struct {
 	Sent, Received, Late, Dup, Stray, TimedOut uint64
 	RecvCalls, EmptyRecvs                      uint64
 }
 
-func (g *generator) totals() genTotals {
-	var t genTotals
+// Totals sums the sockets' counters now.
+func (g *Generator) Totals() Totals {
+	var t Totals
 	for _, s := range g.socks {
 		t.Sent += s.c.sent.Load()
 		t.Received += s.c.received.Load()
@@ -256,8 +266,12 @@ func (g *generator) totals() genTotals {
 	return t
 }
 
-// sampledRTTs returns the RTTs sampled while measuring (call after stop).
-func (g *generator) sampledRTTs() []time.Duration {
+// Measure starts (on) or ends the measured interval: RTTs are sampled
+// only within it.
+func (g *Generator) Measure(on bool) { g.measuring.Store(on) }
+
+// SampledRTTs returns the RTTs sampled while measuring (call after stop).
+func (g *Generator) SampledRTTs() []time.Duration {
 	var out []time.Duration
 	for _, s := range g.socks {
 		out = append(out, s.rtts...)
@@ -267,7 +281,7 @@ func (g *generator) sampledRTTs() []time.Duration {
 
 func (s *genSocket) mono(t time.Time) int64 { return int64(t.Sub(s.epoch)) }
 
-func (s *genSocket) run(g *generator) error {
+func (s *genSocket) run(g *Generator) error {
 	now := time.Now()
 	if err := s.fill(now); err != nil {
 		return err
@@ -328,7 +342,7 @@ func (s *genSocket) handle(n int, now time.Time, measuring bool) {
 	t := s.mono(now)
 	var recv, late, dup, stray uint64
 	for i := range n {
-		seq, ok := senderSequence(s.cfg.Kind, s.rm.bufs[i][:s.rm.hdrs[i].Len])
+		seq, ok := SenderSequence(s.cfg.Kind, s.rm.bufs[i][:s.rm.hdrs[i].Len])
 		if !ok {
 			stray++
 			continue
@@ -579,9 +593,9 @@ func (b *batchIO) send(m *mmsgs, from, to int) (int, error) {
 	return b.result(b.rc.Write(b.fn))
 }
 
-// waitReflector sends one probe every 50 ms to target until a matching reply
+// WaitReflector sends one probe every 50 ms to target until a matching reply
 // comes back, the check function reports a dead process, or timeout.
-func waitReflector(ctx context.Context, target netip.AddrPort, kind replyKind, timeout time.Duration, dead func() error) error {
+func WaitReflector(ctx context.Context, target netip.AddrPort, kind ReplyKind, timeout time.Duration, dead func() error) error {
 	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(target))
 	if err != nil {
 		return err
@@ -615,7 +629,7 @@ func waitReflector(ctx context.Context, target netip.AddrPort, kind replyKind, t
 				}
 				break
 			}
-			if got, ok := senderSequence(kind, buf[:n]); ok && got == seq {
+			if got, ok := SenderSequence(kind, buf[:n]); ok && got == seq {
 				return nil
 			}
 		}

@@ -1,6 +1,9 @@
 //go:build linux
 
-package main
+// Package report holds the load tool's report helpers: quantiles and
+// medians, number formats, JSON lines, and reading an exporter's
+// exposition (fetch, parse, look up values by name and labels).
+package report
 
 import (
 	"context"
@@ -20,10 +23,10 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-// quantile returns the nearest-rank q-quantile (0 < q <= 1) of sorted
+// Quantile returns the nearest-rank q-quantile (0 < q <= 1) of sorted
 // values, the same definition the exporter uses for its window summary;
 // NaN for no values.
-func quantile(sorted []float64, q float64) float64 {
+func Quantile(sorted []float64, q float64) float64 {
 	if len(sorted) == 0 {
 		return math.NaN()
 	}
@@ -31,9 +34,9 @@ func quantile(sorted []float64, q float64) float64 {
 	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
-// durationQuantiles sorts a copy of ds and returns its nearest-rank
+// DurationQuantiles sorts a copy of ds and returns its nearest-rank
 // quantiles in seconds, keyed by q.
-func durationQuantiles(ds []time.Duration, qs ...float64) map[float64]float64 {
+func DurationQuantiles(ds []time.Duration, qs ...float64) map[float64]float64 {
 	v := make([]float64, len(ds))
 	for i, d := range ds {
 		v[i] = d.Seconds()
@@ -41,21 +44,22 @@ func durationQuantiles(ds []time.Duration, qs ...float64) map[float64]float64 {
 	slices.Sort(v)
 	out := make(map[float64]float64, len(qs))
 	for _, q := range qs {
-		out[q] = quantile(v, q)
+		out[q] = Quantile(v, q)
 	}
 	return out
 }
 
-// micros rounds seconds to microseconds with one decimal, for JSON; NaN
+// Micros rounds seconds to microseconds with one decimal, for JSON; NaN
 // stays NaN (and is written as null by jsonLine).
-func micros(s float64) float64 {
+func Micros(s float64) float64 {
 	return math.Round(s*1e7) / 10
 }
 
-func round2(v float64) float64 { return math.Round(v*100) / 100 }
+// Round2 rounds v to two decimals, for JSON.
+func Round2(v float64) float64 { return math.Round(v*100) / 100 }
 
-// fmtSeconds formats seconds for humans.
-func fmtSeconds(s float64) string {
+// Seconds formats seconds for humans.
+func Seconds(s float64) string {
 	if math.IsNaN(s) {
 		return "-"
 	}
@@ -69,20 +73,22 @@ func fmtSeconds(s float64) string {
 	return fmt.Sprintf("%.2fs", s)
 }
 
-func fmtBytes(b uint64) string {
+// Bytes formats an octet count in MiB for humans.
+func Bytes(b uint64) string {
 	return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
 }
 
-func fmtPct(p float64) string {
+// Percent formats a percentage for humans; "n/a" when unknown.
+func Percent(p float64) string {
 	if p < 0 || math.IsNaN(p) {
 		return "n/a"
 	}
 	return fmt.Sprintf("%.1f%%", p)
 }
 
-// jsonLine writes v as one line of JSON to w. NaN and ±Inf float64 values
+// JSONLine writes v as one line of JSON to w. NaN and ±Inf float64 values
 // of a map[string]any become null, since JSON has no NaN.
-func jsonLine(w io.Writer, v map[string]any) {
+func JSONLine(w io.Writer, v map[string]any) {
 	for k, x := range v {
 		if f, ok := x.(float64); ok && (math.IsNaN(f) || math.IsInf(f, 0)) {
 			v[k] = nil
@@ -96,11 +102,11 @@ func jsonLine(w io.Writer, v map[string]any) {
 	fmt.Fprintf(w, "%s\n", b)
 }
 
-// metricFamilies is a parsed Prometheus text exposition.
-type metricFamilies map[string]*dto.MetricFamily
+// Metrics is a parsed Prometheus text exposition.
+type Metrics map[string]*dto.MetricFamily
 
-// fetchMetrics GETs url and parses it as the Prometheus text format.
-func fetchMetrics(ctx context.Context, client *http.Client, url string) (metricFamilies, time.Duration, error) {
+// Fetch GETs url and parses it as the Prometheus text format.
+func Fetch(ctx context.Context, client *http.Client, url string) (Metrics, time.Duration, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, 0, err
@@ -120,19 +126,20 @@ func fetchMetrics(ctx context.Context, client *http.Client, url string) (metricF
 	if resp.StatusCode != http.StatusOK {
 		return nil, took, fmt.Errorf("GET %s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
 	}
-	mfs, err := parseMetrics(strings.NewReader(string(body)))
+	mfs, err := Parse(strings.NewReader(string(body)))
 	return mfs, took, err
 }
 
-func parseMetrics(r io.Reader) (metricFamilies, error) {
+// Parse reads a Prometheus text exposition.
+func Parse(r io.Reader) (Metrics, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	return p.TextToMetricFamilies(r)
 }
 
-// value returns the sum over all series of a counter, gauge or untyped
-// metric whose labels include match (name=value pairs), and whether any
+// Value returns the sum over all series of a counter, gauge or untyped
+// metric whose labels include match (name=Value pairs), and whether any
 // series matched.
-func (m metricFamilies) value(name string, match ...string) (float64, bool) {
+func (m Metrics) Value(name string, match ...string) (float64, bool) {
 	mf, ok := m[name]
 	if !ok {
 		return 0, false
@@ -158,17 +165,17 @@ func (m metricFamilies) value(name string, match ...string) (float64, bool) {
 	return sum, found
 }
 
-// get is value with NaN for a missing metric.
-func (m metricFamilies) get(name string, match ...string) float64 {
-	v, ok := m.value(name, match...)
+// Get is Value with NaN for a missing metric.
+func (m Metrics) Get(name string, match ...string) float64 {
+	v, ok := m.Value(name, match...)
 	if !ok {
 		return math.NaN()
 	}
 	return v
 }
 
-// summaryQuantile returns quantile q of the (first) summary name.
-func (m metricFamilies) summaryQuantile(name string, q float64) float64 {
+// SummaryQuantile returns quantile q of the (first) summary name.
+func (m Metrics) SummaryQuantile(name string, q float64) float64 {
 	mf, ok := m[name]
 	if !ok || len(mf.GetMetric()) == 0 {
 		return math.NaN()
@@ -181,8 +188,8 @@ func (m metricFamilies) summaryQuantile(name string, q float64) float64 {
 	return math.NaN()
 }
 
-// summaryCount returns the sample count of the (first) summary name.
-func (m metricFamilies) summaryCount(name string) float64 {
+// SummaryCount returns the sample count of the (first) summary name.
+func (m Metrics) SummaryCount(name string) float64 {
 	mf, ok := m[name]
 	if !ok || len(mf.GetMetric()) == 0 {
 		return math.NaN()
@@ -190,8 +197,8 @@ func (m metricFamilies) summaryCount(name string) float64 {
 	return float64(mf.GetMetric()[0].GetSummary().GetSampleCount())
 }
 
-// label returns the value of label l on the first series of name.
-func (m metricFamilies) label(name, l string) string {
+// Label returns the value of label l on the first series of name.
+func (m Metrics) Label(name, l string) string {
 	mf, ok := m[name]
 	if !ok || len(mf.GetMetric()) == 0 {
 		return ""
@@ -220,10 +227,10 @@ func hasLabels(s *dto.Metric, match []string) bool {
 	return true
 }
 
-// sampleValue finds the sample of an unlabelled metric in a text
+// SampleValue finds the sample of an unlabelled metric in a text
 // exposition without parsing all of it (cheap enough for thousands of
 // first scrapes).
-func sampleValue(body, name string) (float64, bool) {
+func SampleValue(body, name string) (float64, bool) {
 	for line := range strings.SplitSeq(body, "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
@@ -231,4 +238,38 @@ func sampleValue(body, name string) (float64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// Sum adds up a family's counters, gauges and histogram sample counts
+// over all label sets; 0 when the family is absent.
+func (m Metrics) Sum(name string) float64 {
+	mf := m[name]
+	if mf == nil {
+		return 0
+	}
+	var total float64
+	for _, s := range mf.Metric {
+		switch {
+		case s.Counter != nil:
+			total += s.Counter.GetValue()
+		case s.Gauge != nil:
+			total += s.Gauge.GetValue()
+		case s.Histogram != nil:
+			total += float64(s.Histogram.GetSampleCount())
+		}
+	}
+	return total
+}
+
+// Median returns the median of v (v is not reordered); NaN for none.
+func Median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return math.NaN()
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

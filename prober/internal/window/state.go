@@ -1,4 +1,4 @@
-package prober
+package window
 
 import (
 	"math"
@@ -6,28 +6,31 @@ import (
 	"slices"
 )
 
-// windowState summarises the decided probes in a session's window, kept up
+// State summarises the decided probes in a session's window, kept up
 // to date as probes enter it (once decided) and leave it, so that a scrape
 // costs the same whatever the window length. Probes enter and leave in
 // sequence order, each once: the work is amortised O(1) per probe, plus
 // O(log n) for the sorted RTTs (rttSet).
 //
 // The window holds probes sent in [now - timeout - window, now - timeout).
-type windowState struct {
-	head, tail uint32 // next probe to enter; next probe to leave (tail <= head)
+type State struct {
+	// Head is the sequence number of the next probe to enter, Tail of the
+	// next to leave (Tail <= Head, in sequence order with wrap-around): the
+	// window holds probes Tail..Head-1.
+	Head, Tail uint32
 
-	sent, lost           int
-	forward, backward    int   // lost probes by known direction
-	flowSent, flowLost   []int // per flow, with flow_metrics or path_trace
-	flowFwd, flowBwd     []int // per flow, lost probes by known direction
-	rtts                 rttSet
-	sum                  int64   // ns
-	sumSq                uint128 // ns², exact: no drift over months of adds and removes
-	jitterSum            int64   // ns, over consecutive answered probes
-	jitterN              int
-	newest               uint32 // newest answered probe in the window
-	hasNewest            bool
-	lastReceivedSentTime int64 // monotonic ns; for probe_success
+	sent, lost         int
+	forward, backward  int   // lost probes by known direction
+	flowSent, flowLost []int // per flow, with flow_metrics or path_trace
+	flowFwd, flowBwd   []int // per flow, lost probes by known direction
+	rtts               rttSet
+	sum                int64   // ns
+	sumSq              uint128 // ns², exact: no drift over months of adds and removes
+	jitterSum          int64   // ns, over consecutive answered probes
+	jitterN            int
+	Newest             uint32 // newest answered probe in the window
+	HasNewest          bool
+	LastReceivedSent   int64 // monotonic ns; for probe_success
 }
 
 // uint128 is an exact accumulator for sums of squared nanoseconds.
@@ -53,8 +56,10 @@ func square(ns int64) uint128 {
 	return uint128{hi, lo}
 }
 
-func newWindowState(flows int, perFlow bool) windowState {
-	w := windowState{lastReceivedSentTime: math.MinInt64}
+// NewState returns an empty window of a session with flows flows;
+// perFlow keeps per-flow counts too (flow_metrics or path_trace).
+func NewState(flows int, perFlow bool) State {
+	w := State{LastReceivedSent: math.MinInt64}
 	if perFlow {
 		w.flowSent, w.flowLost = make([]int, flows), make([]int, flows)
 		w.flowFwd, w.flowBwd = make([]int, flows), make([]int, flows)
@@ -62,30 +67,30 @@ func newWindowState(flows int, perFlow bool) windowState {
 	return w
 }
 
-// enter adds decided probe sl to the window.
-func (w *windowState) enter(sl *slot) {
+// Enter adds decided probe sl to the window.
+func (w *State) Enter(sl *Slot) {
 	w.sent++
 	if w.flowSent != nil {
-		w.flowSent[sl.flow]++
+		w.flowSent[sl.Flow]++
 	}
-	switch sl.state {
-	case stateLost:
+	switch sl.State {
+	case Lost:
 		w.lost++
 		if w.flowLost != nil {
-			w.flowLost[sl.flow]++
+			w.flowLost[sl.Flow]++
 		}
-		w.countDirection(sl.dir, int(sl.flow), 1)
-	case stateReceived:
-		w.rtts.insert(sl.rtt)
-		w.sum += sl.rtt
-		w.sumSq.add(square(sl.rtt))
-		w.hasNewest, w.newest = true, sl.seq
+		w.CountDirection(sl.Dir, int(sl.Flow), 1)
+	case Received:
+		w.rtts.insert(sl.RTT)
+		w.sum += sl.RTT
+		w.sumSq.add(square(sl.RTT))
+		w.HasNewest, w.Newest = true, sl.Seq
 	}
 }
 
-// ipdv adds (sign 1) or removes (sign -1) the delay variation between two
+// IPDV adds (sign 1) or removes (sign -1) the delay variation between two
 // consecutive answered probes of the window with RTTs prev and next (ns).
-func (w *windowState) ipdv(prev, next int64, sign int) {
+func (w *State) IPDV(prev, next int64, sign int) {
 	d := next - prev
 	if d < 0 {
 		d = -d
@@ -94,42 +99,42 @@ func (w *windowState) ipdv(prev, next int64, sign int) {
 	w.jitterN += sign
 }
 
-// leave removes probe sl from the window; next is the following answered
+// Leave removes probe sl from the window; next is the following answered
 // probe still in the window, if any, whose IPDV pair with sl goes too.
-func (w *windowState) leave(sl *slot, next *slot) {
+func (w *State) Leave(sl *Slot, next *Slot) {
 	w.sent--
 	if w.flowSent != nil {
-		w.flowSent[sl.flow]--
+		w.flowSent[sl.Flow]--
 	}
-	switch sl.state {
-	case stateLost:
+	switch sl.State {
+	case Lost:
 		w.lost--
 		if w.flowLost != nil {
-			w.flowLost[sl.flow]--
+			w.flowLost[sl.Flow]--
 		}
-		w.countDirection(sl.dir, int(sl.flow), -1)
-	case stateReceived:
-		w.rtts.remove(sl.rtt)
-		w.sum -= sl.rtt
-		w.sumSq.sub(square(sl.rtt))
+		w.CountDirection(sl.Dir, int(sl.Flow), -1)
+	case Received:
+		w.rtts.remove(sl.RTT)
+		w.sum -= sl.RTT
+		w.sumSq.sub(square(sl.RTT))
 		if next != nil {
-			w.ipdv(sl.rtt, next.rtt, -1)
+			w.IPDV(sl.RTT, next.RTT, -1)
 		} else {
-			w.hasNewest = false
+			w.HasNewest = false
 		}
 	}
 }
 
-// countDirection adds n lost probes of flow, lost in direction d, to the
+// CountDirection adds n lost probes of flow, lost in direction d, to the
 // window's directional counts.
-func (w *windowState) countDirection(d lossDirection, flow, n int) {
+func (w *State) CountDirection(d Direction, flow, n int) {
 	switch d {
-	case dirForward:
+	case DirForward:
 		w.forward += n
 		if w.flowFwd != nil {
 			w.flowFwd[flow] += n
 		}
-	case dirBackward:
+	case DirBackward:
 		w.backward += n
 		if w.flowBwd != nil {
 			w.flowBwd[flow] += n
@@ -137,8 +142,8 @@ func (w *windowState) countDirection(d lossDirection, flow, n int) {
 	}
 }
 
-// fill writes the window's summary into snap.
-func (w *windowState) fill(snap *Snapshot) {
+// Fill writes the window's summary into snap; the slices are copies.
+func (w *State) Fill(snap *Summary) {
 	snap.WindowSent, snap.WindowLost = w.sent, w.lost
 	snap.WindowForwardLost, snap.WindowBackwardLost = w.forward, w.backward
 	if w.flowSent != nil {
@@ -149,7 +154,7 @@ func (w *windowState) fill(snap *Snapshot) {
 	}
 	snap.LossRatio, snap.RTTMin, snap.RTTMax = math.NaN(), math.NaN(), math.NaN()
 	snap.RTTStdDev, snap.Jitter = math.NaN(), math.NaN()
-	snap.Quantiles = make(map[float64]float64, len(WindowQuantiles))
+	snap.Quantiles = make(map[float64]float64, len(RTTQuantiles))
 	if w.sent > 0 {
 		snap.LossRatio = float64(w.lost) / float64(w.sent)
 	}
@@ -159,7 +164,7 @@ func (w *windowState) fill(snap *Snapshot) {
 	n := w.rtts.len()
 	snap.RTTCount = n
 	snap.RTTSum = float64(w.sum) / 1e9
-	for _, q := range WindowQuantiles {
+	for _, q := range RTTQuantiles {
 		snap.Quantiles[q] = math.NaN()
 	}
 	if n == 0 {
@@ -173,12 +178,12 @@ func (w *windowState) fill(snap *Snapshot) {
 	var ranks [6]int
 	var vals [6]int64
 	ranks[0], ranks[5] = 0, n-1
-	for i, q := range WindowQuantiles {
+	for i, q := range RTTQuantiles {
 		ranks[i+1] = min(max(int(math.Ceil(q*float64(n)))-1, 0), n-1)
 	}
 	w.rtts.kths(ranks[:], vals[:])
 	snap.RTTMin, snap.RTTMax = float64(vals[0])/1e9, float64(vals[5])/1e9
-	for i, q := range WindowQuantiles {
+	for i, q := range RTTQuantiles {
 		snap.Quantiles[q] = float64(vals[i+1]) / 1e9
 	}
 }

@@ -1,4 +1,4 @@
-package prober
+package pathmodel
 
 import (
 	"math"
@@ -28,14 +28,14 @@ type synthTrace struct {
 	ans   []bool
 }
 
-func synthFlow(port uint16, lossyNow bool, addrs []netip.Addr, traces []synthTrace) flowView {
-	f := flowPath{hops: make([]hopHist, 16), cur: make([]hopAnswer, 16), dest: len(addrs)}
+func synthFlow(port uint16, lossyNow bool, addrs []netip.Addr, traces []synthTrace) FlowView {
+	f := flowPath{hops: make([]Hop, 16), cur: make([]Answer, 16), dest: len(addrs)}
 	for _, tr := range traces {
 		f.running = true
 		clear(f.cur)
 		for i, ok := range tr.ans {
 			if ok {
-				f.cur[i] = hopAnswer{addr: addrs[i], ok: true, dest: i == len(addrs)-1}
+				f.cur[i] = Answer{Addr: addrs[i], OK: true, Dest: i == len(addrs)-1}
 			}
 		}
 		f.traces = f.traces<<1 | 1
@@ -52,13 +52,13 @@ func synthFlow(port uint16, lossyNow bool, addrs []netip.Addr, traces []synthTra
 	// A trace that never reached the target leaves the hop list at its
 	// last known addresses.
 	for i, a := range addrs {
-		if !f.hops[i].addr.IsValid() {
-			f.hops[i].addr = a
+		if !f.hops[i].Addr.IsValid() {
+			f.hops[i].Addr = a
 		}
 	}
-	v := flowView{port: port, hops: f.hops, traces: f.traces, lossyTraces: f.lossy, episode: f.episode, dest: f.dest, decided: 1000}
+	v := FlowView{Port: port, Hops: f.hops, Traces: f.traces, LossyTraces: f.lossy, episode: f.episode, dest: f.dest, Decided: 1000}
 	if lossyNow {
-		v.lossy, v.lost = true, 1000
+		v.Lossy, v.Lost = true, 1000
 	}
 	return v
 }
@@ -88,22 +88,22 @@ func wantLinks(t *testing.T, got []SuspectLink, want ...SuspectLink) {
 // only, names R2b -> R3; the flows via R2a are not named.
 func TestPathTraceLocaliseBlackHole(t *testing.T) {
 	healthy := repeat(3, synthTrace{ans: all3})
-	flows := []flowView{
+	flows := []FlowView{
 		synthFlow(40000, true, viaB, append(healthy, synthTrace{lossy: true, ans: firstOne})),
 		synthFlow(40001, false, viaA, healthy),
 		synthFlow(40002, true, viaB, healthy), // lossy, not traced since: named with its path
 		synthFlow(40003, false, viaA, healthy),
 	}
-	wantLinks(t, localise(traceSrc, flows), SuspectLink{From: hopB, To: hopC, Flows: []uint16{40000, 40002}})
+	wantLinks(t, Localise(traceSrc, flows), SuspectLink{From: hopB, To: hopC, Flows: []uint16{40000, 40002}})
 	// R2b missing an answer (its ICMP lost, or rate-limited) does not move
 	// the blame to the link before it: answers that stop after R2b are
 	// likelier than answers thinning out from R2b on.
 	flows[0] = synthFlow(40000, true, viaB, append(healthy, synthTrace{lossy: true, ans: firstOne},
 		synthTrace{lossy: true, ans: []bool{false, false, false}}, synthTrace{lossy: true, ans: firstOne}))
-	wantLinks(t, localise(traceSrc, flows), SuspectLink{From: hopB, To: hopC, Flows: []uint16{40000, 40002}})
+	wantLinks(t, Localise(traceSrc, flows), SuspectLink{From: hopB, To: hopC, Flows: []uint16{40000, 40002}})
 	// The loss clears: nothing is suspected, whatever the history says.
-	flows[0].lossy, flows[2].lossy = false, false
-	wantLinks(t, localise(traceSrc, flows))
+	flows[0].Lossy, flows[2].Lossy = false, false
+	wantLinks(t, Localise(traceSrc, flows))
 }
 
 // Under partial loss before R3, the target's two trace probes both lost
@@ -112,14 +112,14 @@ func TestPathTraceLocaliseBlackHole(t *testing.T) {
 func TestPathTraceLocaliseTwoLostProbesAreNoStop(t *testing.T) {
 	healthy := repeat(3, synthTrace{ans: all3})
 	r3Only := []bool{true, true, false}
-	flows := []flowView{
+	flows := []FlowView{
 		synthFlow(40000, true, viaB, append(slices.Clone(healthy), synthTrace{lossy: true, ans: r3Only})),
 		synthFlow(40002, true, viaB, append(slices.Clone(healthy), synthTrace{lossy: true, ans: r3Only})),
 		synthFlow(40001, false, viaA, healthy),
 	}
-	wantLinks(t, localise(traceSrc, flows))
+	wantLinks(t, Localise(traceSrc, flows))
 	flows[0] = synthFlow(40000, true, viaB, append(slices.Clone(healthy), repeat(2, synthTrace{lossy: true, ans: r3Only})...))
-	wantLinks(t, localise(traceSrc, flows), SuspectLink{From: hopC, To: hopD, Flows: []uint16{40000, 40002}})
+	wantLinks(t, Localise(traceSrc, flows), SuspectLink{From: hopC, To: hopD, Flows: []uint16{40000, 40002}})
 }
 
 // A pair blames only what its traces follow, the probes' path: flows whose
@@ -127,26 +127,26 @@ func TestPathTraceLocaliseTwoLostProbesAreNoStop(t *testing.T) {
 // suspect says whether its loss is known to be forward.
 func TestPathTraceLocaliseForwardOnly(t *testing.T) {
 	healthy := repeat(3, synthTrace{ans: all3})
-	lossy := func(port uint16, fwd, bwd int, stateful bool) flowView {
+	lossy := func(port uint16, fwd, bwd int, stateful bool) FlowView {
 		v := synthFlow(port, true, viaB, append(slices.Clone(healthy), repeat(2, synthTrace{lossy: true, ans: firstOne})...))
-		v.lost, v.fwd, v.bwd, v.stateful = fwd+bwd, fwd, bwd, stateful
+		v.Lost, v.ForwardLost, v.BackwardLost, v.Stateful = fwd+bwd, fwd, bwd, stateful
 		return v
 	}
 	ok := synthFlow(40001, false, viaA, healthy)
 	for _, tc := range []struct {
 		name  string
-		flows []flowView
+		flows []FlowView
 		want  []SuspectLink
 	}{
-		{"replies lost", []flowView{lossy(40000, 0, 5, true), ok}, nil},
-		{"probes lost", []flowView{lossy(40000, 5, 0, true), ok},
+		{"replies lost", []FlowView{lossy(40000, 0, 5, true), ok}, nil},
+		{"probes lost", []FlowView{lossy(40000, 5, 0, true), ok},
 			[]SuspectLink{{From: hopB, To: hopC, Flows: []uint16{40000}, Direction: DirectionForward}}},
-		{"stateless reflector", []flowView{lossy(40000, 0, 0, false), ok},
+		{"stateless reflector", []FlowView{lossy(40000, 0, 0, false), ok},
 			[]SuspectLink{{From: hopB, To: hopC, Flows: []uint16{40000}, Direction: DirectionUnknown}}},
-		{"every probe lost, direction not counted", []flowView{lossy(40000, 0, 0, true), ok},
+		{"every probe lost, direction not counted", []FlowView{lossy(40000, 0, 0, true), ok},
 			[]SuspectLink{{From: hopB, To: hopC, Flows: []uint16{40000}, Direction: DirectionUnknown}}},
 	} {
-		got := localise(traceSrc, tc.flows)
+		got := Localise(traceSrc, tc.flows)
 		if len(got) != len(tc.want) || len(got) == 1 && (got[0].Direction != tc.want[0].Direction || got[0].To != tc.want[0].To) {
 			t.Errorf("%s: suspect links %v (direction %v), want %v", tc.name, got, got, tc.want)
 		}
@@ -156,22 +156,22 @@ func TestPathTraceLocaliseForwardOnly(t *testing.T) {
 // Without healthy evidence that the far side answers, nothing is named:
 // the silence could be a router that never answers.
 func TestPathTraceLocaliseNeedsHealthyEvidence(t *testing.T) {
-	flows := []flowView{
+	flows := []FlowView{
 		synthFlow(40000, true, viaB, repeat(3, synthTrace{lossy: true, ans: firstOne})),
 		synthFlow(40001, true, viaB, repeat(3, synthTrace{lossy: true, ans: firstOne})),
 	}
-	wantLinks(t, localise(traceSrc, flows))
+	wantLinks(t, Localise(traceSrc, flows))
 }
 
 // A hop that alone does not answer while later hops do is never blamed,
 // whether or not the flow loses probes.
 func TestPathTraceLocaliseSilentHopNeverBlamed(t *testing.T) {
 	silentFirst := []bool{false, true, true}
-	flows := []flowView{
+	flows := []FlowView{
 		synthFlow(40000, true, viaA, append(repeat(5, synthTrace{ans: silentFirst}), repeat(10, synthTrace{lossy: true, ans: silentFirst})...)),
 		synthFlow(40001, false, viaA, repeat(5, synthTrace{ans: silentFirst})),
 	}
-	wantLinks(t, localise(traceSrc, flows))
+	wantLinks(t, Localise(traceSrc, flows))
 }
 
 // Partial loss on R2b -> R3: trace probes beyond R2b are lost at the
@@ -185,17 +185,17 @@ func TestPathTraceLocalisePartialLoss(t *testing.T) {
 	for range runs {
 		var b1, b2 []synthTrace
 		healthy := repeat(3, synthTrace{ans: all3})
-		for n := 1; n <= traceHistory-3; n++ {
+		for n := 1; n <= History-3; n++ {
 			for _, b := range []*[]synthTrace{&b1, &b2} {
 				*b = append(*b, synthTrace{lossy: true, ans: []bool{true, rng.Float64() >= loss, rng.Float64() >= loss}})
 			}
-			flows := []flowView{
+			flows := []FlowView{
 				synthFlow(1, true, viaB, append(slices.Clone(healthy), b1...)),
 				synthFlow(2, true, viaB, append(slices.Clone(healthy), b2...)),
 				synthFlow(3, false, viaA, healthy),
 			}
-			flows[0].lost, flows[1].lost = 100, 100 // 10% of the flows' probes
-			links := localise(traceSrc, flows)
+			flows[0].Lost, flows[1].Lost = 100, 100 // 10% of the flows' probes
+			links := Localise(traceSrc, flows)
 			if len(links) == 0 {
 				continue
 			}
@@ -233,12 +233,12 @@ func TestPathTraceBinomialTail(t *testing.T) {
 // The hop list changes when a hop answers from another address or the
 // target at another TTL; silence is no change.
 func TestPathTraceHopListChanges(t *testing.T) {
-	f := flowPath{hops: make([]hopHist, 4), cur: make([]hopAnswer, 4)}
+	f := flowPath{hops: make([]Hop, 4), cur: make([]Answer, 4)}
 	trace := func(addrs ...netip.Addr) bool {
 		clear(f.cur)
 		for i, a := range addrs {
 			if a.IsValid() {
-				f.cur[i] = hopAnswer{addr: a, ok: true, dest: a == hopD}
+				f.cur[i] = Answer{Addr: a, OK: true, Dest: a == hopD}
 			}
 		}
 		sent := len(f.hops)
@@ -270,29 +270,31 @@ func TestPathTraceHopListChanges(t *testing.T) {
 // first lost probe do not, and with on_loss the flow is due at once. A lost
 // probe soon after another continues the episode.
 func TestPathTraceEpisode(t *testing.T) {
-	m := traceModule(config.ProberSTAMP, 1) // hold 1s + 10s + 1s
-	ps := newPathState(m)
+	m := config.DefaultModule()
+	m.Interval, m.Timeout, m.Window, m.Flows = 5*time.Millisecond, time.Second, 10*time.Second, 1
+	m.PathTrace = &config.PathTrace{Interval: time.Second, MaxHops: 4, OnLoss: true} // hold 1s + 10s + 1s
+	ps := New(&m)
 	trace := func(now int64, answered int) {
-		n := ps.begin(0, now)
+		n := ps.Begin(0, now)
 		for ttl := 1; ttl <= n; ttl++ {
-			ps.settle(0, ttl, hopAnswer{addr: hopD, ok: ttl <= answered, dest: ttl == n})
+			ps.Settle(0, ttl, Answer{Addr: hopD, OK: ttl <= answered, Dest: ttl == n})
 		}
-		ps.complete(0, now)
+		ps.Complete(0, now)
 	}
 	sec := int64(time.Second)
-	ps.lost(0, 1*sec) // an earlier loss
+	ps.Lost(0, 1*sec) // an earlier loss
 	trace(2*sec, 4)
 	trace(20*sec, 4) // it ended
 	trace(30*sec, 4) // started before the new loss's first lost probe
 	if e, l := ps.flows[0].episode, ps.flows[0].lossy; e != 0 || l != 0b100 {
 		t.Fatalf("episode %b, lossy traces %b before the loss; want none, 100", e, l)
 	}
-	ps.lost(0, 31*sec)
-	if f, c, _ := ps.candidate(31 * sec); f != 0 || c != traceOnLoss {
+	ps.Lost(0, 31*sec)
+	if f, c, _ := ps.Candidate(31 * sec); f != 0 || c != ClassOnLoss {
 		t.Errorf("after the loss began: flow %d class %d, want 0 traced at once", f, c)
 	}
 	trace(31*sec, 1)
-	ps.lost(0, 32*sec) // the same episode
+	ps.Lost(0, 32*sec) // the same episode
 	trace(33*sec, 1)
 	if e := ps.flows[0].episode; e != 0b11 || ps.flows[0].lossRose {
 		t.Errorf("episode traces %b (loss rose again %v), want the last two", e, ps.flows[0].lossRose)
@@ -301,36 +303,6 @@ func TestPathTraceEpisode(t *testing.T) {
 	if e := ps.flows[0].episode; e != 0 {
 		t.Errorf("episode traces %b after a trace without loss, want none", e)
 	}
-}
-
-// FuzzTraceQuote: every tracing protocol reads the sequence number of its
-// own probes back from the first 16 octets of their payload, as an ICMP
-// error quotes them, and never panics on any quote.
-func FuzzTraceQuote(f *testing.F) {
-	f.Add([]byte{}, uint32(traceSeqFlag|7), uint8(16))
-	f.Add([]byte{0x0a, 10, 0, 1}, uint32(1), uint8(4))
-	f.Fuzz(func(t *testing.T, raw []byte, seq uint32, n uint8) {
-		for name, p := range Probers {
-			if !p.Spec.PathTrace {
-				continue
-			}
-			m := decodeModule(t, name)
-			q, ok := p.New(m).(traceQuoter)
-			if !ok {
-				t.Fatalf("%s traces but cannot read quoted probes", name)
-			}
-			q.quotedSeq(raw) // must not panic
-			out, err := p.New(m).Encode(make([]byte, m.PacketSize), &Probe{SSID: 9, Seq: seq})
-			if err != nil {
-				t.Fatal(err)
-			}
-			quote := out[:min(int(n), 16, len(out))]
-			got, ok := q.quotedSeq(quote)
-			if need := map[string]int{config.ProberSTAMP: 4, config.ProberLLAMA: 8}[name]; len(quote) >= need && (!ok || got != seq) {
-				t.Errorf("%s: quote of %d octets read as %d, %v; want %d", name, len(quote), got, ok, seq)
-			}
-		}
-	})
 }
 
 // Partial loss on R2b -> R3 must not move the blame one hop on, to R3 -> D,
@@ -347,24 +319,24 @@ func TestPathTraceLocalisePartialLossNeverBlamesFarther(t *testing.T) {
 		var b1, b2 []synthTrace
 		healthy := repeat(3, synthTrace{ans: all3})
 		wrong, named := false, false
-		for range traceHistory - 3 {
+		for range History - 3 {
 			for _, b := range []*[]synthTrace{&b1, &b2} {
 				*b = append(*b, synthTrace{lossy: true, ans: []bool{true, rng.Float64() >= loss, rng.Float64() >= loss}})
 			}
-			flows := []flowView{
+			flows := []FlowView{
 				synthFlow(1, true, viaB, append(slices.Clone(healthy), b1...)),
 				synthFlow(2, true, viaB, append(slices.Clone(healthy), b2...)),
 				synthFlow(3, false, viaA, healthy),
 			}
 			for i := range 2 {
-				flows[i].decided, flows[i].lost = window, 0
+				flows[i].Decided, flows[i].Lost = window, 0
 				for range window {
 					if rng.Float64() < loss {
-						flows[i].lost++
+						flows[i].Lost++
 					}
 				}
 			}
-			for _, l := range localise(traceSrc, flows) {
+			for _, l := range Localise(traceSrc, flows) {
 				right := l.From == hopB && l.To == hopC
 				named = named || right
 				wrong = wrong || !right
