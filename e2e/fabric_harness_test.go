@@ -337,20 +337,30 @@ func (d *ruleDoc) rewriteFor(t *testing.T, shipped string, shorten func(time.Dur
 	return changed
 }
 
-// prometheusFabricConfig rewrites deploy/file_sd/prometheus.yml for the
-// fabric: 5 s scrapes and evaluations, the generated files, the rule files
-// and the test's Alertmanager.
-func (fl *fleet) prometheusFabricConfig(t *testing.T, rules []string) string {
+// shippedFileSD is the Prometheus configuration the fabric and host-drop
+// tests rewrite for their labs.
+const shippedFileSD = "../deploy/file_sd/prometheus.yml"
+
+// shippedFileSDConfig returns deploy/file_sd/prometheus.yml, decoded.
+func shippedFileSDConfig(t *testing.T) map[string]any {
 	t.Helper()
-	const shipped = "../deploy/file_sd/prometheus.yml"
-	raw, err := os.ReadFile(shipped)
+	raw, err := os.ReadFile(shippedFileSD)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var cfg map[string]any
 	if err := yaml.Unmarshal(raw, &cfg); err != nil {
-		t.Fatalf("%s: %v", shipped, err)
+		t.Fatalf("%s: %v", shippedFileSD, err)
 	}
+	return cfg
+}
+
+// prometheusFabricConfig rewrites deploy/file_sd/prometheus.yml for the
+// fabric: 5 s scrapes and evaluations, the generated files, the rule files
+// and the test's Alertmanager.
+func (fl *fleet) prometheusFabricConfig(t *testing.T, rules []string) string {
+	t.Helper()
+	cfg := shippedFileSDConfig(t)
 	iv := model.Duration(fabricScrapeInterval).String()
 	cfg["global"] = map[string]any{"scrape_interval": iv, "evaluation_interval": iv, "scrape_timeout": "4s"}
 	cfg["rule_files"] = stringsToAny(rules)
@@ -371,7 +381,7 @@ func (fl *fleet) prometheusFabricConfig(t *testing.T, rules []string) string {
 		}
 	}
 	if found != 2 {
-		t.Fatalf("%s: want jobs llama and llama_exporter with file_sd_configs", shipped)
+		t.Fatalf("%s: want jobs llama and llama_exporter with file_sd_configs", shippedFileSD)
 	}
 	out, err := yaml.Marshal(cfg)
 	if err != nil {

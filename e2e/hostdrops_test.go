@@ -210,15 +210,7 @@ func hostRulesCopy(t *testing.T, dir string) string {
 // that name the pair (module fast) and the two exporters by host.
 func hostDropsPrometheusConfig(t *testing.T, dir, rules string) string {
 	t.Helper()
-	const shipped = "../deploy/file_sd/prometheus.yml"
-	raw, err := os.ReadFile(shipped)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfg map[string]any
-	if err := yaml.Unmarshal(raw, &cfg); err != nil {
-		t.Fatalf("%s: %v", shipped, err)
-	}
+	cfg := shippedFileSDConfig(t)
 	cfg["global"] = map[string]any{"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"}
 	cfg["rule_files"] = []any{rules}
 	pairs := filepath.Join(dir, "pairs.json")
@@ -240,7 +232,7 @@ func hostDropsPrometheusConfig(t *testing.T, dir, rules string) string {
 		}
 	}
 	if len(files) != 0 {
-		t.Fatalf("%s: no jobs %v", shipped, files)
+		t.Fatalf("%s: no jobs %v", shippedFileSD, files)
 	}
 	out, err := yaml.Marshal(cfg)
 	if err != nil {
